@@ -1,0 +1,64 @@
+"""The paper's reported numbers, read from ``results/reference``.
+
+This module is the only place the workbench reads the paper's numbers, so a comparison can never
+silently mix a reported value with a recomputed one: every frame returned here carries a
+``source`` column (and ``attrs["source"]``) saying it is the paper's.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pandas as pd
+
+PAPER_SOURCE = "paper (arXiv 2604.10688)"
+REFERENCE_ENV = "SCOPE_REFERENCE_DIR"
+
+
+def reference_dir() -> Path:
+    """Folder holding the paper's CSVs: ``$SCOPE_REFERENCE_DIR`` if set, else the repository's copy.
+
+    The override lets an installed (non-editable) package, or a test, point at another copy.
+    """
+    override = os.environ.get(REFERENCE_ENV)
+    if override:
+        return Path(override)
+    return Path(__file__).resolve().parents[1] / "results" / "reference"
+
+
+def _read(name: str) -> pd.DataFrame:
+    """Read one reference CSV and mark every row as the paper's number."""
+    path = reference_dir() / name
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"paper reference file {path} not found; set {REFERENCE_ENV} to the folder holding {name}"
+        )
+    frame = pd.read_csv(path)
+    frame["source"] = PAPER_SOURCE
+    frame.attrs["source"] = PAPER_SOURCE
+    return frame
+
+
+def paper_table1() -> pd.DataFrame:
+    """Table 1: both settings, every method and benchmark plus the reported ``Average``, in percent.
+
+    Columns: student, teacher, method, benchmark, avg_at_32, pass_at_32, source.
+    ``pass_at_32`` is the authors' with-replacement bootstrap form, not the unbiased estimator.
+    """
+    return _read("table1_math.csv")
+
+
+def paper_recovery() -> pd.DataFrame:
+    """Recovery rate of teacher continuations by teacher-perplexity quartile and truncation ratio."""
+    return _read("recovery_by_teacher_ppl.csv")
+
+
+def paper_ablation() -> pd.DataFrame:
+    """Dual-path adaptive weighting ablation on AIME24/25 (main setting), in percent."""
+    return _read("ablation_dpaw.csv")
+
+
+def paper_step_time() -> pd.DataFrame:
+    """Per-step wall-clock seconds by component for GRPO, OPD and SCOPE (NaN: no such component)."""
+    return _read("step_time_seconds.csv")

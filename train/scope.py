@@ -1,0 +1,304 @@
+r"""The SCOPE objective (arXiv 2604.10688) in plain torch: dual-path weights and the routed loss.
+
+SCOPE routes every rollout by its verifier reward. Correct rollouts are reinforced by weighted
+maximum likelihood; incorrect ones are corrected by on-policy distillation from a teacher. Each
+path weights its rollouts by a perplexity softmax computed inside the prompt's group, so the
+signal concentrates where it is most useful. This module holds the whole objective so that a
+reader can check it against the paper line by line; the trainer only feeds it tensors.
+
+Notation: a group is the N rollouts y_1..y_N of one prompt x; C and W are its correct and
+incorrect subsets; rho_t = pi_theta(a_t | x, a_<t) / pi_old(a_t | x, a_<t) is the per-token
+importance ratio against the behaviour policy that sampled the rollout.
+
+    Eq. 2 (correct path, MLE)      L_MLE(y) = - sum_t rho_t
+    Eq. 3 (incorrect path, OPD)    L_OPD(y) =   sum_t rho_t * ( sg[log pi_S(a_t)] - log pi_T(a_t) )
+    Perplexity                     PPL(y)   = exp( -(1/|y|) sum_t log pi(a_t) ),  log PPL = mean NLL
+    Eq. 4 (student-path weights)   w_i = PPL_S(y_i)^( 1/tau) / sum_{j in C} PPL_S(y_j)^( 1/tau),  i in C
+    Eq. 5 (teacher-path weights)   w_i = PPL_T(y_i)^(-1/tau) / sum_{j in W} PPL_T(y_j)^(-1/tau),  i in W
+    Eq. 6 (objective)              J = E_x [ sum_{i in C} w_i L_MLE(y_i) + sum_{i in W} w_i L_OPD(y_i) ]
+
+sg[.] is stop-gradient. PPL_S is the student's perplexity on its own rollout (an unsure but
+correct rollout sits on the capability boundary and gets MORE weight); PPL_T is the teacher's
+perplexity on the student's rollout (a wrong rollout the teacher finds implausible is a poor
+place to imitate the teacher from, so it gets LESS weight). At theta = theta_old the gradient of
+Eq. 3 is the sampled-token reverse-KL policy gradient sum_t (log pi_S - log pi_T) grad log pi_S,
+and the gradient of Eq. 2 is -grad sum_t log pi_S.
+
+Where the authors' code (github.com/machine981/SCOPE, ``_compute_scope_dual_path_weights``)
+differs from the paper, the paper is the default and the code is the named preset
+``ABLATIONS["authors_code"]``: its shipped scripts take the softmax over +mean log-prob on the
+correct path, i.e. weight PPL_S^(-1/tau) (the paper's "opposite student weight"), and multiply
+each softmax by the subset size so weights average 1 instead of summing to 1.
+"""
+
+from dataclasses import dataclass
+from typing import Literal, get_args
+
+import torch
+from torch import Tensor
+
+PathMode = Literal["ppl", "uniform", "reversed", "off"]
+WeightScale = Literal["sum1", "mean1"]
+Aggregation = Literal["sum", "seq_mean", "token_mean"]
+
+# Sign of log PPL inside the softmax, relative to each path's paper direction.
+_MODE_SIGN = {"ppl": 1.0, "reversed": -1.0, "uniform": 0.0, "off": 0.0}
+
+
+@dataclass(frozen=True)
+class WeightConfig:
+    """How the two paths weight their rollouts (Eqs. 4-5); validated on construction.
+
+    tau: softmax temperature, > 0. Large tau flattens towards uniform, small tau picks the
+        extreme rollout of each subset.
+    student_mode: correct path. "ppl" is Eq. 4 (w ∝ PPL_S^(1/tau)), "reversed" flips the
+        exponent's sign (w ∝ PPL_S^(-1/tau)), "uniform" gives 1/|C|, "off" gives 0 so the path
+        contributes nothing.
+    teacher_mode: incorrect path, the same choices around Eq. 5 (w ∝ PPL_T^(-1/tau)).
+    scale: "sum1" (the paper) makes each (group, subset) sum to 1; "mean1" (the authors' code)
+        multiplies by the number of weighted rollouts so they average 1.
+    """
+
+    tau: float = 1.0
+    student_mode: PathMode = "ppl"
+    teacher_mode: PathMode = "ppl"
+    scale: WeightScale = "sum1"
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.tau, (int, float)) and 0.0 < float(self.tau) < float("inf")):
+            raise ValueError(f"tau must be a finite number > 0, got {self.tau!r}")
+        for name in ("student_mode", "teacher_mode"):
+            mode = getattr(self, name)
+            if mode not in get_args(PathMode):
+                raise ValueError(f"{name} must be one of {get_args(PathMode)}, got {mode!r}")
+        if self.scale not in get_args(WeightScale):
+            raise ValueError(f"scale must be one of {get_args(WeightScale)}, got {self.scale!r}")
+
+
+# The paper's DPAW ablations (names as in the paper's ablation table); "no_X_weight" means that
+# path's weights become uniform. "authors_code" is what the released training scripts run.
+ABLATIONS: dict[str, WeightConfig] = {
+    "scope": WeightConfig(),
+    "no_dpaw_uniform_weights": WeightConfig(student_mode="uniform", teacher_mode="uniform"),
+    "no_student_weight": WeightConfig(student_mode="uniform"),
+    "no_teacher_weight": WeightConfig(teacher_mode="uniform"),
+    "opposite_student_weight": WeightConfig(student_mode="reversed"),
+    "opposite_teacher_weight": WeightConfig(teacher_mode="reversed"),
+    "authors_code": WeightConfig(student_mode="reversed", scale="mean1"),
+}
+
+
+def _as_bool_rows(correct: Tensor, name: str) -> Tensor:
+    """Accept rewards as bool or as exact 0/1 numbers, since verifiers emit either."""
+    if correct.dtype == torch.bool:
+        return correct
+    if correct.is_complex() or not bool(((correct == 0) | (correct == 1)).all()):
+        raise ValueError(f"{name} must be boolean or hold only 0/1 values (dtype {correct.dtype})")
+    return correct != 0
+
+
+def _subset_index(group_ids: Tensor, correct: Tensor) -> tuple[Tensor, int]:
+    """Map each rollout to a dense (group, subset) segment id, so arbitrary ids cost nothing."""
+    unique_ids, dense_group = torch.unique(group_ids, return_inverse=True)
+    return dense_group * 2 + correct.long(), 2 * unique_ids.numel()
+
+
+def scope_weights(
+    group_ids: Tensor,
+    correct: Tensor,
+    student_log_ppl: Tensor,
+    teacher_log_ppl: Tensor,
+    cfg: WeightConfig = WeightConfig(),
+) -> Tensor:
+    r"""Dual-path adaptive weights (Eqs. 4-5) for a flat batch of B rollouts, as one segment softmax.
+
+    Eq. 4, i in C:  w_i = softmax_{j in C}( +log PPL_S(y_j) / tau )_i = PPL_S^(1/tau) / sum PPL_S^(1/tau)
+    Eq. 5, i in W:  w_i = softmax_{j in W}( -log PPL_T(y_j) / tau )_i = PPL_T^(-1/tau) / sum PPL_T^(-1/tau)
+
+    Working in log-PPL space (log PPL = mean NLL over response tokens) keeps the softmax stable;
+    each (group, subset) segment subtracts its own max before exponentiating. The computation is
+    a handful of scatter/index ops over the whole batch, with no Python loop over rollouts.
+
+    Args:
+        group_ids: [B] integers naming each rollout's prompt; any values, in any order.
+        correct: [B] verifier outcome (bool or 0/1): True routes to the student path.
+        student_log_ppl: [B] student log PPL; read on correct rows only.
+        teacher_log_ppl: [B] teacher log PPL on the student's rollout; read on incorrect rows
+            only, so it may be NaN on correct rows.
+        cfg: temperature, per-path mode and scale.
+
+    Returns:
+        [B] weights (no gradient: they are constants of the update). Defined behaviour:
+        a subset of one rollout gets weight 1 (both scales); a group with only correct (only
+        incorrect) rollouts has only that path; a rollout whose log PPL is NaN or +-inf gets 0
+        and is left out of its subset's normalisation and count (a subset with none finite is
+        all 0); a path in "off" mode is all 0.
+    """
+    tensors = {"group_ids": group_ids, "correct": correct,
+               "student_log_ppl": student_log_ppl, "teacher_log_ppl": teacher_log_ppl}
+    for name, t in tensors.items():
+        if t.dim() != 1:
+            raise ValueError(f"{name} must be 1-D [B], got shape {tuple(t.shape)}")
+    sizes = {name: t.shape[0] for name, t in tensors.items()}
+    if len(set(sizes.values())) != 1:
+        raise ValueError(f"scope_weights inputs disagree on batch size: {sizes}")
+    if group_ids.is_floating_point() or group_ids.is_complex() or group_ids.dtype == torch.bool:
+        raise ValueError(f"group_ids must be an integer tensor, got dtype {group_ids.dtype}")
+    for name in ("student_log_ppl", "teacher_log_ppl"):
+        if not tensors[name].is_floating_point():
+            raise ValueError(f"{name} must be floating point, got dtype {tensors[name].dtype}")
+    is_correct = _as_bool_rows(correct, "correct")
+    # At least float32: half-precision log-PPLs would make the weights needlessly coarse.
+    dtype = torch.promote_types(student_log_ppl.dtype, teacher_log_ppl.dtype)
+    dtype = torch.promote_types(dtype, torch.float32)
+    student = student_log_ppl.detach().to(dtype)
+    teacher = teacher_log_ppl.detach().to(dtype)
+
+    # Each rollout's log PPL, its signed softmax logit (+log PPL_S / tau on the correct path,
+    # -log PPL_T / tau on the incorrect one, per mode), and whether it takes part at all.
+    log_ppl = torch.where(is_correct, student, teacher)
+    slope = torch.where(
+        is_correct, _MODE_SIGN[cfg.student_mode] / cfg.tau, -_MODE_SIGN[cfg.teacher_mode] / cfg.tau
+    )
+    valid = torch.isfinite(log_ppl)
+    if cfg.student_mode == "off":
+        valid &= ~is_correct
+    if cfg.teacher_mode == "off":
+        valid &= is_correct
+    logit = torch.where(valid, slope * log_ppl, -torch.inf)
+
+    seg, n_seg = _subset_index(group_ids, is_correct)
+    seg_max = torch.full((n_seg,), -torch.inf, dtype=dtype, device=logit.device)
+    seg_max = seg_max.scatter_reduce(0, seg, logit, reduce="amax", include_self=True)
+    # exp(-inf - max) = 0 leaves invalid rows out of the sums; a segment with no valid row
+    # turns NaN here, but none of its rows is read below.
+    numer = (logit - seg_max[seg]).exp()
+    denom = torch.zeros(n_seg, dtype=dtype, device=logit.device).index_add(0, seg, numer)
+    # Valid rows always have denom >= 1 (their segment's max contributes exp(0)).
+    weights = torch.where(valid, numer / denom[seg], 0.0)
+    if cfg.scale == "mean1":
+        count = torch.zeros(n_seg, dtype=dtype, device=logit.device).index_add(0, seg, valid.to(dtype))
+        weights = weights * count[seg]
+    return weights
+
+
+def mle_token_loss(logp: Tensor, old_logp: Tensor) -> Tensor:
+    """Eq. 2 per token: -rho_t, rho_t = exp(log pi_theta - log pi_old).
+
+    Its gradient at theta = theta_old is -grad log pi_theta(a_t): maximum likelihood on the
+    student's own correct tokens, with the ratio correcting for a stale behaviour policy.
+    """
+    return -torch.exp(logp - old_logp.detach())
+
+
+def opd_token_loss(logp: Tensor, old_logp: Tensor, teacher_logp: Tensor) -> Tensor:
+    """Eq. 3 per token: rho_t * (sg[log pi_S(a_t)] - log pi_T(a_t)).
+
+    The detached log-ratio acts as a per-token negative advantage, so the gradient at
+    theta = theta_old is the sampled-token reverse-KL policy gradient
+    (log pi_S - log pi_T) * grad log pi_S.
+    """
+    rho = torch.exp(logp - old_logp.detach())
+    return rho * (logp.detach() - teacher_logp.detach())
+
+
+def scope_objective(
+    logp: Tensor,
+    old_logp: Tensor,
+    teacher_logp: Tensor,
+    mask: Tensor,
+    correct: Tensor,
+    weights: Tensor,
+    aggregation: Aggregation = "sum",
+    n_groups: int | None = None,
+) -> tuple[Tensor, dict[str, float]]:
+    r"""J_SCOPE (Eq. 6) for a flat batch: MLE (Eq. 2) on correct rows, OPD (Eq. 3) on the rest.
+
+        J = (1/G) sum_groups [ sum_{i in C} w_i L_MLE(y_i) + sum_{i in W} w_i L_OPD(y_i) ]
+
+    Args:
+        logp: [B, T] current-policy log-probs of the sampled tokens (carries the gradient).
+        old_logp: [B, T] behaviour-policy log-probs (treated as constants).
+        teacher_logp: [B, T] teacher log-probs of the same tokens; read on incorrect rows only,
+            so it may be NaN elsewhere. Padding may hold anything in every [B, T] input.
+        mask: [B, T] response-token mask (bool or 0/1).
+        correct: [B] verifier outcome (bool or 0/1).
+        weights: [B] per-rollout weights, e.g. from ``scope_weights``; treated as constants.
+            A row of weight 0 contributes exactly 0 (its tokens are never read), so rollouts
+            that ``scope_weights`` excluded cannot leak NaN or inf into the loss.
+        aggregation: how tokens and rollouts become one number.
+            "sum" (the paper): per-sequence sum over tokens, weighted sum over rollouts,
+            divided by ``n_groups`` so J is an expectation over prompts.
+            "seq_mean": the same with a per-sequence token mean instead of a sum (length-neutral).
+            "token_mean" (the authors' code): each token's loss times its row weight, averaged
+            over all unmasked tokens of the batch. (The released code differs in two further
+            ways this option does not copy: its MLE term is averaged over correct-path tokens
+            only and its OPD term goes through a PPO-clipped loss.)
+        n_groups: number of prompts G the batch's weights were normalised over; required for
+            "sum" and "seq_mean". Passed explicitly so that gradient accumulation over
+            micro-batches can divide by the full batch's G.
+
+    Returns:
+        (loss, stats): loss is the scalar to minimise; stats hold floats for logging, in the
+        loss's own normalisation where they are losses (loss = loss_mle + loss_opd):
+        loss_mle, loss_opd, n_tokens_mle, n_tokens_opd, n_rollouts_mle, n_rollouts_opd,
+        weight_sum_mle, weight_sum_opd, and opd_log_ratio_mean (mean of log pi_S - log pi_T
+        over weighted incorrect tokens: a sampled reverse-KL estimate).
+    """
+    if aggregation not in get_args(Aggregation):
+        raise ValueError(f"aggregation must be one of {get_args(Aggregation)}, got {aggregation!r}")
+    token_inputs = {"logp": logp, "old_logp": old_logp, "teacher_logp": teacher_logp, "mask": mask}
+    for name, t in token_inputs.items():
+        if t.dim() != 2 or t.shape != logp.shape:
+            raise ValueError(
+                f"{name} must be [B, T] like logp {tuple(logp.shape)}, got {tuple(t.shape)}"
+            )
+    for name, t in {"correct": correct, "weights": weights}.items():
+        if t.shape != logp.shape[:1]:
+            raise ValueError(f"{name} must be [B] = [{logp.shape[0]}], got {tuple(t.shape)}")
+    if aggregation != "token_mean" and (n_groups is None or n_groups <= 0):
+        raise ValueError(f"aggregation {aggregation!r} needs n_groups > 0, got {n_groups!r}")
+
+    is_correct = _as_bool_rows(correct, "correct")
+    w = weights.detach().to(logp.dtype)
+    token_mask = _as_bool_rows(mask, "mask")
+    active = token_mask & (w != 0).unsqueeze(1)
+    row_correct = is_correct.unsqueeze(1).expand_as(active)
+    zero = torch.zeros_like(logp)
+
+    # Sanitise before any arithmetic: torch.where passes NaN gradients from unselected branches.
+    safe_logp = torch.where(active, logp, zero)
+    safe_old = torch.where(active, old_logp.detach(), zero)
+    safe_teacher = torch.where(active & ~row_correct, teacher_logp.detach(), safe_logp.detach())
+    tok = torch.where(
+        row_correct,
+        mle_token_loss(safe_logp, safe_old),
+        opd_token_loss(safe_logp, safe_old, safe_teacher),
+    )
+    tok = torch.where(active, tok, zero)
+
+    n_tok_row = token_mask.sum(dim=1)
+    if aggregation == "sum":
+        per_row = w * tok.sum(dim=1) / n_groups
+    elif aggregation == "seq_mean":
+        per_row = w * tok.sum(dim=1) / n_tok_row.clamp_min(1) / n_groups
+    else:
+        per_row = w * tok.sum(dim=1) / token_mask.sum().clamp_min(1)
+    loss = per_row.sum()
+
+    with torch.no_grad():
+        wrong_active = active & ~row_correct
+        n_wrong_tok = int(wrong_active.sum())
+        log_ratio = torch.where(wrong_active, safe_logp - safe_teacher, zero).sum()
+        stats = {
+            "loss_mle": float(per_row[is_correct].sum()),
+            "loss_opd": float(per_row[~is_correct].sum()),
+            "n_tokens_mle": int(n_tok_row[is_correct].sum()),
+            "n_tokens_opd": int(n_tok_row[~is_correct].sum()),
+            "n_rollouts_mle": int(is_correct.sum()),
+            "n_rollouts_opd": int((~is_correct).sum()),
+            "weight_sum_mle": float(w[is_correct].sum()),
+            "weight_sum_opd": float(w[~is_correct].sum()),
+            "opd_log_ratio_mean": float(log_ratio) / n_wrong_tok if n_wrong_tok else 0.0,
+        }
+    return loss, stats

@@ -1,0 +1,148 @@
+"""One schema for everything the workbench writes about problems, samples and rollouts.
+
+Evaluation samples and training rollouts share one parquet layout so that eval tables, training logs and
+the analyses can read each other's files. Writes are append-only shards renamed into place atomically: a
+job killed at any instant leaves only whole shards behind, and a rerun skips the keys already on disk, so
+nothing is lost or written twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Problem:
+    """A benchmark item; `answer` is the reference answer exactly as the source gives it."""
+
+    benchmark: str
+    problem_id: str
+    problem: str
+    answer: str
+    meta: Mapping[str, Any] = field(default_factory=dict)
+
+
+SAMPLE_KEY = ("benchmark", "problem_id", "sample_idx")
+
+SAMPLE_SCHEMA = pa.schema(
+    [
+        ("benchmark", pa.string()),
+        ("problem_id", pa.string()),
+        ("sample_idx", pa.int32()),
+        ("prompt", pa.string()),
+        ("response", pa.string()),
+        ("n_tokens", pa.int32()),
+        ("finish_reason", pa.string()),
+        ("correct", pa.bool_()),
+        ("extracted", pa.string()),
+        ("grade_error", pa.string()),
+    ]
+)
+
+ROLLOUT_SCHEMA = pa.schema(
+    list(SAMPLE_SCHEMA)
+    + [
+        ("group_id", pa.int64()),
+        ("student_logps", pa.list_(pa.float32())),
+        ("teacher_logps", pa.list_(pa.float32())),
+        ("weight", pa.float32()),
+        ("path", pa.string()),
+    ]
+)
+
+
+def problems_frame(problems: Sequence[Problem]) -> pd.DataFrame:
+    """Problems as a frame (meta kept as a dict column) for joins with samples."""
+    return pd.DataFrame([asdict(p) for p in problems])
+
+
+def _table(rows: pd.DataFrame | Sequence[Mapping[str, Any]], schema: pa.Schema) -> pa.Table:
+    df = rows if isinstance(rows, pd.DataFrame) else pd.DataFrame(list(rows))
+    missing = [name for name in schema.names if name not in df.columns]
+    if missing:
+        raise ValueError(f"records are missing required columns {missing}; have {list(df.columns)}")
+    extra = [c for c in df.columns if c not in schema.names]
+    table = pa.Table.from_pandas(df[schema.names + extra], preserve_index=False)
+    fields = [schema.field(c) if c in schema.names else table.schema.field(c) for c in table.column_names]
+    return table.cast(pa.schema(fields))
+
+
+class ShardStore:
+    """A folder of parquet shards holding rows of one schema, keyed for resumption.
+
+    Each `append` writes one new shard under a temporary name and renames it into place, so readers
+    never see half a file. Reading concatenates the shards and drops repeated keys (first write wins),
+    which makes an interrupted-then-rerun job idempotent even if it re-appended rows.
+    """
+
+    def __init__(self, path: str | os.PathLike, schema: pa.Schema = SAMPLE_SCHEMA, key: Sequence[str] = SAMPLE_KEY):
+        self.path = Path(path)
+        self.schema = schema
+        self.key = tuple(key)
+        unknown = [k for k in self.key if k not in schema.names]
+        if unknown:
+            raise ValueError(f"key columns {unknown} are not in the schema")
+
+    def shards(self) -> list[Path]:
+        return sorted(self.path.glob("part-*.parquet")) if self.path.is_dir() else []
+
+    def append(self, rows: pd.DataFrame | Sequence[Mapping[str, Any]]) -> Path | None:
+        table = _table(rows, self.schema)
+        if table.num_rows == 0:
+            return None
+        self.path.mkdir(parents=True, exist_ok=True)
+        seq = len(self.shards())
+        final = self.path / f"part-{seq:06d}-{uuid.uuid4().hex[:8]}.parquet"
+        tmp = self.path / f".tmp-{final.name}"
+        pq.write_table(table, tmp)
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, final)
+        log.debug("wrote %d rows to %s", table.num_rows, final)
+        return final
+
+    def read(self) -> pd.DataFrame:
+        shards = self.shards()
+        if not shards:
+            return pd.DataFrame({name: pd.Series(dtype=object) for name in self.schema.names})
+        df = pd.concat([pq.read_table(p).to_pandas() for p in shards], ignore_index=True)
+        before = len(df)
+        df = df.drop_duplicates(list(self.key), keep="first").reset_index(drop=True)
+        if len(df) < before:
+            log.warning("%s: dropped %d rows with repeated keys", self.path, before - len(df))
+        return df
+
+    def keys(self) -> set[tuple]:
+        """Keys already stored; reads only the key columns."""
+        out: set[tuple] = set()
+        for p in self.shards():
+            t = pq.read_table(p, columns=list(self.key))
+            out.update(zip(*(t.column(k).to_pylist() for k in self.key)))
+        return out
+
+
+def read_records(path: str | os.PathLike) -> pd.DataFrame:
+    """Read a shard folder or a single parquet file, whichever `path` is."""
+    p = Path(path)
+    if p.is_dir():
+        shards = sorted(p.glob("part-*.parquet"))
+        if not shards:
+            raise FileNotFoundError(f"no parquet shards in {p}")
+        cols = pq.read_schema(shards[0]).names
+        schema = ROLLOUT_SCHEMA if "group_id" in cols else SAMPLE_SCHEMA
+        return ShardStore(p, schema).read()
+    if p.is_file():
+        return pd.read_parquet(p)
+    raise FileNotFoundError(f"no records at {p}")

@@ -1,0 +1,297 @@
+"""Build the toy world's committed assets: tokenizer, teacher and student, bit for bit.
+
+    python -m workbench.toy.build            # rebuild into workbench/toy/assets
+    python -m workbench.toy.build --out DIR  # build elsewhere
+    python -m workbench.toy.build --check    # rebuild into a temporary folder and compare bytes
+
+Both models are trained with TRL's ``SFTTrainer`` on prompt/completion rows, which TRL 1.16 turns
+into completion-only loss (``completion_only_loss=None`` resolves to True for such rows: the prompt
+tokens get label -100). Seeds are fixed, ``full_determinism`` switches on PyTorch's deterministic
+algorithms, data loading stays in-process and the thread count is pinned, so two builds on the same
+machine and library versions write identical safetensors.
+
+The student is deliberately smaller and trained for far fewer steps than the teacher: it solves
+short chains but slips on long ones, so its groups of rollouts mix right and wrong answers, and it
+is under-trained rather than capacity-starved, so on-policy training has room to improve it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import json
+import logging
+import random
+import re
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from datasets import Dataset
+from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+from trl import SFTConfig, SFTTrainer
+
+from workbench.toy import ASSETS_DIR
+from workbench.toy.task import TIERS, reference_solution, sample_prompts, toy_problems
+from workbench.toy.tokenizer import build_tokenizer
+
+logger = logging.getLogger(__name__)
+
+NUM_THREADS = 2
+MAX_NEW_TOKENS = 64  # the longest reference response (toy-6) is 46 tokens with EOS
+# Files whose bytes a rebuild must reproduce (build_info.json holds wall times, so it cannot).
+REPRODUCIBLE_FILES = (
+    "model.safetensors",
+    "config.json",
+    "generation_config.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Shape of a Llama-style model; tiny enough to train and sample on two CPU cores."""
+
+    hidden_size: int
+    num_layers: int
+    num_heads: int
+    intermediate_size: int
+
+
+@dataclass(frozen=True)
+class TrainSpec:
+    """One SFT run: every example is seen once, drawn from the train split with a tier mix."""
+
+    max_steps: int
+    batch_size: int
+    learning_rate: float
+    tier_weights: tuple[float, ...]
+    seed: int
+    warmup_steps: int = 20
+    weight_decay: float = 0.01
+
+
+TEACHER_MODEL = ModelSpec(hidden_size=96, num_layers=3, num_heads=4, intermediate_size=384)
+TEACHER_TRAIN = TrainSpec(
+    max_steps=1200, batch_size=64, learning_rate=2e-3, tier_weights=(1, 1, 1, 1, 1, 1), seed=1
+)
+STUDENT_MODEL = ModelSpec(hidden_size=48, num_layers=1, num_heads=4, intermediate_size=192)
+STUDENT_TRAIN = TrainSpec(
+    max_steps=400, batch_size=64, learning_rate=2e-3, tier_weights=(1, 1, 1, 1, 1, 1), seed=2
+)
+
+
+def make_model(spec: ModelSpec, tokenizer: PreTrainedTokenizerFast, seed: int) -> LlamaForCausalLM:
+    """A freshly initialised model whose weights depend only on ``spec`` and ``seed``."""
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=spec.hidden_size,
+        intermediate_size=spec.intermediate_size,
+        num_hidden_layers=spec.num_layers,
+        num_attention_heads=spec.num_heads,
+        num_key_value_heads=spec.num_heads,
+        max_position_embeddings=tokenizer.model_max_length,
+        tie_word_embeddings=True,
+        bos_token_id=None,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    torch.manual_seed(seed)
+    return LlamaForCausalLM(config)
+
+
+def training_rows(spec: TrainSpec) -> Dataset:
+    """Prompt/completion rows from the train split; the completion is the reference response."""
+    if len(spec.tier_weights) != len(TIERS):
+        raise ValueError(f"tier_weights needs one weight per tier ({len(TIERS)})")
+    rng = random.Random(f"toy-train/{spec.seed}")
+    total = spec.max_steps * spec.batch_size
+    weight_sum = sum(spec.tier_weights)
+    prompts: list[str] = []
+    for tier, weight in zip(TIERS, spec.tier_weights):
+        prompts += sample_prompts(tier, round(total * weight / weight_sum), "train", rng)
+    rng.shuffle(prompts)
+    return Dataset.from_dict({"prompt": prompts, "completion": [reference_solution(p) for p in prompts]})
+
+
+def train_model(
+    model: LlamaForCausalLM, tokenizer: PreTrainedTokenizerFast, spec: TrainSpec, rows: Dataset, work_dir: Path
+) -> dict:
+    """Run one deterministic SFT pass and return its final training metrics."""
+    args = SFTConfig(
+        output_dir=str(work_dir),
+        max_steps=spec.max_steps,
+        per_device_train_batch_size=spec.batch_size,
+        learning_rate=spec.learning_rate,
+        lr_scheduler_type="cosine",
+        warmup_steps=spec.warmup_steps,
+        weight_decay=spec.weight_decay,
+        seed=spec.seed,
+        data_seed=spec.seed,
+        full_determinism=True,
+        use_cpu=True,
+        bf16=False,
+        gradient_checkpointing=False,
+        dataloader_num_workers=0,
+        report_to="none",
+        save_strategy="no",
+        logging_steps=50,
+        max_length=tokenizer.model_max_length,
+        completion_only_loss=True,
+    )
+    trainer = SFTTrainer(model=model, args=args, train_dataset=rows, processing_class=tokenizer)
+    result = trainer.train()
+    return dict(result.metrics)
+
+
+_BOXED = re.compile(r"\\boxed\{([^{}]*)\}")
+
+
+def boxed_answer(response: str) -> str | None:
+    """The last ``\\boxed{...}`` content, the way the toy grader reads an answer."""
+    found = _BOXED.findall(response)
+    return found[-1] if found else None
+
+
+@torch.no_grad()
+def sample_accuracy(
+    model: LlamaForCausalLM,
+    tokenizer: PreTrainedTokenizerFast,
+    problems: list[dict],
+    n_samples: int = 8,
+    temperature: float = 0.6,
+    seed: int = 0,
+) -> list[list[bool]]:
+    """Correctness of ``n_samples`` sampled responses per problem (a build-time sanity measure).
+
+    All prompts of a tier have the same length, so one unpadded batch holds them all.
+    """
+    if len({len(p["problem"]) for p in problems}) != 1:
+        raise ValueError("sample_accuracy expects prompts of one length (one tier)")
+    torch.manual_seed(seed)
+    model.eval()
+    enc = tokenizer([p["problem"] for p in problems], return_tensors="pt")
+    out = model.generate(
+        **enc,
+        do_sample=True,
+        temperature=temperature,
+        top_p=1.0,
+        top_k=0,
+        num_return_sequences=n_samples,
+        max_new_tokens=MAX_NEW_TOKENS,
+    )
+    texts = tokenizer.batch_decode(out[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
+    return [
+        [boxed_answer(texts[i * n_samples + j]) == p["answer"] for j in range(n_samples)]
+        for i, p in enumerate(problems)
+    ]
+
+
+def evaluate(
+    model: LlamaForCausalLM, tokenizer: PreTrainedTokenizerFast, n_problems: int, n_samples: int = 8
+) -> dict[str, dict[str, float]]:
+    """Per-tier mean accuracy and fraction of groups that mix right and wrong answers."""
+    report = {}
+    for tier in TIERS:
+        groups = sample_accuracy(model, tokenizer, toy_problems(tier, n_problems), n_samples)
+        hits = [sum(g) for g in groups]
+        report[tier] = {
+            "accuracy": round(sum(hits) / (len(groups) * n_samples), 4),
+            "mixed_groups": round(sum(0 < h < n_samples for h in hits) / len(groups), 4),
+        }
+    return report
+
+
+def save_model(model: LlamaForCausalLM, tokenizer: PreTrainedTokenizerFast, out_dir: Path) -> None:
+    """Save like a hub checkpoint: safetensors weights, config, generation config and tokenizer."""
+    model.generation_config = GenerationConfig(
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        max_new_tokens=MAX_NEW_TOKENS,
+    )
+    model.config.eos_token_id = tokenizer.eos_token_id
+    model.save_pretrained(out_dir, safe_serialization=True)
+    tokenizer.save_pretrained(out_dir)
+
+
+def sha256_of(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def build(out_dir: Path, n_eval_problems: int = 50, run_eval: bool = True) -> dict:
+    """Build tokenizer, teacher and student into ``out_dir`` and return the build record."""
+    torch.set_num_threads(NUM_THREADS)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tokenizer = build_tokenizer()
+    tokenizer.save_pretrained(out_dir / "tokenizer")
+    info: dict = {"torch": torch.__version__, "threads": NUM_THREADS, "models": {}}
+    total_start = time.perf_counter()
+    for name, model_spec, train_spec in (
+        ("teacher", TEACHER_MODEL, TEACHER_TRAIN),
+        ("student", STUDENT_MODEL, STUDENT_TRAIN),
+    ):
+        logger.info("training the %s", name)
+        start = time.perf_counter()
+        model = make_model(model_spec, tokenizer, train_spec.seed)
+        with tempfile.TemporaryDirectory() as work:
+            metrics = train_model(model, tokenizer, train_spec, training_rows(train_spec), Path(work))
+        seconds = time.perf_counter() - start
+        save_model(model, tokenizer, out_dir / name)
+        record = {
+            "model": dataclasses.asdict(model_spec),
+            "train": dataclasses.asdict(train_spec),
+            "parameters": sum(p.numel() for p in model.parameters()),
+            "train_seconds": round(seconds, 1),
+            "train_loss": round(metrics.get("train_loss", float("nan")), 4),
+            "safetensors_bytes": (out_dir / name / "model.safetensors").stat().st_size,
+            "sha256": {f: sha256_of(out_dir / name / f) for f in REPRODUCIBLE_FILES},
+        }
+        if run_eval:
+            logger.info("evaluating the %s", name)
+            record["eval"] = evaluate(model, tokenizer, n_eval_problems)
+            logger.info("%s: %s", name, record["eval"])
+        info["models"][name] = record
+    info["total_seconds"] = round(time.perf_counter() - total_start, 1)
+    info["eval_protocol"] = {"temperature": 0.6, "samples": 8, "problems_per_tier": n_eval_problems, "split": "test"}
+    (out_dir / "build_info.json").write_text(json.dumps(info, indent=2) + "\n")
+    return info
+
+
+def check(reference_dir: Path) -> bool:
+    """Rebuild into a temporary folder and compare every reproducible file's bytes."""
+    with tempfile.TemporaryDirectory() as tmp:
+        build(Path(tmp), run_eval=False)
+        same = True
+        for name in ("teacher", "student"):
+            for f in REPRODUCIBLE_FILES:
+                ours, theirs = sha256_of(Path(tmp) / name / f), sha256_of(reference_dir / name / f)
+                if ours != theirs:
+                    logger.error("%s/%s differs: rebuilt %s, committed %s", name, f, ours, theirs)
+                    same = False
+                else:
+                    logger.info("%s/%s identical (%s)", name, f, ours[:16])
+    return same
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=ASSETS_DIR, help="where to write the assets")
+    parser.add_argument(
+        "--check", action="store_true", help="rebuild in a temporary folder and compare with --out byte for byte"
+    )
+    parser.add_argument("--eval-problems", type=int, default=50, help="test problems per tier for build_info.json")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    if args.check:
+        return 0 if check(args.out) else 1
+    build(args.out, n_eval_problems=args.eval_problems)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,200 @@
+"""Chained single-digit arithmetic mod 10: the toy world's stand-in for a math benchmark.
+
+Each problem is a left-to-right chain such as ``3+5*2`` evaluated modulo 10, and the reference
+response spells out one step per operation before a ``\\boxed{}`` answer::
+
+    prompt:   Q:3+5*2?A:
+    response: 3+5=8;8*2=6;\\boxed{6}
+
+Difficulty grows with chain length, so tier ``toy-t`` has ``t`` operations and the six tiers play
+the roles of the six real benchmarks. Every step needs the model to find the next operator and
+operand in the prompt and apply a mod-10 table, so a small model's per-step error compounds with
+the tier; that spread of difficulty is what makes groups of rollouts mix right and wrong answers.
+
+Train and test are disjoint by construction: a prompt belongs to the test split exactly when a
+SHA-256 bucket of its text says so, independently of seeds, tiers or sample sizes, so no sampling
+of training data can ever leak a test prompt.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import re
+from collections.abc import Iterator
+
+TIERS: tuple[str, ...] = ("toy-1", "toy-2", "toy-3", "toy-4", "toy-5", "toy-6")
+OPERATORS: str = "+-*"
+STEP_SEPARATOR: str = ";"
+PROMPT_PREFIX: str = "Q:"
+PROMPT_SUFFIX: str = "?A:"
+SPLITS: tuple[str, ...] = ("train", "test")
+
+# One prompt in TEST_BUCKETS buckets goes to the test split (20%); the smallest tier (300 distinct
+# prompts) keeps about 60 test problems, enough for the >= 30 a tier that evaluation needs.
+_TEST_BUCKETS = 5
+# Tiers whose whole prompt space is at most this large are enumerated rather than sampled, so an
+# impossible request fails with a clear count instead of looping.
+_ENUMERATE_LIMIT = 10_000
+
+_PROMPT_RE = re.compile(r"^Q:(\d(?:[-+*]\d)+)\?A:$")
+_STEP_RE = re.compile(r"^(\d)([-+*])(\d)=(\d)$")
+
+
+def _apply(a: int, op: str, b: int) -> int:
+    if op == "+":
+        return (a + b) % 10
+    if op == "-":
+        return (a - b) % 10
+    if op == "*":
+        return (a * b) % 10
+    raise ValueError(f"unknown operator {op!r}")
+
+
+def _tier_ops(tier: str) -> int:
+    if tier not in TIERS:
+        raise ValueError(f"unknown toy tier {tier!r}; expected one of {TIERS}")
+    return int(tier.split("-")[1])
+
+
+def _parse(problem: str) -> tuple[list[int], list[str]]:
+    """Accept the full prompt (``Q:3+5*2?A:``) or the bare chain (``3+5*2``)."""
+    text = problem.strip()
+    match = _PROMPT_RE.match(text) or _PROMPT_RE.match(f"{PROMPT_PREFIX}{text}{PROMPT_SUFFIX}")
+    if match is None:
+        raise ValueError(f"not a toy problem: {problem!r}")
+    chain = match.group(1)
+    return [int(c) for c in chain[0::2]], list(chain[1::2])
+
+
+def format_prompt(operands: list[int], ops: list[str]) -> str:
+    """Render a chain as the plain prompt the toy models are trained and evaluated on."""
+    if len(operands) != len(ops) + 1 or not ops:
+        raise ValueError("a chain needs at least one operator and one more operand than operators")
+    chain = str(operands[0]) + "".join(f"{op}{b}" for op, b in zip(ops, operands[1:]))
+    return f"{PROMPT_PREFIX}{chain}{PROMPT_SUFFIX}"
+
+
+def solution_steps(problem: str) -> list[tuple[int, str, int, int]]:
+    """The reference chain as ``(left, op, right, result)`` steps, evaluated left to right."""
+    operands, ops = _parse(problem)
+    steps = []
+    acc = operands[0]
+    for op, b in zip(ops, operands[1:]):
+        result = _apply(acc, op, b)
+        steps.append((acc, op, b, result))
+        acc = result
+    return steps
+
+
+def solve(problem: str) -> str:
+    """Reference final answer (a single digit as text) computed from the prompt."""
+    return str(solution_steps(problem)[-1][3])
+
+
+def reference_solution(problem: str) -> str:
+    """The reference response: one ``a op b = c;`` step per operation, then the boxed answer."""
+    steps = solution_steps(problem)
+    body = "".join(f"{a}{op}{b}={c}{STEP_SEPARATOR}" for a, op, b, c in steps)
+    return f"{body}\\boxed{{{steps[-1][3]}}}"
+
+
+def check_chain(problem: str, response: str) -> bool:
+    """Whether a response's worked steps are exactly the reference chain (stricter than the answer)."""
+    return response == reference_solution(problem)
+
+
+def parse_steps(response: str) -> list[tuple[int, str, int, int] | None]:
+    """Split a response into its steps; a malformed step is ``None`` (used to locate first errors)."""
+    body = response.split("\\boxed", 1)[0]
+    parts = [p for p in body.split(STEP_SEPARATOR) if p]
+    steps: list[tuple[int, str, int, int] | None] = []
+    for part in parts:
+        m = _STEP_RE.match(part)
+        steps.append((int(m[1]), m[2], int(m[3]), int(m[4])) if m else None)
+    return steps
+
+
+def split_of(problem: str) -> str:
+    """The split a prompt belongs to, fixed by a hash of its text alone."""
+    digest = hashlib.sha256(problem.encode()).digest()
+    return "test" if int.from_bytes(digest[:8], "big") % _TEST_BUCKETS == 0 else "train"
+
+
+def _random_prompt(n_ops: int, rng: random.Random) -> str:
+    operands = [rng.randrange(10) for _ in range(n_ops + 1)]
+    ops = [rng.choice(OPERATORS) for _ in range(n_ops)]
+    return format_prompt(operands, ops)
+
+
+def _all_prompts(n_ops: int) -> Iterator[str]:
+    total = 10 ** (n_ops + 1) * len(OPERATORS) ** n_ops
+    for index in range(total):
+        operands, ops = [], []
+        for _ in range(n_ops + 1):
+            index, digit = divmod(index, 10)
+            operands.append(digit)
+        for _ in range(n_ops):
+            index, k = divmod(index, len(OPERATORS))
+            ops.append(OPERATORS[k])
+        yield format_prompt(operands, ops)
+
+
+def sample_prompts(tier: str, n: int, split: str, rng: random.Random) -> list[str]:
+    """Draw ``n`` prompts of one tier from one split WITH replacement (training streams).
+
+    Unlike :func:`toy_problems` this never runs out, which the small tiers need when a training
+    mix asks for more examples than the tier has distinct prompts.
+    """
+    n_ops = _tier_ops(tier)
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
+    out: list[str] = []
+    while len(out) < n:
+        prompt = _random_prompt(n_ops, rng)
+        if split_of(prompt) == split:
+            out.append(prompt)
+    return out
+
+
+def _distinct_prompts(tier: str, n: int, split: str, seed: int) -> list[str]:
+    n_ops = _tier_ops(tier)
+    rng = random.Random(f"toy/{tier}/{split}/{seed}")
+    space = 10 ** (n_ops + 1) * len(OPERATORS) ** n_ops
+    if space <= _ENUMERATE_LIMIT:
+        pool = [p for p in _all_prompts(n_ops) if split_of(p) == split]
+        if n > len(pool):
+            raise ValueError(f"{tier} has only {len(pool)} distinct {split} problems; asked for {n}")
+        rng.shuffle(pool)
+        return pool[:n]
+    seen: set[str] = set()
+    out: list[str] = []
+    while len(out) < n:
+        prompt = _random_prompt(n_ops, rng)
+        if prompt not in seen and split_of(prompt) == split:
+            seen.add(prompt)
+            out.append(prompt)
+    return out
+
+
+def toy_problems(tier: str, n: int, split: str = "test", seed: int = 0) -> list[dict]:
+    """``n`` distinct problems of one tier and split, deterministic in ``(tier, split, seed)``.
+
+    A smaller ``n`` returns a prefix of a larger one, so problem ids stay meaningful as
+    evaluation sizes change. Rows carry ``problem_id``, ``problem`` (the prompt text), ``answer``
+    and ``solution`` (the reference response, without EOS).
+    """
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
+    if n < 0:
+        raise ValueError("n must be non-negative")
+    stem = f"{tier}/{split}" if seed == 0 else f"{tier}/{split}/seed{seed}"
+    return [
+        {
+            "problem_id": f"{stem}/{i:04d}",
+            "problem": prompt,
+            "answer": solve(prompt),
+            "solution": reference_solution(prompt),
+        }
+        for i, prompt in enumerate(_distinct_prompts(tier, n, split, seed))
+    ]
