@@ -120,7 +120,7 @@ def _parse_jsonl(path: Path, benchmark: str) -> list[Problem]:
         for lineno, line in enumerate(fh, 1):
             if not line.strip():
                 continue
-            where = f"{path}:{lineno}"
+            where = f"{path} line {lineno}"
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as exc:

@@ -14,15 +14,29 @@ from workbench.models.base import (
     check_same_vocab,
 )
 
-BACKENDS = ("hf",)
+BACKENDS = ("hf", "vllm", "server")
 
 
 def load_backend(kind: str, model: str, **kwargs: Any) -> Backend:
-    """Build a backend: "hf" (transformers, CPU or GPU)."""
+    """Build a backend: "hf" (transformers, CPU or GPU), "vllm" (in-process vLLM engine, needs the
+    `vllm` extra and a GPU) or "server" (a vLLM OpenAI-compatible server; pass `base_url=`).
+
+    Imports are deferred so that choosing one backend never imports another's dependencies.
+    """
     if kind == "hf":
         from workbench.models.hf import HFBackend
 
         return HFBackend(model, **kwargs)
+    if kind == "vllm":
+        from workbench.models.vllm import VLLMBackend
+
+        return VLLMBackend(model, **kwargs)
+    if kind == "server":
+        from workbench.models.server import ServerBackend
+
+        if "base_url" not in kwargs:
+            raise ValueError('the "server" backend needs base_url=, e.g. "http://teacher-node:8000/v1"')
+        return ServerBackend(kwargs.pop("base_url"), model, **kwargs)
     raise ValueError(f"unknown backend {kind!r}; available: {', '.join(BACKENDS)}")
 
 

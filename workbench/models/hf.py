@@ -103,14 +103,16 @@ class HFBackend:
         per_batch = max(1, self.max_batch_sequences // sampling.n)
         encoded = [self.encode(p) for p in prompts]
         results: list[list[Completion]] = []
+        greedy = sampling.temperature == 0
+        copies = 1 if greedy else sampling.n  # greedy samples are identical: decode once, repeat
         gen_kwargs: dict[str, Any] = dict(
             max_new_tokens=sampling.max_new_tokens,
-            num_return_sequences=sampling.n,
+            num_return_sequences=copies,
             repetition_penalty=sampling.repetition_penalty,
             pad_token_id=self.tokenizer.pad_token_id,
             eos_token_id=sorted(self.eos_ids),
         )
-        if sampling.temperature > 0:
+        if not greedy:
             gen_kwargs.update(do_sample=True, temperature=sampling.temperature, top_p=sampling.top_p,
                               top_k=sampling.top_k or None)
         else:
@@ -129,7 +131,7 @@ class HFBackend:
             for i in range(len(chunk)):
                 group = []
                 for j in range(sampling.n):
-                    token_ids, reason = self._split(rows[i * sampling.n + j], width)
+                    token_ids, reason = self._split(rows[i * copies + (0 if greedy else j)], width)
                     text = self.tokenizer.decode(token_ids, skip_special_tokens=True)
                     group.append(Completion(text, token_ids, reason))
                     n_tokens += len(token_ids)

@@ -1,0 +1,42 @@
+# SCOPE workbench. Every target installs the environment on demand (.venv, CPU PyTorch).
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+# The six real benchmarks as JSONL (see README "Real benchmarks"); override with DATA_DIR=...
+DATA_DIR ?= $(if $(SCOPE_DATA_DIR),$(SCOPE_DATA_DIR),$(abspath ../shared/data/benchmarks))
+export SCOPE_DATA_DIR := $(DATA_DIR)
+
+.PHONY: setup lab demo test toy-models real-smoke reproduce-tables train-toy figures bench clean help
+
+help:  ## list targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | column -t -s $$'\t'
+
+$(STAMP): pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet torch==2.13.0   # the CPU wheel; never the CUDA build
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+setup: $(STAMP)  ## create .venv: CPU torch 2.13.0, then the workbench with test extras
+
+lab: $(STAMP)  ## install JupyterLab and open the notebooks
+	$(PY) -m pip install --quiet -e '.[lab]'
+	$(VENV)/bin/jupyter lab notebooks/
+
+demo: $(STAMP)  ## the main job on the toy world: evaluation, analysis, tables
+	$(PY) -m analysis.demo
+
+test: $(STAMP)  ## the test suite (unit + integration)
+	@$(PY) -m pytest -q; rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: that is a failure here"; exit 1; fi; exit $$rc
+
+toy-models: $(STAMP)  ## rebuild the committed toy tokenizer, teacher and student (deterministic)
+	$(PY) -m workbench.toy.build
+
+real-smoke: $(STAMP)  ## SmolLM2-135M-Instruct on 2 problems of each real benchmark, n=4
+	$(PY) -m eval.real_smoke --data-dir $(DATA_DIR)
+
+clean:  ## remove run outputs that are not committed
+	rm -rf results/runs results/toy/runs .pytest_cache

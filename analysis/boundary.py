@@ -1,0 +1,207 @@
+"""Student perplexity versus the capability boundary, on correct rollouts.
+
+SCOPE gives correct rollouts MORE weight when the student's own perplexity on them is high, on the
+claim that an unsure-but-correct rollout marks a problem at the edge of what the student can do,
+where reinforcement teaches most. The paper argues this but measures nothing; this experiment
+does. Correct rollouts are bucketed by student PPL (quantiles, Q1 lowest), and each is set
+against its problem's empirical solve rate, estimated from fresh student samples of the same
+problem (not the rollout itself, which would bias the rate upwards). If the claim holds, high-PPL
+buckets sit on lower solve rates and on more problems that are solved only sometimes
+(0 < rate < 1).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from analysis.corrective import bucket_labels, quantile_buckets
+from analysis.rollouts import score_rollouts, stable_seed
+from analysis.stats import attempt, jonckheere_terpstra, logistic_regression, monotonicity, spearman
+from eval.generate import generate_samples, model_name
+from eval.metrics import bootstrap_ci
+from eval.tables import to_markdown
+from workbench.models import Backend, SamplingConfig
+from workbench.records import SAMPLE_KEY, Problem
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class BoundaryConfig:
+    """The boundary experiment's knobs.
+
+    n_samples: fresh student samples per problem behind each solve rate (more samples, finer rates).
+    unit_size: problems per shard of those samples.
+    """
+
+    n_samples: int = 16
+    temperature: float = 0.6
+    top_p: float = 1.0
+    top_k: int = 0
+    max_new_tokens: int = 4096
+    n_buckets: int = 4
+    unit_size: int = 8
+    seed: int = 0
+    level: float = 0.95
+    n_boot: int = 2000
+
+    def __post_init__(self) -> None:
+        for name in ("n_samples", "unit_size", "n_boot"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.n_buckets < 2:
+            raise ValueError(f"n_buckets must be >= 2 to compare buckets, got {self.n_buckets}")
+
+    def sampling(self) -> SamplingConfig:
+        # Not the rollout stage's seed: the same seed and unit layout would redraw the rollouts themselves.
+        return SamplingConfig(n=self.n_samples, temperature=self.temperature, top_p=self.top_p, top_k=self.top_k,
+                              max_new_tokens=self.max_new_tokens, seed=stable_seed(self.seed, "boundary"))
+
+
+@dataclass(frozen=True)
+class BoundaryAnalysis:
+    """per_rollout: one row per correct rollout (key, bucket, student_log_ppl, n_samples, n_solved,
+    solve_rate); buckets: per-bucket summary in percent with intervals; statistics: JSON-ready tests."""
+
+    per_rollout: pd.DataFrame
+    buckets: pd.DataFrame
+    statistics: dict[str, Any] = field(default_factory=dict)
+
+
+def solve_counts(samples: pd.DataFrame) -> pd.DataFrame:
+    """Per problem: ``n_samples``, ``n_solved`` and ``solve_rate`` from graded samples."""
+    return (samples.assign(correct=samples["correct"].astype(int))
+            .groupby(["benchmark", "problem_id"], sort=False)["correct"]
+            .agg(n_samples="size", n_solved="sum").reset_index()
+            .assign(solve_rate=lambda f: f["n_solved"] / f["n_samples"]))
+
+
+def bucket_summary(per_rollout: pd.DataFrame, n_buckets: int, *, level: float = 0.95, n_boot: int = 2000,
+                   seed: int = 0) -> pd.DataFrame:
+    """Per student-PPL bucket: size, mean PPL/NLL, mean solve rate and the share of boundary problems
+    (solved sometimes) and of always-solved problems, in percent with bootstrap intervals over rollouts."""
+    rows = []
+    for b in bucket_labels(n_buckets):
+        part = per_rollout[per_rollout["bucket"] == b]
+        row: dict[str, Any] = {
+            "bucket": b, "n_rollouts": len(part),
+            "n_problems": part[["benchmark", "problem_id"]].drop_duplicates().shape[0],
+            "student_ppl_mean": float(np.exp(part["student_log_ppl"]).mean()) if len(part) else np.nan,
+            "student_nll_mean": float(part["student_log_ppl"].mean()) if len(part) else np.nan,
+        }
+        if len(part):
+            rate = part["solve_rate"].to_numpy()
+            for name, values in (("solve", rate), ("sometimes", (rate > 0) & (rate < 1)), ("always", rate == 1)):
+                mean, lo, hi = bootstrap_ci(100.0 * values.astype(float), level, n_boot, seed)
+                row.update({f"{name}_pct": mean, f"{name}_ci_lo": lo, f"{name}_ci_hi": hi})
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def boundary_statistics(per_rollout: pd.DataFrame, n_buckets: int, *, level: float = 0.95) -> dict[str, Any]:
+    """Tests of "higher student PPL on a correct rollout, lower solve rate of its problem".
+
+    Per correct rollout: Spearman's rho of student log-PPL with the solve rate, and the logistic
+    slope of the fresh samples' success on log-PPL (each rollout's problem contributes its
+    n_solved of n_samples; rollouts of one problem share those trials, so this interval is
+    optimistic). Per problem (independent units): rho of the mean log-PPL of its correct rollouts
+    with its solve rate. Across buckets: Jonckheere-Terpstra for solve rates falling from Q1 to
+    Qn, and the sign pattern of bucket means.
+    """
+    labels = bucket_labels(n_buckets)
+    groups = [per_rollout.loc[per_rollout["bucket"] == b, "solve_rate"].to_numpy() for b in labels]
+    per_problem = per_rollout.groupby(["benchmark", "problem_id"], sort=False).agg(
+        student_log_ppl=("student_log_ppl", "mean"), solve_rate=("solve_rate", "first"))
+    return {
+        "unit": "correct student rollout (problem-level where named)",
+        "spearman_per_rollout": attempt(spearman, per_rollout["student_log_ppl"], per_rollout["solve_rate"]),
+        "spearman_per_problem": attempt(spearman, per_problem["student_log_ppl"], per_problem["solve_rate"]),
+        "logistic": attempt(logistic_regression, per_rollout["student_log_ppl"].to_numpy(),
+                            per_rollout["n_solved"].to_numpy(), per_rollout["n_samples"].to_numpy(),
+                            names=["student_log_ppl"], level=level),
+        "trend": attempt(jonckheere_terpstra, [g for g in groups if g.size], "decreasing"),
+        "monotonicity": attempt(monotonicity, [g.mean() for g in groups if g.size], "decreasing"),
+        "n_correct_rollouts": len(per_rollout),
+        "n_problems": len(per_problem),
+    }
+
+
+def analyse_boundary(correct: pd.DataFrame, solve: pd.DataFrame, cfg: BoundaryConfig) -> BoundaryAnalysis:
+    """Bucket correct rollouts by student log-PPL and join their problems' solve rates; pure."""
+    missing = [c for c in (*SAMPLE_KEY, "student_log_ppl") if c not in correct.columns]
+    if missing:
+        raise ValueError(f"correct rollouts lack columns {missing}")
+    base = correct[[*SAMPLE_KEY, "student_log_ppl"]].drop_duplicates(list(SAMPLE_KEY)).copy()
+    base["bucket"] = quantile_buckets(base["student_log_ppl"].to_numpy(), cfg.n_buckets)
+    per_rollout = base.merge(solve, on=["benchmark", "problem_id"], how="left", validate="many_to_one")
+    unmatched = per_rollout["solve_rate"].isna()
+    if unmatched.any():
+        first = per_rollout.loc[unmatched].iloc[0]
+        raise ValueError(f"{int(unmatched.sum())} correct rollouts have no fresh samples of their problem, "
+                         f"e.g. {first['benchmark']}/{first['problem_id']}")
+    per_rollout = per_rollout.sort_values(["bucket", *SAMPLE_KEY]).reset_index(drop=True)
+    buckets = bucket_summary(per_rollout, cfg.n_buckets, level=cfg.level, n_boot=cfg.n_boot, seed=cfg.seed)
+    return BoundaryAnalysis(per_rollout, buckets, boundary_statistics(per_rollout, cfg.n_buckets, level=cfg.level))
+
+
+def run_boundary(student: Backend, rollouts: pd.DataFrame, problems: Sequence[Problem], cfg: BoundaryConfig,
+                 run_dir: str | os.PathLike, *, grade_workers: int | None = None,
+                 progress: bool = True) -> tuple[BoundaryAnalysis, pd.DataFrame]:
+    """Score every rollout with the student, sample fresh solves of problems with a correct rollout,
+    analyse. Returns the analysis and the student scores of all rollouts (the weights need them)."""
+    run = Path(run_dir)
+    scores = score_rollouts(student, student.encode, rollouts, run / "student_scores", model=model_name(student),
+                            progress=progress)
+    scored = rollouts.merge(scores[[*SAMPLE_KEY, "log_ppl"]].rename(columns={"log_ppl": "student_log_ppl"}),
+                            on=list(SAMPLE_KEY), validate="one_to_one")
+    correct = scored[scored["correct"].astype(bool)]
+    if len(correct) < cfg.n_buckets:
+        raise ValueError(f"only {len(correct)} correct rollouts: too few for {cfg.n_buckets} buckets")
+    with_correct = set(zip(correct["benchmark"], correct["problem_id"]))
+    chosen = [p for p in problems if (p.benchmark, p.problem_id) in with_correct]
+    log.info("boundary: %d correct rollouts on %d problems; %d fresh samples each", len(correct), len(chosen),
+             cfg.n_samples)
+    samples = generate_samples(student, chosen, cfg.sampling(), run / "student_extra", unit_size=cfg.unit_size,
+                               grade_workers=grade_workers, progress=progress)
+    return analyse_boundary(correct, solve_counts(samples), cfg), scores
+
+
+def boundary_markdown(analysis: BoundaryAnalysis, decimals: int = 1) -> str:
+    """The bucket table as printed: solve rate and boundary share, each with its interval."""
+    b = analysis.buckets
+
+    def cell(name: str) -> list[str]:
+        if f"{name}_pct" not in b.columns:
+            return ["n/a"] * len(b)
+        return [f"{v:.{decimals}f} [{lo:.{decimals}f}, {hi:.{decimals}f}]" if np.isfinite(v) else "n/a"
+                for v, lo, hi in zip(b[f"{name}_pct"], b[f"{name}_ci_lo"], b[f"{name}_ci_hi"])]
+
+    table = pd.DataFrame({
+        "rollouts": b["n_rollouts"], "problems": b["n_problems"],
+        "student PPL": [f"{v:.3f}" for v in b["student_ppl_mean"]],
+        "solve rate %": cell("solve"), "solved sometimes %": cell("sometimes"), "always solved %": cell("always"),
+    }, index=pd.Index(b["bucket"], name="student-PPL bucket"))
+    return ("Correct rollouts by student-PPL bucket vs their problems' solve rate (fresh student samples); "
+            "this run, no paper counterpart:\n" + to_markdown(table))
+
+
+def write_boundary(analysis: BoundaryAnalysis, out_dir: str | os.PathLike) -> dict[str, Path]:
+    """``boundary_buckets.csv``, ``boundary_rollouts.csv``, ``boundary_statistics.json``, ``boundary_summary.md``."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {"buckets": out / "boundary_buckets.csv", "per_rollout": out / "boundary_rollouts.csv",
+             "statistics": out / "boundary_statistics.json", "summary": out / "boundary_summary.md"}
+    analysis.buckets.to_csv(paths["buckets"], index=False)
+    analysis.per_rollout.to_csv(paths["per_rollout"], index=False)
+    paths["statistics"].write_text(json.dumps(analysis.statistics, indent=2, default=float) + "\n")
+    paths["summary"].write_text(boundary_markdown(analysis))
+    return paths

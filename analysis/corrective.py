@@ -1,0 +1,475 @@
+"""Teacher perplexity versus corrective capability: can the teacher recover a wrong student rollout?
+
+SCOPE down-weights wrong rollouts the teacher finds implausible (high teacher PPL), on the claim
+that the teacher corrects those poorly. The paper tests the claim by prefix continuation: wrong
+rollouts are bucketed by teacher PPL (quartiles, Q1 lowest), each is cut at a step separator near
+a fraction r of its characters, the teacher continues from prompt + prefix several times, and the
+recovery rate is the share of continuations that reach the right answer. If Q1 recovers more than
+Q4 at every r, teacher PPL tracks how useful the teacher's guidance is on that rollout.
+
+A bucket can recover less merely because its problems are harder for the teacher, so the teacher
+also solves each problem from scratch; its solve rate per bucket separates "hard problem" from
+"misleading prefix", and enters the pooled logistic regression as a control.
+
+Stages (each resumable, under one run folder): the student's rollouts (``analysis.rollouts``),
+the teacher's scores of the wrong ones, the continuations, the teacher's from-scratch samples.
+The analysis itself (:func:`analyse_recovery`) is a pure function of those frames.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from analysis.rollouts import WorkUnit, check_identity, run_units, score_rollouts, stable_seed
+from analysis.stats import attempt, bootstrap_difference_ci, jonckheere_terpstra, logistic_regression, monotonicity, spearman
+from eval.generate import generate_samples, grade_rows, model_name
+from eval.metrics import bootstrap_ci
+from eval.reference import PAPER_SOURCE, paper_recovery
+from eval.tables import MetricTable, format_cells, to_markdown, write_tables
+from workbench.grading import GradeCache
+from workbench.models import Backend, SamplingConfig
+from workbench.records import SAMPLE_KEY, Problem, ShardStore
+from workbench.runs import run_folder
+
+log = logging.getLogger(__name__)
+
+RATIO_INDEX = "r"
+CONTINUATION_KEY = (*SAMPLE_KEY, "ratio", "cont_idx")
+CONTINUATION_SCHEMA = pa.schema(
+    [
+        ("benchmark", pa.string()),
+        ("problem_id", pa.string()),
+        ("sample_idx", pa.int32()),
+        ("ratio", pa.float64()),
+        ("cont_idx", pa.int32()),
+        ("prefix_chars", pa.int32()),
+        ("response_chars", pa.int32()),
+        ("at_separator", pa.bool_()),
+        ("continuation", pa.string()),
+        ("n_tokens", pa.int32()),
+        ("finish_reason", pa.string()),
+        ("correct", pa.bool_()),
+        ("extracted", pa.string()),
+        ("grade_error", pa.string()),
+    ]
+)
+
+
+@dataclass(frozen=True)
+class CorrectiveConfig:
+    """The corrective experiment's knobs; defaults are the paper's protocol.
+
+    separator: the step boundary a cut lands on: a newline for real models' reasoning, ";" for
+        the toy world, whose responses are one line of ";"-separated steps.
+    scratch_samples: teacher samples per problem from the bare prompt (its solve rate).
+    unit_size: (rollout, ratio) prefixes continued per shard.
+    """
+
+    ratios: tuple[float, ...] = (0.2, 0.4, 0.6, 0.8)
+    n_continuations: int = 4
+    temperature: float = 0.6
+    top_p: float = 1.0
+    top_k: int = 0
+    max_new_tokens: int = 4096
+    separator: str = "\n"
+    n_buckets: int = 4
+    scratch_samples: int = 4
+    unit_size: int = 32
+    seed: int = 0
+    level: float = 0.95
+    n_boot: int = 2000
+
+    def __post_init__(self) -> None:
+        if not self.ratios or any(not 0.0 < r < 1.0 for r in self.ratios):
+            raise ValueError(f"ratios must be non-empty and lie strictly between 0 and 1, got {self.ratios}")
+        if len(set(self.ratios)) != len(self.ratios):
+            raise ValueError(f"ratios repeat: {self.ratios}")
+        if not self.separator:
+            raise ValueError("separator must be a non-empty string")
+        for name in ("n_continuations", "n_buckets", "scratch_samples", "unit_size", "n_boot"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.n_buckets < 2:
+            raise ValueError(f"n_buckets must be >= 2 to compare buckets, got {self.n_buckets}")
+
+    def sampling(self, n: int) -> SamplingConfig:
+        return SamplingConfig(n=n, temperature=self.temperature, top_p=self.top_p, top_k=self.top_k,
+                              max_new_tokens=self.max_new_tokens, seed=self.seed)
+
+
+@dataclass(frozen=True)
+class Cut:
+    """Where a response is truncated: ``prefix_chars`` characters kept."""
+
+    prefix_chars: int
+    at_separator: bool
+
+
+def truncation_point(response: str, ratio: float, separator: str) -> Cut:
+    """The cut just after the separator whose end lies nearest ``ratio * len(response)``.
+
+    A cut that would keep the whole response leaves nothing to redo, so separators ending the
+    response are not candidates; ties go to the earlier cut. A response with no usable
+    separator is cut at the nearest character instead (``at_separator`` False), so every wrong
+    rollout stays in the experiment and the fallback can be counted.
+    """
+    if not 0.0 < ratio < 1.0:
+        raise ValueError(f"ratio must lie strictly between 0 and 1, got {ratio}")
+    if not separator:
+        raise ValueError("separator must be a non-empty string")
+    target = ratio * len(response)
+    ends, start = [], response.find(separator)
+    while start != -1:
+        end = start + len(separator)
+        if end < len(response):
+            ends.append(end)
+        start = response.find(separator, start + 1)
+    if ends:
+        return Cut(min(ends, key=lambda e: (abs(e - target), e)), True)
+    return Cut(int(np.clip(round(target), 0, len(response))), False)
+
+
+def quantile_buckets(values: Sequence[float] | np.ndarray, n_buckets: int = 4) -> np.ndarray:
+    """Labels "Q1".."Qn" by quantile of ``values`` (Q1 lowest), buckets as equal in size as possible.
+
+    Ties are broken by position after a stable sort, so equal values may straddle a boundary
+    rather than leave buckets empty or unequal.
+    """
+    arr = np.asarray(values, dtype=np.float64)
+    if arr.ndim != 1 or arr.size < n_buckets:
+        raise ValueError(f"need at least {n_buckets} values to form {n_buckets} buckets, got shape {arr.shape}")
+    if not np.all(np.isfinite(arr)):
+        raise ValueError("bucketed values must be finite")
+    rank = np.empty(arr.size, dtype=np.int64)
+    rank[np.argsort(arr, kind="stable")] = np.arange(arr.size)
+    index = rank * n_buckets // arr.size
+    return np.array([f"Q{i + 1}" for i in index])
+
+
+def bucket_labels(n_buckets: int) -> list[str]:
+    return [f"Q{i + 1}" for i in range(n_buckets)]
+
+
+def gap_label(n_buckets: int) -> str:
+    """Column of the lowest-minus-highest bucket difference, e.g. "Q1−Q4"."""
+    return f"Q1−Q{n_buckets}"
+
+
+# ------------------------------------------------------------------------------------- stages
+def _items_hash(frame: pd.DataFrame, columns: Sequence[str]) -> str:
+    rows = sorted(map(tuple, frame[list(columns)].astype(str).to_numpy()))
+    return hashlib.sha256(repr(rows).encode("utf-8")).hexdigest()
+
+
+def continue_from_prefixes(teacher: Backend, wrong: pd.DataFrame, cfg: CorrectiveConfig,
+                           out_dir: str | os.PathLike, *, grade_workers: int | None = None,
+                           progress: bool = True) -> pd.DataFrame:
+    """``cfg.n_continuations`` graded teacher continuations of each wrong rollout at each ratio.
+
+    The teacher sees the rollout's prompt followed by its prefix; a continuation is graded on
+    prefix + continuation (the whole response the teacher completed) and counts as wrong when cut
+    off at ``max_new_tokens``.
+    """
+    missing = [c for c in (*SAMPLE_KEY, "prompt", "response", "answer") if c not in wrong.columns]
+    if missing:
+        raise ValueError(f"wrong rollouts lack columns {missing}")
+    out = Path(out_dir)
+    sampling = cfg.sampling(cfg.n_continuations)
+    identity = {"model": model_name(teacher), "sampling": asdict(sampling), "ratios": list(cfg.ratios),
+                "separator": cfg.separator, "unit_size": cfg.unit_size,
+                "rollouts_sha256": _items_hash(wrong, [*SAMPLE_KEY, "response"])}
+    check_identity(out, identity)
+    store = ShardStore(out, CONTINUATION_SCHEMA, CONTINUATION_KEY)
+    records = wrong.reset_index(drop=True)
+    items = [(i, r) for i in range(len(records)) for r in cfg.ratios]
+    units = []
+    for index, start in enumerate(range(0, len(items), cfg.unit_size)):
+        chunk = tuple(items[start : start + cfg.unit_size])
+        keys = tuple((*(records.loc[i, c] for c in SAMPLE_KEY), r, j)
+                     for i, r in chunk for j in range(cfg.n_continuations))
+        units.append(WorkUnit(index, chunk, keys, stable_seed(cfg.seed, "continuations", *keys[:: cfg.n_continuations])))
+    cache = GradeCache()
+
+    def produce(unit: WorkUnit) -> pd.DataFrame:
+        prompts, cuts = [], []
+        for i, ratio in unit.items:
+            row = records.loc[i]
+            cut = truncation_point(row["response"], ratio, cfg.separator)
+            cuts.append(cut)
+            prompts.append(row["prompt"] + row["response"][: cut.prefix_chars])
+        groups = teacher.generate(prompts, replace(sampling, seed=unit.seed))
+        rows = []
+        for (i, ratio), cut, group in zip(unit.items, cuts, groups):
+            row = records.loc[i]
+            prefix = row["response"][: cut.prefix_chars]
+            for j, completion in enumerate(group):
+                rows.append({
+                    **{c: row[c] for c in SAMPLE_KEY}, "ratio": ratio, "cont_idx": j,
+                    "prefix_chars": cut.prefix_chars, "response_chars": len(row["response"]),
+                    "at_separator": cut.at_separator, "continuation": completion.text,
+                    "response": prefix + completion.text, "answer": row["answer"],
+                    "n_tokens": completion.n_tokens, "finish_reason": completion.finish_reason,
+                })
+        grade_rows(rows, workers=grade_workers, cache=cache, progress=False)
+        for r in rows:
+            del r["response"], r["answer"]
+        return pd.DataFrame(rows)
+
+    with run_folder(out, {"identity": identity}, cfg.seed):
+        run_units(store, units, produce, desc=f"continuations {model_name(teacher)}", progress=progress)
+    frame = store.read()
+    expected = len(items) * cfg.n_continuations
+    wanted = {(*k, r) for k in records[list(SAMPLE_KEY)].itertuples(index=False) for r in cfg.ratios}
+    frame = frame[[(*k,) in wanted for k in frame[[*SAMPLE_KEY, "ratio"]].itertuples(index=False)]]
+    if len(frame) != expected:
+        raise RuntimeError(f"{out}: expected {expected} continuations on disk, found {len(frame)}")
+    return frame.reset_index(drop=True)
+
+
+def teacher_solve_rates(teacher: Backend, problems: Sequence[Problem], cfg: CorrectiveConfig,
+                        out_dir: str | os.PathLike, *, grade_workers: int | None = None,
+                        progress: bool = True) -> pd.DataFrame:
+    """The teacher's from-scratch solve rate per problem (``benchmark, problem_id, teacher_solve_rate``)."""
+    sampling = replace(cfg.sampling(cfg.scratch_samples), seed=stable_seed(cfg.seed, "teacher_scratch"))
+    samples = generate_samples(teacher, problems, sampling, out_dir,
+                               unit_size=max(1, cfg.unit_size // cfg.scratch_samples),
+                               grade_workers=grade_workers, progress=progress)
+    return (samples.groupby(["benchmark", "problem_id"], sort=False)["correct"].mean()
+            .rename("teacher_solve_rate").reset_index())
+
+
+# ------------------------------------------------------------------------------------ analysis
+@dataclass(frozen=True)
+class RecoveryAnalysis:
+    """The experiment's results.
+
+    table: recovery rate (percent) by truncation ratio (rows) and teacher-PPL bucket (columns,
+        plus the Q1−Q4 gap), bootstrap intervals over wrong rollouts, the paper's values attached.
+    per_rollout: one row per (wrong rollout, ratio): key, bucket, teacher_log_ppl,
+        teacher_solve_rate, n_continuations, recovered, recovery_rate.
+    buckets: per bucket: rollouts, problems, mean teacher PPL and NLL, teacher solve rate (percent, CI).
+    statistics: JSON-ready tests (see :func:`recovery_statistics`).
+    """
+
+    table: MetricTable
+    per_rollout: pd.DataFrame
+    buckets: pd.DataFrame
+    statistics: dict[str, Any] = field(default_factory=dict)
+
+
+def paper_recovery_table(n_buckets: int = 4) -> pd.DataFrame:
+    """The paper's recovery rates (percent) in this module's shape: rows r, columns Q1..Q4 and the gap.
+
+    The gap column is computed here from the paper's rounded cells (so 19.5 where the text says 19.4).
+    """
+    ref = paper_recovery()
+    wide = ref.pivot(index="truncation_ratio", columns="bucket", values="recovery_rate_pct")
+    wide.index = wide.index.astype(float)
+    wide.index.name = RATIO_INDEX
+    wide = wide.reindex(columns=bucket_labels(n_buckets))
+    wide[gap_label(n_buckets)] = wide.iloc[:, 0] - wide.iloc[:, -1]
+    wide.attrs["source"] = PAPER_SOURCE
+    return wide
+
+
+def per_rollout_recovery(wrong: pd.DataFrame, continuations: pd.DataFrame, n_buckets: int) -> pd.DataFrame:
+    """Join continuations to their rollouts: recovered counts per (rollout, ratio) and PPL buckets.
+
+    ``wrong`` needs the sample key and ``teacher_log_ppl`` (and optionally ``teacher_solve_rate``).
+    Buckets are quantiles of teacher log-PPL over the wrong rollouts, the same for every ratio.
+    """
+    need = [*SAMPLE_KEY, "teacher_log_ppl"]
+    missing = [c for c in need if c not in wrong.columns]
+    if missing:
+        raise ValueError(f"wrong rollouts lack columns {missing}")
+    base = wrong.drop_duplicates(list(SAMPLE_KEY)).reset_index(drop=True).copy()
+    base["bucket"] = quantile_buckets(base["teacher_log_ppl"].to_numpy(), n_buckets)
+    counts = (continuations.assign(correct=continuations["correct"].astype(int))
+              .groupby([*SAMPLE_KEY, "ratio"], sort=False)
+              .agg(n_continuations=("correct", "size"), recovered=("correct", "sum"),
+                   prefix_chars=("prefix_chars", "first"), response_chars=("response_chars", "first"),
+                   at_separator=("at_separator", "first"))
+              .reset_index())
+    keep = [c for c in (*SAMPLE_KEY, "bucket", "teacher_log_ppl", "teacher_solve_rate") if c in base.columns]
+    merged = counts.merge(base[keep], on=list(SAMPLE_KEY), how="inner", validate="many_to_one")
+    if len(merged) != len(counts):
+        raise ValueError(f"{len(counts) - len(merged)} continuation groups have no matching wrong rollout")
+    merged["recovery_rate"] = merged["recovered"] / merged["n_continuations"]
+    merged["cut_ratio"] = merged["prefix_chars"] / merged["response_chars"].clip(lower=1)
+    return merged.sort_values(["ratio", "bucket", *SAMPLE_KEY]).reset_index(drop=True)
+
+
+def recovery_table(per_rollout: pd.DataFrame, n_buckets: int, *, level: float = 0.95, n_boot: int = 2000,
+                   seed: int = 0) -> MetricTable:
+    """Recovery rate (percent) per ratio x bucket with percentile bootstrap intervals over wrong rollouts,
+    and the Q1−Qn gap with an interval resampling the two buckets independently."""
+    labels = bucket_labels(n_buckets)
+    ratios = sorted(per_rollout["ratio"].unique())
+    index = pd.Index([float(r) for r in ratios], name=RATIO_INDEX)
+    gap = gap_label(n_buckets)
+    values, lo, hi = (pd.DataFrame(np.nan, index=index, columns=[*labels, gap]) for _ in range(3))
+    for r in ratios:
+        part = per_rollout[per_rollout["ratio"] == r]
+        rates = {b: 100.0 * part.loc[part["bucket"] == b, "recovery_rate"].to_numpy() for b in labels}
+        for b in labels:
+            if rates[b].size:
+                values.loc[r, b], lo.loc[r, b], hi.loc[r, b] = bootstrap_ci(rates[b], level, n_boot, seed)
+        if rates[labels[0]].size and rates[labels[-1]].size:
+            values.loc[r, gap], lo.loc[r, gap], hi.loc[r, gap] = bootstrap_difference_ci(
+                rates[labels[0]], rates[labels[-1]], level=level, n_boot=n_boot, seed=seed)
+    return MetricTable(metric="recovery rate (%)", values=values, ci_lo=lo, ci_hi=hi)
+
+
+def bucket_summary(per_rollout: pd.DataFrame, n_buckets: int, *, level: float = 0.95, n_boot: int = 2000,
+                   seed: int = 0) -> pd.DataFrame:
+    """Per bucket: rollouts, problems, mean teacher PPL / NLL and the teacher's from-scratch solve rate."""
+    rollouts = per_rollout.drop_duplicates(list(SAMPLE_KEY))
+    rows = []
+    for b in bucket_labels(n_buckets):
+        part = rollouts[rollouts["bucket"] == b]
+        row: dict[str, Any] = {
+            "bucket": b, "n_rollouts": len(part),
+            "n_problems": part[["benchmark", "problem_id"]].drop_duplicates().shape[0],
+            "teacher_ppl_mean": float(np.exp(part["teacher_log_ppl"]).mean()) if len(part) else np.nan,
+            "teacher_nll_mean": float(part["teacher_log_ppl"].mean()) if len(part) else np.nan,
+        }
+        if "teacher_solve_rate" in part.columns and len(part):
+            mean, lo, hi = bootstrap_ci(100.0 * part["teacher_solve_rate"].to_numpy(), level, n_boot, seed)
+            row.update(teacher_solve_pct=mean, teacher_solve_ci_lo=lo, teacher_solve_ci_hi=hi)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def recovery_statistics(per_rollout: pd.DataFrame, n_buckets: int, *, level: float = 0.95) -> dict[str, Any]:
+    """Every test of "higher teacher PPL, lower recovery", per ratio and pooled.
+
+    Per ratio (unit: a wrong rollout): Spearman's rho of teacher log-PPL with the rollout's
+    recovery rate; the logistic slope of continuation success on teacher log-PPL (binomial counts
+    per rollout); the Jonckheere-Terpstra test for recovery falling from Q1 to Qn; the sign
+    pattern of bucket means. Pooled over ratios: rho of log-PPL with each rollout's recovery
+    averaged over ratios; logistic slope with the ratio as a covariate, and again with the
+    teacher's from-scratch solve rate as a second control (when present), so a slope that
+    survives the control is not just problem difficulty; and the number of ratios where Q1 > Qn.
+    """
+    labels = bucket_labels(n_buckets)
+    out: dict[str, Any] = {"unit": "wrong student rollout (per ratio) / continuation (logistic trials)",
+                           "per_ratio": {}}
+    gaps = 0
+    for r in sorted(per_rollout["ratio"].unique()):
+        part = per_rollout[per_rollout["ratio"] == r]
+        groups = [part.loc[part["bucket"] == b, "recovery_rate"].to_numpy() for b in labels]
+        means = [g.mean() if g.size else np.nan for g in groups]
+        gaps += bool(groups[0].size and groups[-1].size and means[0] > means[-1])
+        out["per_ratio"][str(float(r))] = {
+            "spearman": attempt(spearman, part["teacher_log_ppl"], part["recovery_rate"]),
+            "logistic": attempt(logistic_regression, part["teacher_log_ppl"].to_numpy(), part["recovered"].to_numpy(),
+                                part["n_continuations"].to_numpy(), names=["teacher_log_ppl"], level=level),
+            "trend": attempt(jonckheere_terpstra, [g for g in groups if g.size], "decreasing"),
+            "monotonicity": attempt(monotonicity, [m for m in means if np.isfinite(m)], "decreasing"),
+        }
+    per_rollout_mean = per_rollout.groupby(list(SAMPLE_KEY), sort=False).agg(
+        teacher_log_ppl=("teacher_log_ppl", "first"), recovery_rate=("recovery_rate", "mean"))
+    pooled: dict[str, Any] = {
+        "spearman_mean_over_ratios": attempt(spearman, per_rollout_mean["teacher_log_ppl"],
+                                             per_rollout_mean["recovery_rate"]),
+        "logistic_ratio_controlled": attempt(
+            logistic_regression, per_rollout[["teacher_log_ppl", "ratio"]].to_numpy(),
+            per_rollout["recovered"].to_numpy(), per_rollout["n_continuations"].to_numpy(),
+            names=["teacher_log_ppl", "ratio"], level=level),
+        "ratios_with_q1_above_qn": gaps,
+        "n_ratios": int(per_rollout["ratio"].nunique()),
+    }
+    if "teacher_solve_rate" in per_rollout.columns and per_rollout["teacher_solve_rate"].notna().all():
+        pooled["logistic_ratio_and_teacher_solve_controlled"] = attempt(
+            logistic_regression, per_rollout[["teacher_log_ppl", "ratio", "teacher_solve_rate"]].to_numpy(),
+            per_rollout["recovered"].to_numpy(), per_rollout["n_continuations"].to_numpy(),
+            names=["teacher_log_ppl", "ratio", "teacher_solve_rate"], level=level)
+        rollouts = per_rollout.drop_duplicates(list(SAMPLE_KEY))
+        pooled["spearman_teacher_log_ppl_vs_teacher_solve"] = attempt(
+            spearman, rollouts["teacher_log_ppl"], rollouts["teacher_solve_rate"])
+    out["pooled"] = pooled
+    return out
+
+
+def analyse_recovery(wrong: pd.DataFrame, continuations: pd.DataFrame, cfg: CorrectiveConfig,
+                     solve_rates: pd.DataFrame | None = None) -> RecoveryAnalysis:
+    """Tables and statistics from the stored stages; pure, so it can be rerun on any saved run."""
+    if solve_rates is not None:
+        wrong = wrong.merge(solve_rates, on=["benchmark", "problem_id"], how="left", validate="many_to_one")
+    per_rollout = per_rollout_recovery(wrong, continuations, cfg.n_buckets)
+    table = recovery_table(per_rollout, cfg.n_buckets, level=cfg.level, n_boot=cfg.n_boot, seed=cfg.seed)
+    paper = paper_recovery_table(cfg.n_buckets).reindex(index=table.values.index, columns=table.values.columns)
+    table = MetricTable(table.metric, table.values, table.ci_lo, table.ci_hi, paper=paper)
+    buckets = bucket_summary(per_rollout, cfg.n_buckets, level=cfg.level, n_boot=cfg.n_boot, seed=cfg.seed)
+    statistics = recovery_statistics(per_rollout, cfg.n_buckets, level=cfg.level)
+    statistics["n_wrong_rollouts"] = int(per_rollout.drop_duplicates(list(SAMPLE_KEY)).shape[0])
+    statistics["n_continuations"] = int(per_rollout["n_continuations"].sum())
+    statistics["cuts_without_separator"] = int((~per_rollout["at_separator"].astype(bool)).sum())
+    if "teacher_solve_pct" in buckets.columns:
+        statistics["teacher_solve_by_bucket"] = attempt(monotonicity, buckets["teacher_solve_pct"].dropna(), "decreasing")
+    return RecoveryAnalysis(table, per_rollout, buckets, statistics)
+
+
+def run_corrective(student: Backend, teacher: Backend, rollouts: pd.DataFrame, problems: Sequence[Problem],
+                   cfg: CorrectiveConfig, run_dir: str | os.PathLike, *, grade_workers: int | None = None,
+                   progress: bool = True) -> RecoveryAnalysis:
+    """All stages after the rollouts: teacher scores, continuations, from-scratch solves, analysis."""
+    run = Path(run_dir)
+    wrong = rollouts[~rollouts["correct"].astype(bool)].reset_index(drop=True)
+    if len(wrong) < cfg.n_buckets:
+        raise ValueError(f"only {len(wrong)} wrong rollouts: too few for {cfg.n_buckets} buckets; "
+                         "sample more problems or rollouts")
+    log.info("corrective: %d wrong of %d rollouts (%d problems)", len(wrong), len(rollouts),
+             wrong[["benchmark", "problem_id"]].drop_duplicates().shape[0])
+    scores = score_rollouts(teacher, teacher.encode, wrong, run / "teacher_scores", model=model_name(teacher),
+                            progress=progress)
+    wrong = wrong.merge(scores[[*SAMPLE_KEY, "log_ppl"]].rename(columns={"log_ppl": "teacher_log_ppl"}),
+                        on=list(SAMPLE_KEY), validate="one_to_one")
+    continuations = continue_from_prefixes(teacher, wrong, cfg, run / "continuations",
+                                           grade_workers=grade_workers, progress=progress)
+    with_wrong = set(zip(wrong["benchmark"], wrong["problem_id"]))
+    scratch_problems = [p for p in problems if (p.benchmark, p.problem_id) in with_wrong]
+    solve = teacher_solve_rates(teacher, scratch_problems, cfg, run / "teacher_scratch",
+                                grade_workers=grade_workers, progress=progress)
+    return analyse_recovery(wrong, continuations, cfg, solve)
+
+
+def recovery_markdown(analysis: RecoveryAnalysis, decimals: int = 1) -> str:
+    """This run's table (± half-width of the interval) and, below it, the paper's, each titled."""
+    ours = MetricTable(analysis.table.metric, analysis.table.values, analysis.table.ci_lo, analysis.table.ci_hi)
+    parts = ["Recovery rate (%) of teacher continuations, this run (rows r, columns teacher-PPL bucket):\n",
+             to_markdown(format_cells(ours, decimals=decimals, ci=True))]
+    if analysis.table.paper is not None:
+        paper = analysis.table.paper.map(lambda v: "n/a" if not np.isfinite(v) else f"{v:.{decimals}f}")
+        paper.index.name = RATIO_INDEX
+        parts += [f"\nRecovery rate (%), {PAPER_SOURCE} (Tables 6-7; gap from its rounded cells):\n", to_markdown(paper)]
+    return "".join(parts)
+
+
+def write_recovery(analysis: RecoveryAnalysis, out_dir: str | os.PathLike) -> dict[str, Path]:
+    """``recovery.{md,tex,csv}`` (with the paper's columns), the per-rollout and per-bucket CSVs,
+    ``recovery_statistics.json`` and ``recovery_summary.md`` (the two tables as printed)."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = write_tables(analysis.table, out, "recovery", ci=True,
+                         caption="Recovery rate (%) by truncation ratio and teacher-PPL bucket, beside the paper's")
+    paths["per_rollout"] = out / "recovery_rollouts.csv"
+    analysis.per_rollout.to_csv(paths["per_rollout"], index=False)
+    paths["buckets"] = out / "recovery_buckets.csv"
+    analysis.buckets.to_csv(paths["buckets"], index=False)
+    paths["statistics"] = out / "recovery_statistics.json"
+    paths["statistics"].write_text(json.dumps(analysis.statistics, indent=2, default=float) + "\n")
+    paths["summary"] = out / "recovery_summary.md"
+    paths["summary"].write_text(recovery_markdown(analysis))
+    return paths

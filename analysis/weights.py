@@ -1,0 +1,163 @@
+"""What SCOPE's dual-path weights do to a batch: distributions, effective sample size, tau sweeps.
+
+A weight scheme is only as useful as the spread it creates. If the softmax puts almost all of a
+group's mass on one rollout, the update learns from one sample; if it is nearly uniform, the
+weighting changes nothing. The effective sample size of a (group, path) subset,
+ESS = (sum w)^2 / sum w^2, runs from 1 (one rollout takes all) to the subset size (uniform), so
+ESS / n says how much of the batch each path really uses, and a tau sweep shows how the
+temperature trades focus for coverage.
+
+Inputs are any rollout frame: the trainer's per-step snapshots (with ``step``) or a scored
+rollout file (e.g. the analysis runs'). Weights are recomputed with ``train.scope.scope_weights``
+from the log-PPLs, so the numbers here are the objective's own.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from train.scope import WeightConfig, scope_weights
+from workbench.perplexity import log_perplexity, pad_logprobs
+
+log = logging.getLogger(__name__)
+
+PATHS = {True: "mle", False: "opd"}
+PATH_LABELS = {"mle": "correct (student PPL, MLE)", "opd": "incorrect (teacher PPL, OPD)"}
+DEFAULT_TAUS = (0.25, 0.5, 1.0, 2.0, 4.0)
+
+
+def _log_ppl_from_lists(values: pd.Series) -> np.ndarray:
+    """Mean token NLL of each row's log-prob list; NaN where the list is missing or empty."""
+    out = np.full(len(values), np.nan)
+    present = [i for i, v in enumerate(values) if v is not None and not (np.isscalar(v) and pd.isna(v)) and len(v)]
+    if present:
+        padded, mask = pad_logprobs([np.asarray(values.iloc[i], dtype=np.float32) for i in present])
+        out[present] = log_perplexity(padded, mask).double().numpy()
+    return out
+
+
+def prepare(rollouts: pd.DataFrame) -> pd.DataFrame:
+    """A copy with ``group``, ``path``, ``student_log_ppl`` and ``teacher_log_ppl`` columns.
+
+    Log-PPLs are taken from those columns when present, else computed from ``student_logps`` /
+    ``teacher_logps`` lists. Groups are ``group_id`` (within ``step`` when snapshots carry
+    one), else (benchmark, problem_id). The path comes from ``correct``.
+    """
+    if "correct" not in rollouts.columns:
+        raise ValueError(f"rollouts need a 'correct' column; have {list(rollouts.columns)}")
+    frame = rollouts.reset_index(drop=True).copy()
+    for who in ("student", "teacher"):
+        column = f"{who}_log_ppl"
+        if column not in frame.columns:
+            lists = f"{who}_logps"
+            if lists not in frame.columns:
+                raise ValueError(f"rollouts need {column!r} or {lists!r}; have {list(frame.columns)}")
+            frame[column] = _log_ppl_from_lists(frame[lists])
+    if "group_id" in frame.columns:
+        keys = ["step", "group_id"] if "step" in frame.columns else ["group_id"]
+    elif {"benchmark", "problem_id"} <= set(frame.columns):
+        keys = ["step", "benchmark", "problem_id"] if "step" in frame.columns else ["benchmark", "problem_id"]
+    else:
+        raise ValueError("rollouts need 'group_id' or 'benchmark' and 'problem_id' to form groups")
+    frame["group"] = frame.groupby(keys, sort=False).ngroup()
+    frame["path"] = [PATHS[bool(c)] for c in frame["correct"]]
+    return frame
+
+
+def compute_weights(frame: pd.DataFrame, cfg: WeightConfig = WeightConfig()) -> np.ndarray:
+    """``scope_weights`` for a prepared frame (see :func:`prepare`)."""
+    weights = scope_weights(
+        torch.as_tensor(frame["group"].to_numpy(), dtype=torch.long),
+        torch.as_tensor(frame["correct"].astype(bool).to_numpy()),
+        torch.as_tensor(frame["student_log_ppl"].to_numpy(dtype=np.float64)),
+        torch.as_tensor(frame["teacher_log_ppl"].to_numpy(dtype=np.float64)),
+        cfg,
+    )
+    return weights.numpy()
+
+
+def effective_sample_size(frame: pd.DataFrame, weight: str = "weight") -> pd.DataFrame:
+    """Per (tau, step, group, path), whichever exist: subset size ``n``, ``ess`` = (sum w)^2 / sum w^2
+    and ``ess_frac`` = ess / n.
+
+    Rollouts with weight 0 (excluded by a NaN PPL or an "off" path) still count in ``n``, so an
+    excluded rollout lowers ``ess_frac``. A subset whose weights are all 0 gets ESS 0.
+    """
+    keys = [k for k in ("tau", "step", "group", "path") if k in frame.columns]
+    w = frame[weight].to_numpy(dtype=np.float64)
+    grouped = frame.assign(_w=w, _w2=w * w).groupby(keys, sort=False)
+    out = grouped.agg(n=("_w", "size"), w_sum=("_w", "sum"), w2_sum=("_w2", "sum")).reset_index()
+    positive = out["w2_sum"] > 0
+    out["ess"] = np.where(positive, out["w_sum"] ** 2 / out["w2_sum"].where(positive, 1.0), 0.0)
+    out["ess_frac"] = out["ess"] / out["n"]
+    return out.drop(columns=["w_sum", "w2_sum"])
+
+
+def tau_sweep(frame: pd.DataFrame, taus: Sequence[float] = DEFAULT_TAUS,
+              base: WeightConfig = WeightConfig()) -> pd.DataFrame:
+    """Every rollout's weight under each tau (other settings from ``base``): long frame with ``tau``."""
+    if not taus:
+        raise ValueError("taus is empty")
+    parts = [frame.assign(tau=float(tau), weight=compute_weights(frame, replace(base, tau=float(tau))))
+             for tau in taus]
+    return pd.concat(parts, ignore_index=True)
+
+
+def summarise(weighted: pd.DataFrame, by: Sequence[str] = ("tau", "path")) -> pd.DataFrame:
+    """Per ``by`` cell: rollouts, weight mean/sd/quantiles, mean largest weight per subset, mean ESS/n,
+    and Spearman's rho of weight with the path's own log-PPL (within a subset the order is fixed by
+    construction; across groups it shows how much the per-group normalisation scrambles it)."""
+    by = [b for b in by if b in weighted.columns]
+    if not by:
+        raise ValueError(f"none of the grouping columns {list(by)} is in the frame")
+    ess = effective_sample_size(weighted)
+    rows = []
+    for key, part in weighted.groupby(by, sort=True):
+        cell = dict(zip(by, key if isinstance(key, tuple) else (key,)))
+        sub = ess
+        for column, value in cell.items():
+            sub = sub[sub[column] == value]
+        w = part["weight"].to_numpy(dtype=np.float64)
+        own = np.where(part["path"] == "mle", part["student_log_ppl"], part["teacher_log_ppl"]).astype(np.float64)
+        finite = np.isfinite(own)
+        rho = (float(pd.Series(w[finite]).corr(pd.Series(own[finite]), method="spearman"))
+               if finite.sum() > 2 else np.nan)
+        subset_keys = [k for k in ("step", "group", "path") if k in part.columns]
+        q10, q50, q90 = np.quantile(w, [0.1, 0.5, 0.9])
+        rows.append({
+            **cell, "n_rollouts": len(part), "weight_mean": float(w.mean()), "weight_sd": float(w.std(ddof=0)),
+            "weight_p10": float(q10), "weight_median": float(q50), "weight_p90": float(q90),
+            "max_weight_mean": float(part.groupby(subset_keys, sort=False)["weight"].max().mean()),
+            "ess_frac_mean": float(sub["ess_frac"].mean()), "n_subsets": len(sub),
+            "spearman_weight_vs_own_log_ppl": rho,
+        })
+    return pd.DataFrame(rows)
+
+
+def read_snapshots(run_dir: str | os.PathLike) -> pd.DataFrame:
+    """All weight snapshots of one training run (``<run>/snapshots/*.parquet``), with ``step``."""
+    folder = Path(run_dir) / "snapshots"
+    files = sorted(folder.glob("*.parquet")) if folder.is_dir() else []
+    if not files:
+        raise FileNotFoundError(f"no weight snapshots (*.parquet) in {folder}")
+    frame = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
+    if "step" not in frame.columns:
+        raise ValueError(f"snapshots in {folder} lack a 'step' column")
+    return frame
+
+
+def snapshot_weights(snapshots: pd.DataFrame) -> pd.DataFrame:
+    """Prepared snapshot rows with their weights: the trainer's logged ``weight`` when present, else
+    recomputed at the paper's default (tau 1). ``path`` is derived from ``correct`` (SCOPE's routing)."""
+    frame = prepare(snapshots)
+    if "weight" not in frame.columns or frame["weight"].isna().all():
+        frame["weight"] = compute_weights(frame)
+    return frame

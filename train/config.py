@@ -1,0 +1,264 @@
+"""One training config for every method, read from a YAML recipe with command-line overrides.
+
+``ScopeConfig`` extends TRL's ``GRPOConfig`` so every TRL option (batch sizes, vLLM, logging,
+report_to, ...) keeps its TRL name and meaning; the fields added here are the method switch, the
+SCOPE weighting, the teacher, the training data and the weight snapshots. Recipes are parsed with
+TRL's own ``TrlParser``: ``--config recipe.yaml`` sets defaults, further ``--field value`` flags
+override them.
+
+Two deliberate departures from GRPOConfig's defaults, both decided in ``__post_init__``:
+
+* ``bf16`` left unset means "bf16 where the GPU supports it", not TRL's unconditional True, so
+  the same recipe parses on a CPU-only machine (TRL's default refuses to run there at all).
+* ``num_generations: 1`` is accepted for the routed methods (scope, opd). GRPOConfig rejects it
+  because GRPO's group-relative advantages need a group; the routed losses never read advantages,
+  and the paper's OPD baseline samples one rollout per prompt.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import get_args
+
+from trl import GRPOConfig, TrlParser
+
+from train.scope import ABLATIONS, Aggregation, PathMode, WeightConfig, WeightScale
+
+log = logging.getLogger(__name__)
+
+METHODS = ("scope", "opd", "grpo", "kd")
+ROUTED_METHODS = ("scope", "opd")
+TOY_STUDENT = "toy:student"
+TOY_TEACHER = "toy:teacher"
+TOY_DATASET = "toy"
+TOY_TIERS = ("toy-1", "toy-2", "toy-3", "toy-4", "toy-5", "toy-6")
+
+
+def _bf16_supported() -> bool:
+    import torch
+
+    return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+
+
+@dataclass
+class ScopeConfig(GRPOConfig):
+    """GRPOConfig plus the SCOPE workbench's fields (see each field's help)."""
+
+    # ------------------------------------------------------------------------ method
+    method: str = field(
+        default="scope",
+        metadata={"help": "Training method: 'scope' (correctness-routed MLE/OPD with dual-path weights), "
+                          "'opd' (uniform on-policy distillation on every rollout), 'grpo' (TRL's GRPO loss on "
+                          "the grader's 0/1 reward) or 'kd' (sequence-level KD: SFT on teacher samples).",
+                  "choices": list(METHODS)},
+    )
+    model_name_or_path: str = field(
+        default=TOY_STUDENT,
+        metadata={"help": f"Student: hub id or local folder; '{TOY_STUDENT}' is the toy world's base student."},
+    )
+    ablation: str = field(
+        default="scope",
+        metadata={"help": "Weighting preset from train.scope.ABLATIONS (method scope only).",
+                  "choices": list(ABLATIONS)},
+    )
+    tau: float | None = field(
+        default=None, metadata={"help": "Softmax temperature of both paths' weights; None keeps the preset's."}
+    )
+    student_weight: str | None = field(
+        default=None,
+        metadata={"help": f"Override the correct path's weight mode, one of {get_args(PathMode)}; None keeps "
+                          "the preset's."},
+    )
+    teacher_weight: str | None = field(
+        default=None,
+        metadata={"help": f"Override the incorrect path's weight mode, one of {get_args(PathMode)}; None keeps "
+                          "the preset's."},
+    )
+    weight_scale: str | None = field(
+        default=None,
+        metadata={"help": f"Override the weight scale, one of {get_args(WeightScale)} ('sum1' paper, 'mean1' "
+                          "authors' code); None keeps the preset's."},
+    )
+    loss_aggregation: str = field(
+        default="sum",
+        metadata={"help": "How tokens and rollouts become one loss (train.scope.scope_objective): 'sum' (the "
+                          "paper: per-sequence token sum, weighted sum over rollouts, mean over prompts), "
+                          "'seq_mean' or 'token_mean' (the authors' code).",
+                  "choices": list(get_args(Aggregation))},
+    )
+    max_prompt_length: int | None = field(
+        default=None,
+        metadata={"help": "Drop training prompts longer than this many tokens (after the chat template), as "
+                          "verl's filter_overlong_prompts does; None keeps all."},
+    )
+
+    # ----------------------------------------------------------------------- teacher
+    teacher_model: str | None = field(
+        default=None,
+        metadata={"help": f"Local teacher: hub id or folder, loaded once on the training device; "
+                          f"'{TOY_TEACHER}' is the toy teacher. Exclusive with teacher_server_url."},
+    )
+    teacher_server_url: str | None = field(
+        default=None,
+        metadata={"help": "Base URL of an OpenAI-compatible vLLM server holding the teacher (scored with echo + "
+                          "prompt logprobs); the API key is read from $SCOPE_TEACHER_API_KEY."},
+    )
+    teacher_server_model: str | None = field(
+        default=None, metadata={"help": "Model name the teacher server serves (required with teacher_server_url)."}
+    )
+    teacher_tokenizer: str | None = field(
+        default=None,
+        metadata={"help": "Tokenizer to check the teacher's vocabulary against the student's; defaults to "
+                          "teacher_model or teacher_server_model."},
+    )
+    teacher_dtype: str | None = field(
+        default=None, metadata={"help": "Local teacher dtype (e.g. 'bfloat16'); None: bf16 on GPU, fp32 on CPU."}
+    )
+    teacher_on_correct: bool = field(
+        default=True,
+        metadata={"help": "Score correct rollouts with the teacher too (method scope). The loss never reads them; "
+                          "they feed the teacher-PPL logs and snapshots. False halves the teacher's work when "
+                          "half the rollouts are correct."},
+    )
+    teacher_score_tokens: int = field(
+        default=16384, metadata={"help": "Padded tokens per local-teacher scoring forward pass."}
+    )
+
+    # -------------------------------------------------------------------------- data
+    dataset_name: str = field(
+        default=TOY_DATASET,
+        metadata={"help": f"Training prompts: '{TOY_DATASET}' (toy train split) or a hub dataset id, e.g. "
+                          "zwhe99/DeepMath-103K."},
+    )
+    dataset_config: str | None = field(default=None, metadata={"help": "Hub dataset config name."})
+    dataset_split: str = field(default="train", metadata={"help": "Hub dataset split."})
+    question_field: str = field(default="question", metadata={"help": "Hub dataset field holding the question."})
+    answer_field: str = field(default="final_answer", metadata={"help": "Hub dataset field holding the answer."})
+    max_train_samples: int | None = field(
+        default=None, metadata={"help": "Keep this many training prompts (after a seeded shuffle); None: all."}
+    )
+    grader_benchmark: str = field(
+        default="deepmath",
+        metadata={"help": "Benchmark name the grader uses for hub data (unknown names get plain math-verify)."},
+    )
+    toy_tiers: list[str] = field(
+        default_factory=lambda: list(TOY_TIERS), metadata={"help": "Toy tiers whose train split is used."}
+    )
+    toy_problems_per_tier: int = field(default=16, metadata={"help": "Toy training problems drawn per tier."})
+    data_seed_offset: int = field(
+        default=0, metadata={"help": "Toy problems are drawn with seed data_seed_offset (fixed across run seeds)."}
+    )
+    grader_workers: int | None = field(
+        default=None, metadata={"help": "Grading processes for math-verify (None: min(cpus, 8))."}
+    )
+    grader_timeout: float = field(default=5.0, metadata={"help": "Seconds of math-verify per answer."})
+
+    # --------------------------------------------------------------------- snapshots
+    snapshot_every: int = field(
+        default=1,
+        metadata={"help": "Write the rollouts' weights every this many generation batches under "
+                          "<output_dir>/snapshots (0: never)."},
+    )
+    snapshot_token_logps: bool = field(
+        default=True,
+        metadata={"help": "Store per-token student and teacher log-probs in the snapshots (large for long "
+                          "completions; the per-rollout log-PPLs are always stored)."},
+    )
+
+    # ----------------------------------------------------------------------------- kd
+    kd_samples_per_prompt: int = field(
+        default=1, metadata={"help": "Teacher samples per training prompt for method kd."}
+    )
+    kd_keep_incorrect: bool = field(
+        default=True,
+        metadata={"help": "Keep teacher samples the grader marks wrong (plain sequence-level KD). False keeps "
+                          "only correct ones (rejection-sampled KD). Truncated samples are always dropped."},
+    )
+
+    def __post_init__(self) -> None:
+        if self.bf16 is None:
+            self.bf16 = not self.fp16 and _bf16_supported()
+        if self.method not in METHODS:
+            raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
+        if self.loss_aggregation not in get_args(Aggregation):
+            raise ValueError(f"loss_aggregation must be one of {get_args(Aggregation)}, got {self.loss_aggregation!r}")
+        if self.teacher_model and self.teacher_server_url:
+            raise ValueError("set teacher_model (local) or teacher_server_url (served), not both")
+        if self.teacher_server_url and not self.teacher_server_model:
+            raise ValueError("teacher_server_url needs teacher_server_model (the name the server serves)")
+        if self.method in ("scope", "opd", "kd") and not (self.teacher_model or self.teacher_server_url):
+            raise ValueError(f"method {self.method!r} needs a teacher: set teacher_model or teacher_server_url")
+        if self.method == "kd" and self.teacher_server_url:
+            raise ValueError("method kd samples from a local teacher; set teacher_model")
+        if self.snapshot_every < 0:
+            raise ValueError(f"snapshot_every must be >= 0, got {self.snapshot_every}")
+        if self.kd_samples_per_prompt < 1:
+            raise ValueError(f"kd_samples_per_prompt must be >= 1, got {self.kd_samples_per_prompt}")
+        unknown = sorted(set(self.toy_tiers) - set(TOY_TIERS))
+        if unknown:
+            raise ValueError(f"unknown toy tiers {unknown}; expected some of {TOY_TIERS}")
+        self.weight_config()  # validate the weighting options now, not mid-training
+        if self.method in ROUTED_METHODS and self.beta != 0.0:
+            log.info("beta=%g is GRPO's KL coefficient; method %s has no reference-model KL and ignores it",
+                     self.beta, self.method)
+            self.beta = 0.0
+        if self.num_generations == 1 and self.method in ROUTED_METHODS:
+            self._post_init_single_rollout()
+        else:
+            super().__post_init__()
+
+    def _post_init_single_rollout(self) -> None:
+        """Run GRPOConfig's checks with a stand-in group size, then restore one rollout per prompt.
+
+        The stand-in is the per-device batch (it divides every generation batch, which is a multiple
+        of it), or 2 when that is 1; only GRPOConfig's "at least 2 generations" rule is bypassed.
+        """
+        stand_in = max(2, self.per_device_train_batch_size)
+        if self.num_generations_eval is None:
+            self.num_generations_eval = 1
+        self.num_generations = stand_in
+        try:
+            super().__post_init__()
+        finally:
+            self.num_generations = 1
+
+    def weight_config(self) -> WeightConfig:
+        """The SCOPE weighting: the ablation preset with any per-field overrides applied."""
+        overrides = {
+            "tau": self.tau,
+            "student_mode": self.student_weight,
+            "teacher_mode": self.teacher_weight,
+            "scale": self.weight_scale,
+        }
+        base = ABLATIONS[self.ablation] if self.ablation in ABLATIONS else None
+        if base is None:
+            raise ValueError(f"unknown ablation {self.ablation!r}; expected one of {list(ABLATIONS)}")
+        return dataclasses.replace(base, **{k: v for k, v in overrides.items() if v is not None})
+
+    def resolved_student(self) -> str:
+        return _resolve_toy(self.model_name_or_path)
+
+    def resolved_teacher(self) -> str | None:
+        return _resolve_toy(self.teacher_model) if self.teacher_model else None
+
+
+def _resolve_toy(name: str) -> str:
+    """Map the toy sentinels to the committed checkpoints, so recipes carry no absolute paths."""
+    if name in (TOY_STUDENT, TOY_TEACHER):
+        from workbench.toy import STUDENT_DIR, TEACHER_DIR
+
+        path = STUDENT_DIR if name == TOY_STUDENT else TEACHER_DIR
+        if not (Path(path) / "config.json").is_file():
+            raise FileNotFoundError(f"{name}: no toy checkpoint at {path}; build it with python -m workbench.toy.build")
+        return str(path)
+    return name
+
+
+def parse_config(argv: Sequence[str] | None = None) -> ScopeConfig:
+    """``--config recipe.yaml`` plus ``--field value`` overrides -> a validated ScopeConfig."""
+    (config,) = TrlParser((ScopeConfig,)).parse_args_and_config(args=None if argv is None else list(argv))
+    return config

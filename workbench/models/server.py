@@ -1,0 +1,239 @@
+"""A vLLM OpenAI-compatible server as scorer (and sampler): the teacher on its own node, as in the paper.
+
+Requests go to `POST {base_url}/v1/completions` with prompts as lists of token ids, so the server
+scores exactly the student's tokens and never re-tokenises text. Written against vLLM's
+`vllm/entrypoints/openai/completion/protocol.py` (`CompletionRequest`, `CompletionResponseChoice`)
+and `.../completion/serving.py` (`request_output_to_completion_response`), vllm-project/vllm main
+2025-2026 (the same code lived in `entrypoints/openai/protocol.py` and `serving_completion.py` before).
+
+Scoring route. Two request shapes reach the same engine output (`RequestOutput.prompt_logprobs`):
+`echo=True, max_tokens=0, logprobs=k` returns them re-shaped as OpenAI `logprobs.token_logprobs`,
+aligned by position, with token *strings* built by detokenising the prompt; the vLLM extra
+`prompt_logprobs=k` returns them as they are, in `choice.prompt_logprobs`: `[null, {"<token id>":
+{"logprob", "rank", "decoded_token"}}, ...]`. This module uses `prompt_logprobs=0` (with
+`max_tokens=1`, the one generated token discarded): entries are keyed by token id, so every value is
+checked to belong to the token that was sent, and no detokenisation is involved (older servers had
+prompt-log-prob detokenisation bugs, vLLM PR #6223). Both routes clamp -inf to -9999.0
+(`clamp_prompt_logprobs`). Neutral sampling values are sent explicitly because the server fills unset
+fields from the model's generation config; V1 computes prompt log-probs from the raw logits anyway
+(with the server's default `--logprobs-mode raw_logprobs`).
+
+Sampling route (`ServerBackend.generate`): one request per prompt with `n`, a per-prompt seed and the
+vLLM extra `return_token_ids=True` (`choice.token_ids`, EOS included as in `vllm.py`).
+
+The API key is read from the environment variable named by `api_key_env` at each request and sent as
+`Authorization: Bearer ...`; it is never stored on the object, logged, or put in a repr or an error
+(server messages are redacted before they are raised). Connection errors and HTTP 408/429/5xx are
+retried with exponential backoff; any other 4xx fails at once with the server's message.
+
+vLLM backend note: unit-tested against a local HTTP server that answers with the JSON shapes above
+(request bodies, auth header, retries, 401, parsing, malformed answers). On this project's CI it has
+not run against a real vLLM server on hardware.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+import torch
+from tqdm.auto import tqdm
+
+from workbench.models.base import Completion, SamplingConfig
+from workbench.models.vllm import (
+    TOP_K_OFF,
+    VLLMOutputError,
+    check_pairs,
+    completion_logprobs,
+    encode_prompt,
+    request_seed,
+    to_completion,
+)
+
+log = logging.getLogger(__name__)
+
+RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+class ServerError(RuntimeError):
+    """The server could not be reached or refused a request; `status` is the HTTP status if any."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def _api_root(base_url: str) -> str:
+    """Accept both "http://host:8000" and the OpenAI-style "http://host:8000/v1"."""
+    root = base_url.rstrip("/")
+    return root[: -len("/v1")] if root.endswith("/v1") else root
+
+
+class ServerScorer:
+    """Scorer over a vLLM OpenAI-compatible server.
+
+    `batch_size` sequences go in one request and `concurrency` requests are in flight at once (the
+    server batches concurrent requests itself). `timeout` is per request, in seconds; a request is
+    tried `max_retries + 1` times, waiting `backoff_s * 2**attempt` seconds between tries.
+    """
+
+    def __init__(self, base_url: str, model: str, *, api_key_env: str = "SCOPE_TEACHER_API_KEY",
+                 timeout: float = 600.0, max_retries: int = 4, backoff_s: float = 1.0, batch_size: int = 16,
+                 concurrency: int = 4, progress: bool = True) -> None:
+        for name, value in (("batch_size", batch_size), ("concurrency", concurrency)):
+            if value < 1:
+                raise ValueError(f"{name} must be >= 1, got {value}")
+        if max_retries < 0 or timeout <= 0 or backoff_s < 0:
+            raise ValueError("need max_retries >= 0, timeout > 0 and backoff_s >= 0")
+        self.base_url = _api_root(base_url)
+        self.url = f"{self.base_url}/v1/completions"
+        self.model = model
+        self.api_key_env = api_key_env
+        self.timeout = timeout
+        self.max_retries = max_retries
+        self.backoff_s = backoff_s
+        self.batch_size = batch_size
+        self.concurrency = concurrency
+        self.progress = progress
+        if not os.environ.get(api_key_env):
+            log.info("$%s is not set: requests to %s carry no Authorization header", api_key_env, self.base_url)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(base_url={self.base_url!r}, model={self.model!r}, api_key_env={self.api_key_env!r})"
+
+    # --------------------------------------------------------------------------------------- HTTP
+    def _redact(self, text: str) -> str:
+        key = os.environ.get(self.api_key_env)
+        return text.replace(key, "***") if key else text
+
+    def _post(self, body: dict[str, Any]) -> dict[str, Any]:
+        data = json.dumps(body).encode()
+        headers = {"Content-Type": "application/json", "Accept": "application/json"}
+        key = os.environ.get(self.api_key_env)
+        if key:
+            headers["Authorization"] = f"Bearer {key}"
+        tries = self.max_retries + 1
+        attempt = 0
+        while True:
+            request = urllib.request.Request(self.url, data=data, headers=headers, method="POST")
+            try:
+                with urllib.request.urlopen(request, timeout=self.timeout) as response:
+                    return self._decode(response.read())
+            except urllib.error.HTTPError as err:
+                detail = self._redact(err.read().decode(errors="replace").strip()[:500])
+                if err.code not in RETRY_STATUSES or attempt + 1 == tries:
+                    hint = f"; check the key in ${self.api_key_env}" if err.code in (401, 403) else ""
+                    raise ServerError(f"{self.url} answered HTTP {err.code}{hint}: {detail}", err.code) from None
+                log.warning("%s answered HTTP %d (try %d of %d): %s", self.url, err.code, attempt + 1, tries, detail)
+            except (urllib.error.URLError, TimeoutError, ConnectionError) as err:
+                reason = self._redact(str(getattr(err, "reason", err)))
+                if attempt + 1 == tries:
+                    raise ServerError(f"could not reach {self.url} after {tries} tries: {reason}") from None
+                log.warning("could not reach %s (try %d of %d): %s", self.url, attempt + 1, tries, reason)
+            time.sleep(self.backoff_s * 2**attempt)
+            attempt += 1
+
+    def _decode(self, raw: bytes) -> dict[str, Any]:
+        try:
+            answer = json.loads(raw)
+        except json.JSONDecodeError as err:
+            raise ServerError(f"{self.url} answered with something that is not JSON: {err}") from None
+        if not isinstance(answer, dict) or not isinstance(answer.get("choices"), list):
+            raise VLLMOutputError(f"{self.url}: the answer has no 'choices' list")
+        return answer
+
+    def _map(self, fn: Callable[[T], R], items: Sequence[T], desc: str) -> list[R]:
+        """`fn` over `items` with `concurrency` requests in flight, results in input order."""
+        bar = tqdm(total=len(items), desc=desc, unit="request", disable=not self.progress, leave=False)
+        with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
+            results = []
+            for result in pool.map(fn, items):
+                results.append(result)
+                bar.update(1)
+        bar.close()
+        return results
+
+    @staticmethod
+    def _choices(answer: dict[str, Any], expected: int, where: str) -> list[dict[str, Any]]:
+        choices = sorted(answer["choices"], key=lambda c: c.get("index", 0))
+        if len(choices) != expected:
+            raise VLLMOutputError(f"{where}: {len(choices)} choices, expected {expected}")
+        return choices
+
+    # ------------------------------------------------------------------------------------ scoring
+    def token_logprobs(self, prompt_ids: Sequence[Sequence[int]],
+                       completion_ids: Sequence[Sequence[int]]) -> list[torch.Tensor]:
+        check_pairs(prompt_ids, completion_ids)
+        results = [torch.empty(0, dtype=torch.float32) for _ in prompt_ids]
+        todo = [i for i in range(len(prompt_ids)) if len(completion_ids[i]) > 0]
+        batches = [todo[s : s + self.batch_size] for s in range(0, len(todo), self.batch_size)]
+
+        def score(batch: list[int]) -> list[torch.Tensor]:
+            sequences = [[int(t) for t in (*prompt_ids[i], *completion_ids[i])] for i in batch]
+            answer = self._post({
+                "model": self.model, "prompt": sequences, "max_tokens": 1, "prompt_logprobs": 0,
+                "temperature": 1.0, "top_p": 1.0, "top_k": TOP_K_OFF, "min_p": 0.0, "repetition_penalty": 1.0,
+            })
+            choices = self._choices(answer, len(batch), f"{self.url} scoring")
+            return [completion_logprobs(c.get("prompt_logprobs"), seq, len(prompt_ids[i]), f"{self.url} pair {i}")
+                    for i, seq, c in zip(batch, sequences, choices)]
+
+        for batch, scored in zip(batches, self._map(score, batches, f"scoring {self.model}")):
+            for i, logps in zip(batch, scored):
+                results[i] = logps
+        return results
+
+
+class ServerBackend(ServerScorer):
+    """Sampler and scorer over a vLLM server. `tokenizer` (a hub id, folder, or tokenizer object;
+    default: `model`) encodes prompts locally by the same rule as the other backends."""
+
+    def __init__(self, base_url: str, model: str, *, tokenizer: str | Any | None = None, **kwargs: Any) -> None:
+        super().__init__(base_url, model, **kwargs)
+        self._tokenizer = tokenizer if tokenizer is not None else model
+
+    @property
+    def tokenizer(self) -> Any:
+        if isinstance(self._tokenizer, str):
+            from transformers import AutoTokenizer
+
+            self._tokenizer = AutoTokenizer.from_pretrained(self._tokenizer)
+        return self._tokenizer
+
+    def encode(self, text: str) -> list[int]:
+        return encode_prompt(self.tokenizer, text)
+
+    def generate(self, prompts: Sequence[str], sampling: SamplingConfig) -> list[list[Completion]]:
+        """`sampling.n` completions per prompt, one request per prompt seeded from (`sampling.seed`,
+        its position). Greedy decoding asks for one sample and repeats it (vLLM rejects n > 1 at
+        temperature 0)."""
+        want = 1 if sampling.temperature == 0 else sampling.n
+        eos_id = getattr(self.tokenizer, "eos_token_id", None)
+        bodies = [{
+            "model": self.model, "prompt": [self.encode(p)], "n": want, "max_tokens": sampling.max_new_tokens,
+            "temperature": sampling.temperature, "top_p": sampling.top_p, "top_k": sampling.top_k or TOP_K_OFF,
+            "min_p": 0.0, "repetition_penalty": sampling.repetition_penalty,
+            "seed": request_seed(sampling.seed, i), "return_token_ids": True,
+        } for i, p in enumerate(prompts)]
+
+        def parse(i: int, answer: dict[str, Any]) -> list[Completion]:
+            group = []
+            for choice in self._choices(answer, want, f"{self.url} prompt {i}"):
+                if choice.get("token_ids") is None:
+                    raise VLLMOutputError(f"{self.url} returned no token_ids: the server needs a vLLM release "
+                                          "that supports the return_token_ids request field")
+                group.append(to_completion(choice.get("text", ""), choice["token_ids"], choice.get("finish_reason"),
+                                           choice.get("stop_reason"), eos_id))
+            return group * (sampling.n // want)
+
+        answers = self._map(self._post, bodies, f"sampling {self.model}")
+        return [parse(i, answer) for i, answer in enumerate(answers)]

@@ -1,0 +1,268 @@
+"""The vLLM backend: fast sampling and scoring on GPUs through `vllm.LLM`, as a thin adapter.
+
+Everything model-specific stays inside vLLM; this module only maps `SamplingConfig` onto
+`SamplingParams`, feeds prompts as token ids, and turns vLLM's outputs back into `Completion`s and
+float32 log-prob tensors, checking the invariants the rest of the workbench relies on.
+
+Written against vLLM's V1 engine source (vllm-project/vllm main, 2025-2026; the optional extra pins
+vllm>=0.11, where V1 is the only engine):
+
+- `vllm/sampling_params.py`: `top_k` "0 (or -1)" disables top-k ("quietly accept -1 as disabled"); -1
+  is also what releases before 0.8 required, so -1 is sent. Greedy sampling (temperature 0) requires
+  n == 1 (`_verify_greedy_sampling`). `detokenize=False` skips text work when only log-probs are
+  needed (honoured for prompt log-probs since vLLM PR #5226). `prompt_logprobs` set (0 included)
+  also sets `skip_reading_prefix_cache`, so cached prefixes never drop prompt positions.
+- `vllm/entrypoints/llm.py` `LLM.generate(prompts, sampling_params, use_tqdm=...)`: prompts as
+  `TokensPrompt` dicts `{"prompt_token_ids": [...]}`, one `SamplingParams` per prompt allowed;
+  outputs come back in prompt order.
+- `vllm/outputs.py` `RequestOutput(prompt_token_ids, prompt_logprobs, outputs)` and
+  `CompletionOutput(index, text, token_ids, finish_reason, stop_reason)`; `stop_reason` is None when
+  the model's EOS stopped the sequence, the token id for a `stop_token_ids` hit (generation-config
+  EOS ids other than the tokenizer's are added there by `update_from_generation_config`).
+- `vllm/v1/core/sched/utils.py` `check_stop` runs after the token is appended, and
+  `vllm/v1/engine/detokenizer.py` only leaves the stop token out of the *text*
+  (`skipped_stop_token_id` is appended back to `token_ids`), so `token_ids` already end with the EOS
+  or stop token: nothing is appended here, the invariant is checked instead.
+- `vllm/v1/engine/__init__.py` `FINISH_REASON_STRINGS = ("stop", "length", "abort", "error",
+  "repetition")`: only "stop" and "length" are samples the model finished or ran out of budget on;
+  the others (a cancelled or failed request, or an opt-in repetition cut-off this adapter never
+  enables) raise `VLLMOutputError` rather than being graded as if they were model output.
+- `vllm/logprobs.py`: `Logprob(logprob, rank, decoded_token)`; prompt log-probs are a list whose
+  first entry is None (or an empty position in `FlatLogprobs`), then one `{token_id: Logprob}` per
+  prompt token; `append_logprobs_for_next_position` always puts the actual prompt token first, so
+  with `prompt_logprobs=0` each dict holds exactly that token. V1 computes them from the raw logits
+  (before temperature or top-k/top-p), i.e. the model's own log pi.
+
+vLLM backend note: the adapter is unit-tested against fakes shaped like the structures above
+(argument mapping, output parsing, EOS and finish-reason handling, prompt log-prob parsing,
+malformed output). On this project's CI it has not run against real vLLM on hardware.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+
+from workbench.models.base import Completion, SamplingConfig
+
+log = logging.getLogger(__name__)
+
+TOP_K_OFF = -1
+"""vLLM's "no top-k" value accepted by every release (0 also works from 0.8 on)."""
+
+
+class VLLMOutputError(RuntimeError):
+    """vLLM (or a vLLM server) returned something that breaks an invariant the workbench relies on."""
+
+
+# ------------------------------------------------------------------------------ shared helpers
+def encode_prompt(tokenizer: Any, text: str) -> list[int]:
+    """Token ids of a prompt by the same rule as `HFBackend.encode`: special tokens are added only when
+    the text does not already carry them (a chat template writes its own BOS), so a templated prompt
+    is not given a second BOS."""
+    templated = bool(getattr(tokenizer, "chat_template", None))
+    bos = getattr(tokenizer, "bos_token", None)
+    has_bos = bos is not None and text.startswith(bos)
+    return list(tokenizer.encode(text, add_special_tokens=not (templated or has_bos)))
+
+
+def request_seed(seed: int, prompt_index: int) -> int:
+    """Seed of one prompt's request, derived from the call's seed and the prompt's position.
+
+    vLLM seeds the i-th of n samples with `seed + i` (`vllm/v1/engine/parallel_sampling.py`), so one
+    seed shared by every prompt would replay the same random stream on each problem. A hash gives each
+    prompt its own stream, reproducible from (seed, position) whatever the batching; 56 bits leave
+    room for `seed + i` below vLLM's int64 bound.
+    """
+    digest = hashlib.blake2b(f"{seed}/{prompt_index}".encode(), digest_size=7).digest()
+    return int.from_bytes(digest, "big")
+
+
+def to_completion(text: str, token_ids: Sequence[int], finish_reason: str | None,
+                  stop_reason: int | str | None, eos_id: int | None) -> Completion:
+    """One vLLM completion as a `Completion`, checking that a stopped sequence ends with its stop token."""
+    ids = tuple(int(t) for t in token_ids)
+    if finish_reason == "length":
+        return Completion(text, ids, "length")
+    if finish_reason != "stop":
+        raise VLLMOutputError(
+            f"finish_reason {finish_reason!r}: only 'stop' and 'length' are complete samples "
+            "(an aborted or failed request must be re-run, not graded)"
+        )
+    if isinstance(stop_reason, str):
+        raise VLLMOutputError(f"stopped on the string {stop_reason!r}, but no stop strings were requested")
+    expected = eos_id if stop_reason is None else stop_reason
+    if expected is None:
+        raise VLLMOutputError("stopped on EOS, but the tokenizer has no eos_token_id to check it against")
+    if not ids or ids[-1] != expected:
+        raise VLLMOutputError(
+            f"finish_reason 'stop' (stop_reason {stop_reason!r}) but token_ids end with "
+            f"{ids[-1:] or 'nothing'} instead of the stop token {expected}"
+        )
+    return Completion(text, ids, "stop")
+
+
+def check_pairs(prompt_ids: Sequence[Sequence[int]], completion_ids: Sequence[Sequence[int]]) -> None:
+    """The scorer contract shared with `HFBackend`: paired lists, and a context for the first token."""
+    if len(prompt_ids) != len(completion_ids):
+        raise ValueError(f"{len(prompt_ids)} prompts but {len(completion_ids)} completions")
+    for i, p in enumerate(prompt_ids):
+        if len(p) == 0:
+            raise ValueError(f"prompt {i} is empty: the first completion token needs a context")
+
+
+def completion_logprobs(prompt_logprobs: Sequence[Any] | None, sequence: Sequence[int], prompt_len: int,
+                        where: str) -> torch.Tensor:
+    """log pi of each completion token, read from vLLM prompt log-probs of prompt + completion.
+
+    `prompt_logprobs[k]` maps token ids to log-probs at position k given tokens < k; the entry of the
+    token actually at k is always present. Entries are `Logprob` objects (in-process) or their JSON
+    form `{"logprob": ...}` with string keys (the OpenAI-compatible server).
+    """
+    if prompt_logprobs is None:
+        raise VLLMOutputError(f"{where}: no prompt_logprobs in the output (were they requested?)")
+    if len(prompt_logprobs) != len(sequence):
+        raise VLLMOutputError(
+            f"{where}: {len(prompt_logprobs)} prompt_logprobs entries for {len(sequence)} tokens"
+        )
+    values: list[float] = []
+    for k in range(prompt_len, len(sequence)):
+        entry = prompt_logprobs[k]
+        if not isinstance(entry, Mapping):
+            raise VLLMOutputError(f"{where}: position {k} has no log-prob dict (got {type(entry).__name__})")
+        token = int(sequence[k])
+        item = entry.get(token, entry.get(str(token)))
+        if item is None:
+            raise VLLMOutputError(
+                f"{where}: position {k} lacks the actual token {token} (keys {list(entry)[:5]})"
+            )
+        values.append(float(item["logprob"] if isinstance(item, Mapping) else item.logprob))
+    return torch.tensor(values, dtype=torch.float32)
+
+
+# ------------------------------------------------------------------------------------ backend
+class VLLMBackend:
+    """Sampler and scorer over an in-process `vllm.LLM` (needs the `vllm` extra and a GPU).
+
+    The engine is built on first use from `model`, `tokenizer`, `seed` and `llm_kwargs` (passed to
+    `vllm.LLM`, e.g. `tensor_parallel_size`, `max_model_len`, `gpu_memory_utilization`); an already
+    built engine can be handed in as `llm`. `score_tokens_per_call` bounds the tokens of one scoring
+    call, because vLLM returns one Python dict per scored position and a training batch of long
+    rollouts would otherwise hold tens of millions of them at once.
+    """
+
+    def __init__(self, model: str, *, tokenizer: str | None = None, seed: int = 0,
+                 llm_kwargs: dict[str, Any] | None = None, llm: Any = None,
+                 score_tokens_per_call: int = 1 << 21, progress: bool = True) -> None:
+        if score_tokens_per_call < 1:
+            raise ValueError(f"score_tokens_per_call must be >= 1, got {score_tokens_per_call}")
+        self.name = model
+        self._tokenizer_name = tokenizer
+        self.seed = seed
+        self.llm_kwargs = dict(llm_kwargs or {})
+        self._llm = llm
+        self.score_tokens_per_call = score_tokens_per_call
+        self.progress = progress
+
+    def __repr__(self) -> str:
+        return f"VLLMBackend(model={self.name!r}, built={self._llm is not None})"
+
+    @property
+    def llm(self) -> Any:
+        if self._llm is None:
+            from vllm import LLM
+
+            log.info("starting vLLM engine for %s", self.name)
+            self._llm = LLM(model=self.name, tokenizer=self._tokenizer_name, seed=self.seed, **self.llm_kwargs)
+        return self._llm
+
+    @property
+    def tokenizer(self) -> Any:
+        """The engine's own tokenizer, so prompts are encoded exactly as vLLM decodes its outputs.
+        Reading it builds the engine (so does `isinstance(backend, Backend)` before Python 3.12,
+        which looks the attribute up)."""
+        return self.llm.get_tokenizer()
+
+    def encode(self, text: str) -> list[int]:
+        return encode_prompt(self.tokenizer, text)
+
+    # ----------------------------------------------------------------------------------- sampling
+    def sampling_params(self, sampling: SamplingConfig, prompt_index: int) -> Any:
+        """vLLM `SamplingParams` for one prompt. Greedy decoding asks for one sample (vLLM rejects
+        n > 1 at temperature 0); `generate` repeats it, as transformers does for greedy
+        `num_return_sequences`."""
+        from vllm import SamplingParams
+
+        return SamplingParams(
+            n=1 if sampling.temperature == 0 else sampling.n,
+            temperature=sampling.temperature,
+            top_p=sampling.top_p,
+            top_k=sampling.top_k or TOP_K_OFF,
+            max_tokens=sampling.max_new_tokens,
+            repetition_penalty=sampling.repetition_penalty,
+            seed=request_seed(sampling.seed, prompt_index),
+        )
+
+    def generate(self, prompts: Sequence[str], sampling: SamplingConfig) -> list[list[Completion]]:
+        """`sampling.n` completions per prompt from one `LLM.generate` call over all prompts.
+
+        Each prompt's request is seeded from (`sampling.seed`, its position), so a call is reproducible
+        on the same hardware and vLLM version whatever the engine's batching.
+        """
+        if not prompts:
+            return []
+        encoded = [self.encode(p) for p in prompts]
+        params = [self.sampling_params(sampling, i) for i in range(len(prompts))]
+        outputs = self.llm.generate([{"prompt_token_ids": ids} for ids in encoded], params,
+                                    use_tqdm=self.progress)
+        if len(outputs) != len(prompts):
+            raise VLLMOutputError(f"vLLM returned {len(outputs)} outputs for {len(prompts)} prompts")
+        eos_id = getattr(self.tokenizer, "eos_token_id", None)
+        results: list[list[Completion]] = []
+        for i, out in enumerate(outputs):
+            want = params[i].n
+            if len(out.outputs) != want:
+                raise VLLMOutputError(f"prompt {i}: {len(out.outputs)} completions, expected {want}")
+            group = [to_completion(c.text, c.token_ids, c.finish_reason, c.stop_reason, eos_id)
+                     for c in sorted(out.outputs, key=lambda c: c.index)]
+            results.append(group * (sampling.n // want))
+        n_tokens = sum(c.n_tokens for group in results for c in group)
+        log.info("%s: %d prompts x %d samples, %d completion tokens", self.name, len(prompts), sampling.n, n_tokens)
+        return results
+
+    # ------------------------------------------------------------------------------------ scoring
+    def token_logprobs(self, prompt_ids: Sequence[Sequence[int]],
+                       completion_ids: Sequence[Sequence[int]]) -> list[torch.Tensor]:
+        """Score each prompt + completion as one prompt with `prompt_logprobs=0` and one throw-away
+        generated token; the engine's `max_model_len` must exceed the longest pair by one."""
+        from vllm import SamplingParams
+
+        check_pairs(prompt_ids, completion_ids)
+        params = SamplingParams(max_tokens=1, temperature=1.0, top_p=1.0, top_k=TOP_K_OFF,
+                                prompt_logprobs=0, detokenize=False)
+        results = [torch.empty(0, dtype=torch.float32) for _ in prompt_ids]
+        todo = [i for i in range(len(prompt_ids)) if len(completion_ids[i]) > 0]
+        start = 0
+        while start < len(todo):
+            chunk, tokens = [], 0
+            for i in todo[start:]:
+                length = len(prompt_ids[i]) + len(completion_ids[i])
+                if chunk and tokens + length > self.score_tokens_per_call:
+                    break
+                chunk.append(i)
+                tokens += length
+            start += len(chunk)
+            sequences = [[*prompt_ids[i], *completion_ids[i]] for i in chunk]
+            outputs = self.llm.generate([{"prompt_token_ids": s} for s in sequences], params,
+                                        use_tqdm=self.progress)
+            if len(outputs) != len(chunk):
+                raise VLLMOutputError(f"vLLM returned {len(outputs)} outputs for {len(chunk)} sequences")
+            for i, seq, out in zip(chunk, sequences, outputs):
+                if out.prompt_token_ids is not None and list(out.prompt_token_ids) != seq:
+                    raise VLLMOutputError(f"pair {i}: vLLM scored other token ids than the ones sent")
+                results[i] = completion_logprobs(out.prompt_logprobs, seq, len(prompt_ids[i]), f"pair {i}")
+        return results
