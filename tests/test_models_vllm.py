@@ -13,11 +13,10 @@ import pytest
 import torch
 
 from workbench.models import SamplingConfig, load_backend
-from workbench.models.base import Backend, Completion
+from workbench.models.base import Backend, Completion, encode_prompt
 from workbench.models.vllm import (
     VLLMBackend,
     VLLMOutputError,
-    encode_prompt,
     request_seed,
     to_completion,
 )
@@ -97,7 +96,8 @@ class FakeLLM:
     def get_tokenizer(self) -> CharTokenizer:
         return self.tokenizer
 
-    def generate(self, prompts: list[dict], sampling_params: Any = None, *, use_tqdm: bool = True) -> list[RequestOutput]:
+    def generate(self, prompts: list[dict], sampling_params: Any = None, *,
+                 use_tqdm: bool = True) -> list[RequestOutput]:
         if isinstance(sampling_params, list):
             assert len(sampling_params) == len(prompts), "vLLM needs one SamplingParams per prompt"
         self.calls.append((prompts, sampling_params, use_tqdm))
@@ -137,9 +137,12 @@ def test_sampling_params_map_every_field(fake_vllm):
     cfg = SamplingConfig(n=4, temperature=0.6, top_p=0.95, top_k=20, max_new_tokens=128,
                          repetition_penalty=1.08, seed=7)
     sp = backend.sampling_params(cfg, prompt_index=3)
-    assert (sp.n, sp.temperature, sp.top_p, sp.top_k, sp.max_tokens, sp.repetition_penalty) == (4, 0.6, 0.95, 20, 128, 1.08)
+    got = (sp.n, sp.temperature, sp.top_p, sp.top_k, sp.max_tokens, sp.repetition_penalty)
+    assert got == (4, 0.6, 0.95, 20, 128, 1.08)
     assert sp.seed == request_seed(7, 3)
     assert backend.sampling_params(SamplingConfig(top_k=0), 0).top_k == -1  # vLLM's "off" in every release
+    unseeded = VLLMBackend("m", llm=FakeLLM(respond=sampled), per_request_seeds=False)
+    assert unseeded.sampling_params(cfg, prompt_index=3).seed is None
 
 
 def test_request_seeds_differ_per_prompt_and_are_reproducible():
@@ -233,7 +236,8 @@ def scored(prompts: list[dict], params: SamplingParams) -> list[RequestOutput]:
     outs = []
     for p in prompts:
         ids = p["prompt_token_ids"]
-        plp = [None] + [{tok: Logprob(logp(k, tok), rank=2), 99: Logprob(-0.01, rank=1)} for k, tok in enumerate(ids) if k]
+        plp = [None] + [{tok: Logprob(logp(k, tok), rank=2), 99: Logprob(-0.01, rank=1)}
+                        for k, tok in enumerate(ids) if k]
         outs.append(RequestOutput("r", None, list(ids), plp, [CompletionOutput(0, "", [7], finish_reason="length")]))
     return outs
 

@@ -77,6 +77,16 @@ class Backend(Sampler, Scorer, Protocol):
         """Token ids of a prompt string, exactly as the backend would feed it to the model."""
 
 
+def encode_prompt(tokenizer: Any, text: str) -> list[int]:
+    """Token ids of a prompt shared by every backend: special tokens are added only when
+    the text does not already carry them (a chat template writes its own BOS), so a templated prompt
+    is not given a second BOS."""
+    templated = bool(getattr(tokenizer, "chat_template", None))
+    bos = getattr(tokenizer, "bos_token", None)
+    has_bos = bos is not None and text.startswith(bos)
+    return list(tokenizer.encode(text, add_special_tokens=not (templated or has_bos)))
+
+
 class TokenizerMismatch(ValueError):
     """Teacher and student do not share a vocabulary, so per-token log-probs are not comparable."""
 

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from workbench.models.base import Completion, SamplingConfig
+from workbench.models.base import Completion, SamplingConfig, encode_prompt
 
 log = logging.getLogger(__name__)
 
@@ -74,12 +74,7 @@ class HFBackend:
 
     # ----------------------------------------------------------------------------------- encoding
     def encode(self, text: str) -> list[int]:
-        """Prompt ids; special tokens are added only when the text does not already carry them
-        (a chat template writes its own BOS)."""
-        tok = self.tokenizer
-        templated = bool(getattr(tok, "chat_template", None))
-        has_bos = tok.bos_token is not None and text.startswith(tok.bos_token)
-        return tok(text, add_special_tokens=not (templated or has_bos))["input_ids"]
+        return encode_prompt(self.tokenizer, text)
 
     # ----------------------------------------------------------------------------------- sampling
     def _split(self, ids: Sequence[int], prompt_width: int) -> tuple[tuple[int, ...], str]:

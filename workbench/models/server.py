@@ -12,9 +12,11 @@ aligned by position, with token *strings* built by detokenising the prompt; the 
 `prompt_logprobs=k` returns them as they are, in `choice.prompt_logprobs`: `[null, {"<token id>":
 {"logprob", "rank", "decoded_token"}}, ...]`. This module uses `prompt_logprobs=0` (with
 `max_tokens=1`, the one generated token discarded): entries are keyed by token id, so every value is
-checked to belong to the token that was sent, and no detokenisation is involved (older servers had
-prompt-log-prob detokenisation bugs, vLLM PR #6223). Both routes clamp -inf to -9999.0
-(`clamp_prompt_logprobs`). Neutral sampling values are sent explicitly because the server fills unset
+checked to belong to the token that was sent and nothing depends on detokenised token strings (the
+echo route would need `return_tokens_as_token_ids` for that, and older servers had prompt-log-prob
+detokenisation bugs, vLLM PR #6223). Both routes clamp -inf to -9999.0 (`clamp_prompt_logprobs`).
+The server's `max_model_len` must exceed the longest prompt + completion by one, and `batch_size`
+must stay within the server's `VLLM_MAX_COMPLETION_PROMPTS`. Neutral sampling values are sent explicitly because the server fills unset
 fields from the model's generation config; V1 computes prompt log-probs from the raw logits anyway
 (with the server's default `--logprobs-mode raw_logprobs`).
 
@@ -46,13 +48,12 @@ from typing import Any, TypeVar
 import torch
 from tqdm.auto import tqdm
 
-from workbench.models.base import Completion, SamplingConfig
+from workbench.models.base import Completion, SamplingConfig, encode_prompt
 from workbench.models.vllm import (
     TOP_K_OFF,
     VLLMOutputError,
     check_pairs,
     completion_logprobs,
-    encode_prompt,
     request_seed,
     to_completion,
 )
@@ -108,7 +109,8 @@ class ServerScorer:
             log.info("$%s is not set: requests to %s carry no Authorization header", api_key_env, self.base_url)
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}(base_url={self.base_url!r}, model={self.model!r}, api_key_env={self.api_key_env!r})"
+        return (f"{type(self).__name__}(base_url={self.base_url!r}, model={self.model!r}, "
+                f"api_key_env={self.api_key_env!r})")
 
     # --------------------------------------------------------------------------------------- HTTP
     def _redact(self, text: str) -> str:
@@ -153,13 +155,12 @@ class ServerScorer:
 
     def _map(self, fn: Callable[[T], R], items: Sequence[T], desc: str) -> list[R]:
         """`fn` over `items` with `concurrency` requests in flight, results in input order."""
-        bar = tqdm(total=len(items), desc=desc, unit="request", disable=not self.progress, leave=False)
-        with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
-            results = []
+        results = []
+        with (tqdm(total=len(items), desc=desc, unit="request", disable=not self.progress, leave=False) as bar,
+              ThreadPoolExecutor(max_workers=self.concurrency) as pool):
             for result in pool.map(fn, items):
                 results.append(result)
                 bar.update(1)
-        bar.close()
         return results
 
     @staticmethod

@@ -47,12 +47,12 @@ from typing import Any
 
 import torch
 
-from workbench.models.base import Completion, SamplingConfig
+from workbench.models.base import Completion, SamplingConfig, encode_prompt
 
 log = logging.getLogger(__name__)
 
 TOP_K_OFF = -1
-"""vLLM's "no top-k" value accepted by every release (0 also works from 0.8 on)."""
+"""vLLM's "no top-k" value accepted by every release (recent ones prefer 0, older ones took only -1)."""
 
 
 class VLLMOutputError(RuntimeError):
@@ -60,16 +60,6 @@ class VLLMOutputError(RuntimeError):
 
 
 # ------------------------------------------------------------------------------ shared helpers
-def encode_prompt(tokenizer: Any, text: str) -> list[int]:
-    """Token ids of a prompt by the same rule as `HFBackend.encode`: special tokens are added only when
-    the text does not already carry them (a chat template writes its own BOS), so a templated prompt
-    is not given a second BOS."""
-    templated = bool(getattr(tokenizer, "chat_template", None))
-    bos = getattr(tokenizer, "bos_token", None)
-    has_bos = bos is not None and text.startswith(bos)
-    return list(tokenizer.encode(text, add_special_tokens=not (templated or has_bos)))
-
-
 def request_seed(seed: int, prompt_index: int) -> int:
     """Seed of one prompt's request, derived from the call's seed and the prompt's position.
 
@@ -153,10 +143,15 @@ class VLLMBackend:
     built engine can be handed in as `llm`. `score_tokens_per_call` bounds the tokens of one scoring
     call, because vLLM returns one Python dict per scored position and a training batch of long
     rollouts would otherwise hold tens of millions of them at once.
+
+    `per_request_seeds=True` (the default) seeds every prompt's request, so samples do not depend on
+    how the engine batches them; vLLM draws seeded requests' noise one request at a time
+    (`random_sample` in `vllm/v1/sample/ops/topk_topp_sampler.py`, marked "can be slow"), so very
+    large sampling runs may trade that for speed with False, leaving only the engine's global seed.
     """
 
     def __init__(self, model: str, *, tokenizer: str | None = None, seed: int = 0,
-                 llm_kwargs: dict[str, Any] | None = None, llm: Any = None,
+                 llm_kwargs: dict[str, Any] | None = None, llm: Any = None, per_request_seeds: bool = True,
                  score_tokens_per_call: int = 1 << 21, progress: bool = True) -> None:
         if score_tokens_per_call < 1:
             raise ValueError(f"score_tokens_per_call must be >= 1, got {score_tokens_per_call}")
@@ -165,6 +160,7 @@ class VLLMBackend:
         self.seed = seed
         self.llm_kwargs = dict(llm_kwargs or {})
         self._llm = llm
+        self.per_request_seeds = per_request_seeds
         self.score_tokens_per_call = score_tokens_per_call
         self.progress = progress
 
@@ -204,14 +200,14 @@ class VLLMBackend:
             top_k=sampling.top_k or TOP_K_OFF,
             max_tokens=sampling.max_new_tokens,
             repetition_penalty=sampling.repetition_penalty,
-            seed=request_seed(sampling.seed, prompt_index),
+            seed=request_seed(sampling.seed, prompt_index) if self.per_request_seeds else None,
         )
 
     def generate(self, prompts: Sequence[str], sampling: SamplingConfig) -> list[list[Completion]]:
         """`sampling.n` completions per prompt from one `LLM.generate` call over all prompts.
 
-        Each prompt's request is seeded from (`sampling.seed`, its position), so a call is reproducible
-        on the same hardware and vLLM version whatever the engine's batching.
+        With per-request seeds each prompt's request is seeded from (`sampling.seed`, its position), so
+        a call is reproducible on the same hardware and vLLM version whatever the engine's batching.
         """
         if not prompts:
             return []
