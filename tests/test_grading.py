@@ -185,7 +185,8 @@ def test_per_benchmark_equivalence(response, gold, benchmark, correct):
 def test_adjacent_boxes_join_only_for_multi_answer_golds():
     assert grade("\\boxed{3}, \\boxed{5}", "5", "math500") == Grade(True, "5")
     assert grade("\\boxed{69}, \\boxed{84}", "69$,$84", "olympiadbench").extracted == "69, 84"
-    assert grade("\\boxed{69}. Long discussion of something else. \\boxed{84}", "69$,$84", "olympiadbench").extracted == "84"
+    far_apart = "\\boxed{69}. Then a long discussion of something else entirely. \\boxed{84}"
+    assert grade(far_apart, "69$,$84", "olympiadbench").extracted == "84"
 
 
 def test_toy_tiers_never_start_math_verify(monkeypatch):
@@ -230,26 +231,37 @@ def test_batch_with_hostile_item_finishes_and_grades_the_rest():
     assert all(g.correct and g.error is None for i, g in enumerate(grades) if i != 30)
 
 
-def _worker_dying_on_crash_marker(conn) -> None:
-    """The real worker loop, except that the answer CRASH kills the process outright (as an
-    out-of-memory kill would). Runs in the child, so the patch lives only there."""
+def _worker_with_markers(conn, memory_limit: int) -> None:
+    """The real worker loop, except for three marker answers: CRASH kills the process outright
+    (as the kernel's OOM killer would), RAISE raises, ALLOC asks for twice the memory cap.
+    Runs in the child, so the patch lives only there."""
     real = grading._verify_unit
 
-    def verify_or_die(extracted: str, answer: str, benchmark: str):
+    def verify_with_markers(extracted: str, answer: str, benchmark: str):
         if extracted == "CRASH":
             os._exit(3)
+        if extracted == "RAISE":
+            raise RuntimeError("boom")
+        if extracted == "ALLOC":
+            return bytearray(2 * memory_limit), None
         return real(extracted, answer, benchmark)
 
-    grading._verify_unit = verify_or_die
-    grading._worker_main(conn)
+    grading._verify_unit = verify_with_markers
+    grading._worker_main(conn, memory_limit)
 
 
-def test_worker_crash_costs_only_its_item(monkeypatch):
-    monkeypatch.setattr(grading, "_worker_main", _worker_dying_on_crash_marker)
-    items = normal_items(20) + [("\\boxed{CRASH}", "1", "math500")] + normal_items(40)[20:]
+def test_crashing_items_cost_only_themselves(monkeypatch):
+    monkeypatch.setattr(grading, "_worker_main", _worker_with_markers)
+    monkeypatch.setattr(grading, "WORKER_MEMORY_LIMIT", 2**30)
+    markers = [("\\boxed{" + marker + "}", "1", "math500") for marker in ("CRASH", "RAISE", "ALLOC")]
+    items = normal_items(20) + markers + normal_items(40)[20:]
     grades = grade_batch(items, workers=1, progress=False)
-    assert grades[20] == Grade(False, "CRASH", "worker_crashed: exit code 3")
-    assert all(g.correct for i, g in enumerate(grades) if i != 20)
+    assert grades[20:23] == [
+        Grade(False, "CRASH", "worker_crashed: exit code 3"),
+        Grade(False, "RAISE", "error: RuntimeError"),
+        Grade(False, "ALLOC", "error: MemoryError"),
+    ]
+    assert all(g.correct for i, g in enumerate(grades) if not 20 <= i < 23)
 
 
 # --------------------------------------------------------------------------- cache
@@ -270,7 +282,10 @@ def isolated_calls(monkeypatch) -> list[int]:
 
 
 def cache_items() -> list[tuple[str, str, str]]:
-    distinct = normal_items(12) + [("\\boxed{\\sqrt{2}}", "\\frac{2}{\\sqrt{2}}", "math500"), ("\\boxed{25}", "025", "aime24")]
+    distinct = normal_items(12) + [
+        ("\\boxed{\\sqrt{2}}", "\\frac{2}{\\sqrt{2}}", "math500"),
+        ("\\boxed{25}", "025", "aime24"),
+    ]
     return distinct * 3 + [("no box", "1", "math500")]
 
 

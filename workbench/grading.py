@@ -42,6 +42,7 @@ import multiprocessing
 import multiprocessing.connection
 import os
 import re
+import resource
 import signal
 import sqlite3
 import threading
@@ -206,7 +207,7 @@ _TEXT_SUBSCRIPT = re.compile(r"_\{\s*\\(?:text|mathrm|rm)\s*\{([^{}]*)\}\s*\}")
 
 def _clean(latex: str) -> str:
     """Drop artefacts of answers copied out of running text (OlympiadBench golds have them):
-    ``$,$`` separators, stray ``$`` and a trailing sentence period. Also ``x_{\text{red}}`` ->
+    ``$,$`` separators, stray ``$`` and a trailing sentence period. Also ``x_{\\text{red}}`` ->
     ``x_{red}``, which math-verify fails to parse."""
     latex = latex.replace("$,$", ",").replace("$, $", ", ")
     latex = _TEXT_SUBSCRIPT.sub(r"_{\1}", _UNESCAPED_DOLLAR.sub(" ", latex)).strip()
@@ -323,9 +324,16 @@ def _verify_unit(extracted: str, answer: str, benchmark: str) -> tuple[bool, str
 _READY = "ready"
 
 
-def _worker_main(conn: Connection) -> None:
-    """Child loop: grade each unit of each chunk, answering per unit so the parent can time each."""
+def _worker_main(conn: Connection, memory_limit: int) -> None:
+    """Child loop: grade each unit of each chunk, answering per unit so the parent can time each.
+
+    The address-space cap turns a runaway allocation into a MemoryError (the unit's verdict)
+    instead of the kernel's OOM killer picking some process on the host.
+    """
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+    hard = resource.getrlimit(resource.RLIMIT_AS)[1]
+    soft = memory_limit if hard == resource.RLIM_INFINITY else min(memory_limit, hard)
+    resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
     logging.getLogger("math_verify").setLevel(logging.ERROR)  # "timeout disabled" notices
     _verify_unit("1/2", "\\frac{1}{2}", "math500")  # warm up parsers before taking timed work
     conn.send(_READY)
@@ -348,6 +356,9 @@ def _worker_main(conn: Connection) -> None:
 
 _Unit = tuple[int, str, str, str]  # (uid, extracted, answer, benchmark)
 _Verdict = tuple[bool, "str | None"]
+
+WORKER_MEMORY_LIMIT = 4 * 2**30
+"""Bytes of address space a grading child may use; far above what grading needs."""
 
 STARTUP_TIMEOUT = 120.0
 """Seconds a fresh child may take to import math-verify and report ready (slow, loaded hosts)."""
@@ -387,7 +398,9 @@ class _Pool:
 
     def _spawn(self) -> None:
         parent_end, child_end = self._context.Pipe()
-        process = self._context.Process(target=_worker_main, args=(child_end,), name=self.name, daemon=True)
+        process = self._context.Process(
+            target=_worker_main, args=(child_end, WORKER_MEMORY_LIMIT), name=self.name, daemon=True
+        )
         process.start()
         child_end.close()
         self._workers.append(_Worker(process, parent_end, time.monotonic()))
@@ -401,9 +414,11 @@ class _Pool:
         worker.process.join(5)
         return f"exit code {worker.process.exitcode}"
 
-    def run(self, units: Sequence[_Unit], timeout: float, chunk_size: int, on_verdict: Callable[[int, _Verdict], None]) -> None:
+    def run(
+        self, units: Sequence[_Unit], timeout: float, chunk_size: int, on_verdict: Callable[[int, _Verdict], None]
+    ) -> None:
         """Grade all units; call ``on_verdict(uid, (correct, error))`` once per unit."""
-        queue: deque[list[_Unit]] = deque(list(units[i : i + chunk_size]) for i in range(0, len(units), chunk_size))
+        queue = deque(list(units[i : i + chunk_size]) for i in range(0, len(units), chunk_size))
         failed_starts = 0
         while queue or any(w.chunk for w in self._workers):
             self._dispatch(queue)
@@ -423,7 +438,8 @@ class _Pool:
                 except (EOFError, OSError):
                     failed_starts += self._lose(worker, queue, on_verdict, "worker_crashed")
             now = time.monotonic()
-            for worker in [w for w in self._workers if (not w.ready or w.chunk) and now > self._deadline(w, timeout)]:
+            overdue = [w for w in self._workers if (not w.ready or w.chunk) and now > self._deadline(w, timeout)]
+            for worker in overdue:
                 failed_starts += self._lose(worker, queue, on_verdict, "timeout")
             if failed_starts >= 3:
                 raise RuntimeError(
@@ -433,11 +449,17 @@ class _Pool:
 
     def _dispatch(self, queue: deque[list[_Unit]]) -> None:
         """Give queued chunks to idle workers and start workers for the chunks left over."""
-        for worker in self._workers:
+        for worker in list(self._workers):
             if worker.ready and not worker.chunk and queue:
-                worker.chunk = deque(queue.popleft())
+                chunk = queue.popleft()
+                try:
+                    worker.conn.send(chunk)
+                except OSError:  # died while idle: the chunk never started
+                    queue.appendleft(chunk)
+                    self._retire(worker)
+                    continue
+                worker.chunk = deque(chunk)
                 worker.item_started = time.monotonic()
-                worker.conn.send(list(worker.chunk))
         starting = sum(not w.ready for w in self._workers)
         for _ in range(min(self.size - len(self._workers), len(queue) - starting)):
             self._spawn()
@@ -446,7 +468,9 @@ class _Pool:
     def _deadline(worker: _Worker, timeout: float) -> float:
         return worker.started + STARTUP_TIMEOUT if not worker.ready else worker.item_started + timeout
 
-    def _lose(self, worker: _Worker, queue: deque[list[_Unit]], on_verdict: Callable[[int, _Verdict], None], reason: str) -> int:
+    def _lose(
+        self, worker: _Worker, queue: deque[list[_Unit]], on_verdict: Callable[[int, _Verdict], None], reason: str
+    ) -> int:
         """Replace a dead or overdue worker: its current unit fails with ``reason``, the rest of its
         chunk is requeued. Returns 1 when it died before becoming ready (a start failure), else 0."""
         how = self._retire(worker)
@@ -489,7 +513,9 @@ def _close_solo_pool() -> None:
 atexit.register(_close_solo_pool)
 
 
-def _run_isolated(units: Sequence[_Unit], *, workers: int, timeout: float, on_verdict: Callable[[int, _Verdict], None]) -> None:
+def _run_isolated(
+    units: Sequence[_Unit], *, workers: int, timeout: float, on_verdict: Callable[[int, _Verdict], None]
+) -> None:
     """Grade units in a fresh pool of child processes that is torn down afterwards."""
     chunk_size = max(1, min(64, math.ceil(len(units) / (4 * workers))))
     pool = _Pool(min(workers, math.ceil(len(units) / chunk_size)), "grading-worker")
@@ -600,7 +626,12 @@ def grade(response: str, answer: str, benchmark: str, timeout: float = 5.0) -> G
     with _solo_lock:
         if _solo_pool is None:
             _solo_pool = _Pool(1, "grading-worker-solo")
-        _solo_pool.run([(0, extracted, answer, benchmark)], timeout, 1, verdicts.__setitem__)
+        try:
+            _solo_pool.run([(0, extracted, answer, benchmark)], timeout, 1, verdicts.__setitem__)
+        except BaseException:  # e.g. Ctrl-C mid-item: never hand a stale verdict to the next call
+            _solo_pool.close()
+            _solo_pool = None
+            raise
     return Grade(verdicts[0][0], extracted, verdicts[0][1])
 
 
@@ -669,6 +700,10 @@ def grade_batch(
     errors = Counter(g.error.split(":")[0] for g in grades if g is not None and g.error)
     logger.info(
         "graded %d items (%d sent to math-verify as %d distinct answers) in %.1fs; errors: %s",
-        len(items), sum(len(v) for v in pending.values()), len(keys), time.monotonic() - started, dict(errors),
+        len(items),
+        sum(len(v) for v in pending.values()),
+        len(keys),
+        time.monotonic() - started,
+        dict(errors),
     )
     return grades  # type: ignore[return-value]
