@@ -40,7 +40,7 @@ class BoundaryConfig:
     """The boundary experiment's knobs.
 
     n_samples: fresh student samples per problem behind each solve rate (more samples, finer rates).
-    unit_size: problems per shard of those samples.
+    unit_sequences: samples per ``generate`` call and shard (unit_sequences // n_samples problems).
     """
 
     n_samples: int = 16
@@ -49,13 +49,13 @@ class BoundaryConfig:
     top_k: int = 0
     max_new_tokens: int = 4096
     n_buckets: int = 4
-    unit_size: int = 8
+    unit_sequences: int = 128
     seed: int = 0
     level: float = 0.95
     n_boot: int = 2000
 
     def __post_init__(self) -> None:
-        for name in ("n_samples", "unit_size", "n_boot"):
+        for name in ("n_samples", "unit_sequences", "n_boot"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.n_buckets < 2:
@@ -170,7 +170,8 @@ def run_boundary(student: Backend, rollouts: pd.DataFrame, problems: Sequence[Pr
     chosen = [p for p in problems if (p.benchmark, p.problem_id) in with_correct]
     log.info("boundary: %d correct rollouts on %d problems; %d fresh samples each", len(correct), len(chosen),
              cfg.n_samples)
-    samples = generate_samples(student, chosen, cfg.sampling(), run / "student_extra", unit_size=cfg.unit_size,
+    samples = generate_samples(student, chosen, cfg.sampling(), run / "student_extra",
+                               unit_size=max(1, cfg.unit_sequences // cfg.n_samples),
                                grade_workers=grade_workers, progress=progress)
     return analyse_boundary(correct, solve_counts(samples), cfg), scores
 
@@ -186,7 +187,7 @@ def boundary_markdown(analysis: BoundaryAnalysis, decimals: int = 1) -> str:
                 for v, lo, hi in zip(b[f"{name}_pct"], b[f"{name}_ci_lo"], b[f"{name}_ci_hi"])]
 
     table = pd.DataFrame({
-        "rollouts": b["n_rollouts"], "problems": b["n_problems"],
+        "rollouts": b["n_rollouts"].to_numpy(), "problems": b["n_problems"].to_numpy(),
         "student PPL": [f"{v:.3f}" for v in b["student_ppl_mean"]],
         "solve rate %": cell("solve"), "solved sometimes %": cell("sometimes"), "always solved %": cell("always"),
     }, index=pd.Index(b["bucket"], name="student-PPL bucket"))

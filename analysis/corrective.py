@@ -45,6 +45,7 @@ from workbench.runs import run_folder
 log = logging.getLogger(__name__)
 
 RATIO_INDEX = "r"
+PAPER_BUCKETS = 4  # the paper reports teacher-PPL quartiles
 CONTINUATION_KEY = (*SAMPLE_KEY, "ratio", "cont_idx")
 CONTINUATION_SCHEMA = pa.schema(
     [
@@ -73,7 +74,10 @@ class CorrectiveConfig:
     separator: the step boundary a cut lands on: a newline for real models' reasoning, ";" for
         the toy world, whose responses are one line of ";"-separated steps.
     scratch_samples: teacher samples per problem from the bare prompt (its solve rate).
-    unit_size: (rollout, ratio) prefixes continued per shard.
+    unit_sequences: sequences sampled per ``generate`` call and shard: a continuation unit holds
+        unit_sequences // n_continuations prefixes, a from-scratch unit
+        unit_sequences // scratch_samples problems. Small models decode fastest in large batches;
+        smaller units lose less work when a run is killed.
     """
 
     ratios: tuple[float, ...] = (0.2, 0.4, 0.6, 0.8)
@@ -85,7 +89,7 @@ class CorrectiveConfig:
     separator: str = "\n"
     n_buckets: int = 4
     scratch_samples: int = 4
-    unit_size: int = 32
+    unit_sequences: int = 128
     seed: int = 0
     level: float = 0.95
     n_boot: int = 2000
@@ -97,11 +101,15 @@ class CorrectiveConfig:
             raise ValueError(f"ratios repeat: {self.ratios}")
         if not self.separator:
             raise ValueError("separator must be a non-empty string")
-        for name in ("n_continuations", "n_buckets", "scratch_samples", "unit_size", "n_boot"):
+        for name in ("n_continuations", "n_buckets", "scratch_samples", "unit_sequences", "n_boot"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.n_buckets < 2:
             raise ValueError(f"n_buckets must be >= 2 to compare buckets, got {self.n_buckets}")
+
+    def items_per_unit(self, n: int) -> int:
+        """Prompts per unit when each prompt is sampled ``n`` times."""
+        return max(1, self.unit_sequences // n)
 
     def sampling(self, n: int) -> SamplingConfig:
         return SamplingConfig(n=n, temperature=self.temperature, top_p=self.top_p, top_k=self.top_k,
@@ -187,15 +195,16 @@ def continue_from_prefixes(teacher: Backend, wrong: pd.DataFrame, cfg: Correctiv
     out = Path(out_dir)
     sampling = cfg.sampling(cfg.n_continuations)
     identity = {"model": model_name(teacher), "sampling": asdict(sampling), "ratios": list(cfg.ratios),
-                "separator": cfg.separator, "unit_size": cfg.unit_size,
+                "separator": cfg.separator, "unit_sequences": cfg.unit_sequences,
                 "rollouts_sha256": _items_hash(wrong, [*SAMPLE_KEY, "response"])}
     check_identity(out, identity)
     store = ShardStore(out, CONTINUATION_SCHEMA, CONTINUATION_KEY)
     records = wrong.reset_index(drop=True)
     items = [(i, r) for i in range(len(records)) for r in cfg.ratios]
     units = []
-    for index, start in enumerate(range(0, len(items), cfg.unit_size)):
-        chunk = tuple(items[start : start + cfg.unit_size])
+    size = cfg.items_per_unit(cfg.n_continuations)
+    for index, start in enumerate(range(0, len(items), size)):
+        chunk = tuple(items[start : start + size])
         keys = tuple((*(records.loc[i, c] for c in SAMPLE_KEY), r, j)
                      for i, r in chunk for j in range(cfg.n_continuations))
         units.append(WorkUnit(index, chunk, keys, stable_seed(cfg.seed, "continuations", *keys[:: cfg.n_continuations])))
@@ -243,7 +252,7 @@ def teacher_solve_rates(teacher: Backend, problems: Sequence[Problem], cfg: Corr
     """The teacher's from-scratch solve rate per problem (``benchmark, problem_id, teacher_solve_rate``)."""
     sampling = replace(cfg.sampling(cfg.scratch_samples), seed=stable_seed(cfg.seed, "teacher_scratch"))
     samples = generate_samples(teacher, problems, sampling, out_dir,
-                               unit_size=max(1, cfg.unit_size // cfg.scratch_samples),
+                               unit_size=cfg.items_per_unit(cfg.scratch_samples),
                                grade_workers=grade_workers, progress=progress)
     return (samples.groupby(["benchmark", "problem_id"], sort=False)["correct"].mean()
             .rename("teacher_solve_rate").reset_index())
@@ -268,7 +277,7 @@ class RecoveryAnalysis:
     statistics: dict[str, Any] = field(default_factory=dict)
 
 
-def paper_recovery_table(n_buckets: int = 4) -> pd.DataFrame:
+def paper_recovery_table() -> pd.DataFrame:
     """The paper's recovery rates (percent) in this module's shape: rows r, columns Q1..Q4 and the gap.
 
     The gap column is computed here from the paper's rounded cells (so 19.5 where the text says 19.4).
@@ -277,8 +286,8 @@ def paper_recovery_table(n_buckets: int = 4) -> pd.DataFrame:
     wide = ref.pivot(index="truncation_ratio", columns="bucket", values="recovery_rate_pct")
     wide.index = wide.index.astype(float)
     wide.index.name = RATIO_INDEX
-    wide = wide.reindex(columns=bucket_labels(n_buckets))
-    wide[gap_label(n_buckets)] = wide.iloc[:, 0] - wide.iloc[:, -1]
+    wide = wide.reindex(columns=bucket_labels(PAPER_BUCKETS))
+    wide[gap_label(PAPER_BUCKETS)] = wide.iloc[:, 0] - wide.iloc[:, -1]
     wide.attrs["source"] = PAPER_SOURCE
     return wide
 
@@ -409,8 +418,11 @@ def analyse_recovery(wrong: pd.DataFrame, continuations: pd.DataFrame, cfg: Corr
         wrong = wrong.merge(solve_rates, on=["benchmark", "problem_id"], how="left", validate="many_to_one")
     per_rollout = per_rollout_recovery(wrong, continuations, cfg.n_buckets)
     table = recovery_table(per_rollout, cfg.n_buckets, level=cfg.level, n_boot=cfg.n_boot, seed=cfg.seed)
-    paper = paper_recovery_table(cfg.n_buckets).reindex(index=table.values.index, columns=table.values.columns)
-    table = MetricTable(table.metric, table.values, table.ci_lo, table.ci_hi, paper=paper)
+    if cfg.n_buckets == PAPER_BUCKETS:
+        paper = paper_recovery_table().reindex(index=table.values.index, columns=table.values.columns)
+        table = MetricTable(table.metric, table.values, table.ci_lo, table.ci_hi, paper=paper)
+    else:
+        log.info("the paper reports quartiles; with %d buckets no paper values are shown", cfg.n_buckets)
     buckets = bucket_summary(per_rollout, cfg.n_buckets, level=cfg.level, n_boot=cfg.n_boot, seed=cfg.seed)
     statistics = recovery_statistics(per_rollout, cfg.n_buckets, level=cfg.level)
     statistics["n_wrong_rollouts"] = int(per_rollout.drop_duplicates(list(SAMPLE_KEY)).shape[0])

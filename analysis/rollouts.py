@@ -34,6 +34,9 @@ from workbench.runs import MANIFEST, read_manifest, run_folder
 
 log = logging.getLogger(__name__)
 
+ANALYSIS_KIND = "perplexity-analysis"
+"""Marks an analysis run's manifest, so its sample stores are not mistaken for evaluations."""
+
 TOKEN_SAMPLE_SCHEMA = pa.schema(list(SAMPLE_SCHEMA) + [("token_ids", pa.list_(pa.int32()))])
 
 SCORE_SCHEMA = pa.schema(

@@ -113,7 +113,9 @@ class LogisticFit:
 
     @property
     def slope_p_value(self) -> float:
-        """Two-sided Wald p-value of the slope."""
+        """Two-sided Wald p-value of the slope (NaN when its standard error is 0 or undefined)."""
+        if not np.isfinite(self.se[1]) or self.se[1] <= 0:
+            return float("nan")
         return float(2.0 * stats.norm.sf(abs(self.coef[1] / self.se[1])))
 
     def predict(self, covariates: Sequence[float] | np.ndarray) -> np.ndarray:
@@ -186,9 +188,13 @@ def logistic_regression(
         names = ["x"] if x.shape[1] == 1 else [f"x{i}" for i in range(x.shape[1])]
     if len(names) != x.shape[1]:
         raise ValueError(f"{len(names)} names for {x.shape[1]} covariates")
+    spread = x.std(axis=0)
+    flat = np.flatnonzero(spread <= 1e-8 * np.maximum(1.0, np.abs(x.mean(axis=0))))
+    if flat.size:
+        raise ValueError(f"covariate {names[flat[0]]!r} is constant (sd {spread[flat[0]]:.3g}): no slope to fit")
     design = np.column_stack([np.ones(n_units), x])
     if np.linalg.matrix_rank(design) < design.shape[1]:
-        raise ValueError("the design matrix (intercept + covariates) is rank-deficient, e.g. a constant covariate")
+        raise ValueError("the design matrix (intercept + covariates) is rank-deficient: collinear covariates")
     total_s, total_t = s.sum(), t.sum()
     if total_s == 0 or total_s == total_t:
         raise ValueError("all outcomes are successes or all are failures: the slope is not identified")

@@ -75,10 +75,10 @@ def prepare(rollouts: pd.DataFrame) -> pd.DataFrame:
 def compute_weights(frame: pd.DataFrame, cfg: WeightConfig = WeightConfig()) -> np.ndarray:
     """``scope_weights`` for a prepared frame (see :func:`prepare`)."""
     weights = scope_weights(
-        torch.as_tensor(frame["group"].to_numpy(), dtype=torch.long),
-        torch.as_tensor(frame["correct"].astype(bool).to_numpy()),
-        torch.as_tensor(frame["student_log_ppl"].to_numpy(dtype=np.float64)),
-        torch.as_tensor(frame["teacher_log_ppl"].to_numpy(dtype=np.float64)),
+        torch.tensor(frame["group"].to_numpy(dtype=np.int64)),
+        torch.tensor(frame["correct"].to_numpy(dtype=bool)),
+        torch.tensor(frame["student_log_ppl"].to_numpy(dtype=np.float64)),
+        torch.tensor(frame["teacher_log_ppl"].to_numpy(dtype=np.float64)),
         cfg,
     )
     return weights.numpy()

@@ -41,6 +41,7 @@ UnitSize = int | Literal["all"]
 
 DEFAULT_UNIT_SIZE = 8
 TRUNCATED = "truncated"
+UNGRADED = "ungraded"
 GRADE_CACHE_FILE = "grades.sqlite"
 SAMPLES_KIND = "eval-samples"
 # The manifest fields that decide which samples a run produces; a resume must agree on all of them.
@@ -207,8 +208,8 @@ def generate_samples(
     """Sample ``sampling.n`` responses per problem into ``out_dir``, resuming what is already there.
 
     Returns every sample of ``problems`` (SAMPLE_SCHEMA columns plus ``answer``), in problem order.
-    With ``grade=False`` the grade columns stay empty (``correct`` False, ``grade_error``
-    "ungraded") for a later pass. The verdict cache defaults to ``out_dir/grades.sqlite``. ``extra``
+    With ``grade=False`` the grade columns stay empty (``correct`` null, ``grade_error``
+    "ungraded"), so no table can mistake them for wrong answers. The verdict cache defaults to ``out_dir/grades.sqlite``. ``extra``
     is recorded in the manifest (e.g. method and seed of the checkpoint) without entering the resume
     check. Raises :class:`ResumeMismatch` when ``out_dir`` holds samples made with other arguments.
     """
@@ -237,7 +238,7 @@ def generate_samples(
                 grade_rows(rows, workers=grade_workers, cache=cache, progress=False)
             else:
                 for row in rows:
-                    row.update(correct=False, extracted=None, grade_error="ungraded")
+                    row.update(correct=None, extracted=None, grade_error=UNGRADED)
             store.append(pd.DataFrame(rows, columns=[*SAMPLE_SCHEMA.names, "answer"]))
             tokens += sum(r["n_tokens"] for r in rows)
             bar.update(len(rows))
@@ -247,6 +248,7 @@ def generate_samples(
     if len(frame) != total:
         raise RuntimeError(f"{out}: expected {total} samples on disk after sampling, found {len(frame)}")
     truncated = int((frame["finish_reason"] == "length").sum())
-    log.info("%s: %d samples, accuracy %.1f%%, %d truncated at %d tokens (counted wrong)",
-             out, total, 100.0 * frame["correct"].mean(), truncated, sampling.max_new_tokens)
+    accuracy = f"accuracy {100.0 * frame['correct'].astype(float).mean():.1f}%" if grade else "ungraded"
+    log.info("%s: %d samples, %s, %d truncated at %d tokens (counted wrong)",
+             out, total, accuracy, truncated, sampling.max_new_tokens)
     return frame

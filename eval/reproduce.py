@@ -33,7 +33,6 @@ import pandas as pd
 from eval.curves import pass_at_k_curves, plot_pass_at_k_curves
 from eval.generate import DEFAULT_UNIT_SIZE, UnitSize, generate_samples
 from eval.tables import (
-    AVERAGE,
     MetricTable,
     add_paper,
     avg_metric,
@@ -323,6 +322,13 @@ def rebuild(sample_dirs: Sequence[str | Path], out_dir: str | Path, *, figure: b
 
 
 # ------------------------------------------------------------------------------------------- CLI
+def real_tables_dir(dirs: Sequence[Path], root: Path) -> Path:
+    """``results/tables/real/<model>/<run>`` for one real run, ``.../real/<root name>`` for several."""
+    if len(dirs) == 1:
+        return TABLES_DIR / "real" / Path(dirs[0]).resolve().parent.name / Path(dirs[0]).resolve().name
+    return TABLES_DIR / "real" / Path(root).resolve().name
+
+
 def _unit_size(text: str) -> UnitSize:
     return "all" if text == "all" else int(text)
 
@@ -366,10 +372,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     progress = not args.quiet
+    if args.quiet:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
     start = time.perf_counter()
     if args.from_samples:
         dirs = find_sample_dirs(args.from_samples)
-        tables_dir = args.tables_dir or TABLES_DIR
+        toy = all(read_manifest(d).get("config", {}).get("extra", {}).get("suite") == "toy" for d in dirs)
+        tables_dir = args.tables_dir or (TABLES_DIR if toy else real_tables_dir(dirs, args.from_samples))
     elif args.model:
         folder = evaluate_real(
             args.model, backend=args.backend, data_dir=args.data_dir, limit=args.limit, n=args.n,
@@ -377,7 +388,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             repetition_penalty=args.repetition_penalty, seed=args.seed, label=args.label, gguf_file=args.gguf_file,
             unit_size=args.unit_size, samples_root=args.samples_dir or REAL_SAMPLES, progress=progress)
         dirs = [folder]
-        tables_dir = args.tables_dir or TABLES_DIR / "real" / f"{folder.parent.name}_{folder.name}"
+        tables_dir = args.tables_dir or real_tables_dir(dirs, folder)
     else:
         checkpoints = discover_checkpoints(args.runs_root, args.base)
         dirs = evaluate_toy(checkpoints, args.samples_dir or TOY_SAMPLES, toy_size=args.toy_size, n=args.n,

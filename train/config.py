@@ -6,13 +6,15 @@ SCOPE weighting, the teacher, the training data and the weight snapshots. Recipe
 TRL's own ``TrlParser``: ``--config recipe.yaml`` sets defaults, further ``--field value`` flags
 override them.
 
-Two deliberate departures from GRPOConfig's defaults, both decided in ``__post_init__``:
+Three deliberate departures from GRPOConfig, all decided in ``__post_init__``:
 
 * ``bf16`` left unset means "bf16 where the GPU supports it", not TRL's unconditional True, so
   the same recipe parses on a CPU-only machine (TRL's default refuses to run there at all).
 * ``num_generations: 1`` is accepted for the routed methods (scope, opd). GRPOConfig rejects it
   because GRPO's group-relative advantages need a group; the routed losses never read advantages,
   and the paper's OPD baseline samples one rollout per prompt.
+* ``beta`` (GRPO's KL coefficient) is set to 0 for the routed methods, which have no
+  reference-model term, so one recipe can carry the GRPO baseline's KL for ``--method grpo``.
 """
 
 from __future__ import annotations
@@ -119,10 +121,10 @@ class ScopeConfig(GRPOConfig):
         default=None, metadata={"help": "Local teacher dtype (e.g. 'bfloat16'); None: bf16 on GPU, fp32 on CPU."}
     )
     teacher_on_correct: bool = field(
-        default=True,
-        metadata={"help": "Score correct rollouts with the teacher too (method scope). The loss never reads them; "
-                          "they feed the teacher-PPL logs and snapshots. False halves the teacher's work when "
-                          "half the rollouts are correct."},
+        default=False,
+        metadata={"help": "Also score correct rollouts with the teacher (method scope). The loss never reads "
+                          "those log-probs; they add the correct path's teacher PPL to the logs and snapshots "
+                          "at the price of teacher work on every rollout instead of the incorrect ones only."},
     )
     teacher_score_tokens: int = field(
         default=16384, metadata={"help": "Padded tokens per local-teacher scoring forward pass."}
@@ -149,8 +151,8 @@ class ScopeConfig(GRPOConfig):
         default_factory=lambda: list(TOY_TIERS), metadata={"help": "Toy tiers whose train split is used."}
     )
     toy_problems_per_tier: int = field(default=16, metadata={"help": "Toy training problems drawn per tier."})
-    data_seed_offset: int = field(
-        default=0, metadata={"help": "Toy problems are drawn with seed data_seed_offset (fixed across run seeds)."}
+    toy_data_seed: int = field(
+        default=0, metadata={"help": "Toy problems are drawn with seed toy_data_seed (fixed across run seeds)."}
     )
     grader_workers: int | None = field(
         default=None, metadata={"help": "Grading processes for math-verify (None: min(cpus, 8))."}
@@ -234,10 +236,9 @@ class ScopeConfig(GRPOConfig):
             "teacher_mode": self.teacher_weight,
             "scale": self.weight_scale,
         }
-        base = ABLATIONS[self.ablation] if self.ablation in ABLATIONS else None
-        if base is None:
+        if self.ablation not in ABLATIONS:
             raise ValueError(f"unknown ablation {self.ablation!r}; expected one of {list(ABLATIONS)}")
-        return dataclasses.replace(base, **{k: v for k, v in overrides.items() if v is not None})
+        return dataclasses.replace(ABLATIONS[self.ablation], **{k: v for k, v in overrides.items() if v is not None})
 
     def resolved_student(self) -> str:
         return _resolve_toy(self.model_name_or_path)

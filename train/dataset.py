@@ -36,10 +36,10 @@ def _toy_rows(cfg: ScopeConfig) -> list[dict[str, Any]]:
     rows = [
         {"question": p["problem"], "answer": p["answer"], "benchmark": tier, "problem_id": p["problem_id"]}
         for tier in cfg.toy_tiers
-        for p in toy_problems(tier, cfg.toy_problems_per_tier, split="train", seed=cfg.data_seed_offset)
+        for p in toy_problems(tier, cfg.toy_problems_per_tier, split="train", seed=cfg.toy_data_seed)
     ]
     # Interleave tiers so every batch mixes difficulties, whatever the sampler does.
-    random.Random(cfg.data_seed_offset).shuffle(rows)
+    random.Random(cfg.toy_data_seed).shuffle(rows)
     return rows
 
 
@@ -88,4 +88,5 @@ def build_train_dataset(cfg: ScopeConfig, tokenizer: Any) -> Dataset:
 def _prompt_tokens(prompt: Any, tokenizer: Any) -> int:
     if isinstance(prompt, str):
         return len(tokenizer(prompt)["input_ids"])
-    return len(tokenizer.apply_chat_template(prompt, tokenize=True, add_generation_prompt=True))
+    encoded = tokenizer.apply_chat_template(prompt, tokenize=True, add_generation_prompt=True, return_dict=True)
+    return len(encoded["input_ids"])

@@ -1,34 +1,37 @@
-"""Per-step weight snapshots: every rollout of a generation batch with its route, weight and PPLs.
+"""Weight snapshots: every rollout the trainer routed, with its path, weight and perplexities.
 
 Analysis (weight distributions, effective sample size, tau sweeps, PPL-vs-correctness) needs the
-rollouts as the trainer saw them, so each snapshot is one parquet shard under
+rollouts as the trainer saw them, so they are kept as parquet shards under
 ``<output_dir>/snapshots/`` in workbench.records' ROLLOUT_SCHEMA, readable with
-``workbench.records.read_records(folder)``. Column conventions for training rollouts:
+``workbench.records.read_records(folder)`` or ``analysis.weights.read_snapshots(run_dir)``. Rows are
+buffered and written a few thousand at a time (and when training ends), because a shard per
+toy-sized step would cost more than the step's loss. Column conventions for training rollouts:
 
-* ``sample_idx`` is the rollout's index in the whole run (generation * batch + row), so the
+* ``sample_idx`` is the rollout's index in the whole run (generation x batch + row), so the
   schema's key (benchmark, problem_id, sample_idx) stays unique when a problem recurs;
-  ``group_id`` is unique in the run too; a rollout's place in its group is its row order.
-* ``path`` is the loss it was routed to: "mle" (correct path, Eq. 2) or "opd" (Eq. 3).
-  ``weight`` is its dual-path weight; with the paper's scale each (group_id, path) sums to 1.
+  ``group_id`` is unique in the run too.
+* ``path`` is the loss the rollout was routed to: "mle" (correct path, Eq. 2) or "opd" (Eq. 3);
+  with method opd every rollout is "opd". ``weight`` is its dual-path weight: with the paper's
+  scale each (group_id, path) sums to 1.
 * ``student_logps`` are the behaviour policy's per-token log-probs (TRL's, at the sampling
-  temperature), ``teacher_logps`` the teacher's; either list is empty when not kept or not scored.
+  temperature), ``teacher_logps`` the teacher's; a list is empty where it was not kept
+  (``snapshot_token_logps: false``) or the teacher did not score the rollout.
 * Extra columns: ``step`` (optimizer steps done when the batch was generated), ``generation``,
   ``student_log_ppl`` and ``teacher_log_ppl`` (NaN where the teacher did not score the rollout).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
-
+from workbench.grading import Grade
 from workbench.models.base import Completion
 from workbench.records import ROLLOUT_SCHEMA, ShardStore
 
 SNAPSHOT_DIR = "snapshots"
+FLUSH_ROWS = 4096
 
 
 def snapshot_store(output_dir: str | Path) -> ShardStore:
@@ -36,48 +39,40 @@ def snapshot_store(output_dir: str | Path) -> ShardStore:
 
 
 @dataclass(frozen=True)
-class RolloutBatch:
-    """One process's rollouts of one generation batch, as plain per-row values."""
+class RowMeta:
+    """What is known of a rollout when it is graded; travels with it through TRL's shuffles."""
 
-    benchmarks: Sequence[str]
-    problem_ids: Sequence[str]
-    prompts: Sequence[str]
-    completions: Sequence[Completion]
-    grades: Sequence[Any]
-    route_mle: torch.Tensor
-    weights: torch.Tensor
-    student_logps: Sequence[torch.Tensor]
-    teacher_logps: Sequence[torch.Tensor | None]
-    student_log_ppl: torch.Tensor
-    teacher_log_ppl: torch.Tensor
+    benchmark: str
+    problem_id: str
+    sample_idx: int
+    group_id: int
+    grade: Grade
+    step: int
+    generation: int
 
 
-def snapshot_rows(batch: RolloutBatch, *, step: int, generation: int, sample_idx: Sequence[int],
-                  group_ids: Sequence[int], keep_token_logps: bool) -> list[dict[str, Any]]:
-    """One ROLLOUT_SCHEMA row per rollout, with the run-wide ids the trainer assigned."""
-    rows = []
-    for i, completion in enumerate(batch.completions):
-        teacher = batch.teacher_logps[i]
-        grade = batch.grades[i]
-        rows.append({
-            "benchmark": batch.benchmarks[i],
-            "problem_id": batch.problem_ids[i],
-            "sample_idx": int(sample_idx[i]),
-            "prompt": batch.prompts[i],
-            "response": completion.text,
-            "n_tokens": completion.n_tokens,
-            "finish_reason": completion.finish_reason,
-            "correct": bool(grade.correct),
-            "extracted": grade.extracted,
-            "grade_error": grade.error,
-            "group_id": int(group_ids[i]),
-            "student_logps": batch.student_logps[i].tolist() if keep_token_logps else [],
-            "teacher_logps": teacher.tolist() if keep_token_logps and teacher is not None else [],
-            "weight": float(batch.weights[i]),
-            "path": "mle" if bool(batch.route_mle[i]) else "opd",
-            "step": step,
-            "generation": generation,
-            "student_log_ppl": float(batch.student_log_ppl[i]),
-            "teacher_log_ppl": float(batch.teacher_log_ppl[i]),
-        })
-    return rows
+def rollout_row(meta: RowMeta, *, prompt: str, completion: Completion, route_mle: bool, weight: float,
+                student_logps: list[float], teacher_logps: list[float], student_log_ppl: float,
+                teacher_log_ppl: float) -> dict[str, Any]:
+    """One ROLLOUT_SCHEMA row (plus the extra columns above)."""
+    return {
+        "benchmark": meta.benchmark,
+        "problem_id": meta.problem_id,
+        "sample_idx": meta.sample_idx,
+        "prompt": prompt,
+        "response": completion.text,
+        "n_tokens": completion.n_tokens,
+        "finish_reason": completion.finish_reason,
+        "correct": bool(meta.grade.correct),
+        "extracted": meta.grade.extracted,
+        "grade_error": meta.grade.error,
+        "group_id": meta.group_id,
+        "student_logps": student_logps,
+        "teacher_logps": teacher_logps,
+        "weight": weight,
+        "path": "mle" if route_mle else "opd",
+        "step": meta.step,
+        "generation": meta.generation,
+        "student_log_ppl": student_log_ppl,
+        "teacher_log_ppl": teacher_log_ppl,
+    }

@@ -5,15 +5,19 @@ GRPOTrainer already does everything around the loss that SCOPE needs: it repeats
 server on GPU), grades it with the reward function, keeps the behaviour policy's log-probs, splits
 the generation batch into micro-batches and logs. This subclass changes two things:
 
-1. After TRL has generated and graded a batch (``_generate_and_score_completions``) it
-   - makes sure the behaviour log-probs log pi_old exist (TRL skips them when one update per batch
-     makes them equal to the current ones; SCOPE needs them earlier, for the weights),
-   - asks the teacher for log pi_T of every sampled token, EOS included,
-   - computes the dual-path weights over the *whole* generation batch (gathered across processes,
-     so a group is normalised as one even if micro-batching or data parallelism splits it):
-     student log-PPL from log pi_old on correct rollouts, teacher log-PPL on incorrect ones,
-   - logs routing statistics and writes a weight snapshot.
+1. After TRL has generated and graded a batch (``_generate_and_score_completions``) it asks the
+   teacher for log pi_T of every sampled token (EOS included) of the rollouts that need it, and
+   computes the dual-path weights over the *whole* generation batch (gathered across processes, so
+   a group is normalised as one even when micro-batching or data parallelism splits it): student
+   log-PPL from the behaviour log-probs log pi_old on correct rollouts, teacher log-PPL on
+   incorrect ones. It logs routing statistics and buffers a weight snapshot.
 2. The loss (``_compute_loss``) is ``train.scope.scope_objective`` on those tensors.
+
+log pi_old: TRL computes it only when the batch outlives one update; otherwise it uses the
+loss's own forward (detached) as log pi_old. SCOPE needs it for the weights, so in general it is
+computed after generation with one extra no-grad forward, but when one micro-batch holds the
+whole generation batch on a single process (the toy recipes) the weights are computed inside the
+loss from that same detached forward, as TRL does, and the extra forward is skipped.
 
 Methods behind ``ScopeConfig.method``:
 
@@ -37,6 +41,7 @@ routed losses.
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 import torch
@@ -45,8 +50,8 @@ from trl import GRPOTrainer
 from train.config import ROUTED_METHODS, ScopeConfig
 from train.reward import CorrectnessReward
 from train.scope import WeightConfig, scope_objective, scope_weights
-from train.snapshots import RolloutBatch, snapshot_rows, snapshot_store
-from workbench.models import Scorer
+from train.snapshots import FLUSH_ROWS, RowMeta, rollout_row, snapshot_store
+from workbench.models import Scorer, check_same_vocab
 from workbench.models.base import Completion
 from workbench.perplexity import log_perplexity
 
@@ -76,6 +81,11 @@ class ScopeTrainer(GRPOTrainer):
                  teacher: Scorer | None = None, callbacks: list | None = None) -> None:
         if args.method not in ("scope", "opd", "grpo"):
             raise ValueError(f"ScopeTrainer runs scope, opd or grpo; method {args.method!r} has its own trainer")
+        snapshots = (snapshot_store(args.output_dir)
+                     if args.method in ROUTED_METHODS and args.snapshot_every > 0 else None)
+        if snapshots is not None and snapshots.shards():
+            raise ValueError(f"{snapshots.path} already holds snapshots of an earlier run; "
+                             "use a fresh output_dir or delete them")
         self.correctness = CorrectnessReward(args.grader_workers, args.grader_timeout)
         super().__init__(model=model, reward_funcs=[self.correctness], args=args, train_dataset=train_dataset,
                          processing_class=processing_class, callbacks=callbacks)
@@ -87,11 +97,13 @@ class ScopeTrainer(GRPOTrainer):
                 from train.teacher import load_teacher
 
                 teacher = load_teacher(args, self._tokenizer, str(self.accelerator.device))
+            elif getattr(teacher, "tokenizer", None) is not None:
+                check_same_vocab(self._tokenizer, teacher.tokenizer)  # type: ignore[attr-defined]
             self.teacher = teacher
         self._last_rewards: torch.Tensor | None = None
         self._generation = 0
-        self._snapshots = (snapshot_store(args.output_dir)
-                           if self.method in ROUTED_METHODS and args.snapshot_every > 0 else None)
+        self._snapshots = snapshots
+        self._snapshot_rows: list[dict[str, Any]] = []
 
     # ------------------------------------------------------------------------ rollouts
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):  # type: ignore[override]
@@ -109,39 +121,37 @@ class ScopeTrainer(GRPOTrainer):
         if self.method not in ROUTED_METHODS:
             return out
 
-        mask = self._loss_mask(out)
-        if out.get("old_per_token_logps") is None:
-            out["old_per_token_logps"] = self._behaviour_logps(out, mode)
-        old = out["old_per_token_logps"]
-        local = slice(self.accelerator.process_index * len(mask), (self.accelerator.process_index + 1) * len(mask))
-        correct = correct_all[local]
-        route_all = correct_all if self.method == "scope" else torch.zeros_like(correct_all)
-        route = route_all[local]
-
-        needs_teacher = ~route if (self.method == "scope" and not self.args.teacher_on_correct) else torch.ones_like(route)
-        teacher_rows = self._score_with_teacher(out, mask, needs_teacher)
-        teacher_logps = torch.full_like(old, float("nan"))
-        for i, lp in teacher_rows.items():
-            teacher_logps[i, : len(lp)] = lp.to(teacher_logps)
-
-        student_lppl = log_perplexity(old, mask)
-        teacher_lppl = log_perplexity(teacher_logps, mask)
-        gather = self.accelerator.gather
-        s_all, t_all = gather(student_lppl), gather(teacher_lppl)
+        n_local = len(out["completion_ids"])
+        local = slice(self.accelerator.process_index * n_local, (self.accelerator.process_index + 1) * n_local)
         group_size = self.num_generations if mode == "train" else self.num_generations_eval
-        group_ids = torch.arange(len(route_all), device=route_all.device) // group_size
-        weights_all = scope_weights(group_ids, route_all, s_all, t_all, self.weight_cfg)
-        self._log_routing(mode, route_all, group_ids, weights_all, s_all, t_all)
-
-        out["teacher_per_token_logps"] = teacher_logps
+        route = (correct_all if self.method == "scope" else torch.zeros_like(correct_all))[local]
         out["scope_route"] = route
-        out["scope_weights"] = weights_all[local]
+        out["scope_group"] = (torch.arange(len(correct_all), device=route.device) // group_size)[local]
+
+        scored = ~route if (self.method == "scope" and not self.args.teacher_on_correct) else torch.ones_like(route)
+        started = time.perf_counter()
+        out["teacher_per_token_logps"] = self._teacher_logps(out, scored)
+        self._metrics[mode]["timing/teacher_scoring_s"].append(time.perf_counter() - started)
+
         if mode == "train":
             if self._snapshots is not None and self._generation % self.args.snapshot_every == 0:
-                self._write_snapshot(inputs, out, mask, correct, teacher_rows, student_lppl, teacher_lppl,
-                                     first_row=local.start, batch_rows=len(route_all), group_size=group_size)
+                out["scope_meta"] = self._row_meta(inputs, correct_all[local], local, len(correct_all), group_size)
             self._generation += 1
+        if not self._weights_at_loss(out, mode):
+            if out.get("old_per_token_logps") is None:
+                started = time.perf_counter()
+                out["old_per_token_logps"] = self._behaviour_logps(out, mode)
+                self._metrics[mode]["timing/old_logprob_s"].append(time.perf_counter() - started)
+            out["scope_weights"] = self._weigh(out, out["old_per_token_logps"], mode)
         return out
+
+    def _weights_at_loss(self, batch: dict[str, Any], mode: str) -> bool:
+        """TRL's own shortcut, extended to the weights: with one micro-batch per generation batch, one
+        process and no stale policy, the loss's forward pass gives log pi_old (= log pi_theta, detached)
+        for free and sees whole groups, so the weights are computed there instead of after an extra
+        no-grad forward."""
+        return (mode == "train" and batch.get("old_per_token_logps") is None
+                and self.args.steps_per_generation == 1 and self.accelerator.num_processes == 1)
 
     @staticmethod
     def _loss_mask(batch: dict[str, Any]) -> torch.Tensor:
@@ -159,17 +169,36 @@ class ScopeTrainer(GRPOTrainer):
             )
         return logps
 
-    def _score_with_teacher(self, batch: dict[str, Any], mask: torch.Tensor,
-                            needs_teacher: torch.Tensor) -> dict[int, torch.Tensor]:
-        """Teacher log-probs of each selected rollout's completion tokens (EOS included), by row."""
+    def _teacher_logps(self, batch: dict[str, Any], scored: torch.Tensor) -> torch.Tensor:
+        """[B, T] teacher log-probs of each completion token (EOS included); NaN where not scored."""
         assert self.teacher is not None
-        rows = [i for i in range(len(mask)) if bool(needs_teacher[i]) and int(mask[i].sum()) > 0]
+        mask = self._loss_mask(batch)
+        out = torch.full(mask.shape, float("nan"), dtype=torch.float32, device=mask.device)
+        rows = [i for i in range(len(mask)) if bool(scored[i]) and int(mask[i].sum()) > 0]
         if not rows:
-            return {}
+            return out
         prompt_ids = [batch["prompt_ids"][i][batch["prompt_mask"][i].bool()].tolist() for i in rows]
         completion_ids = [batch["completion_ids"][i][mask[i].bool()].tolist() for i in rows]
-        scores = self.teacher.token_logprobs(prompt_ids, completion_ids)
-        return dict(zip(rows, scores, strict=True))
+        for i, lp in zip(rows, self.teacher.token_logprobs(prompt_ids, completion_ids), strict=True):
+            out[i, : len(lp)] = lp.to(out)
+        return out
+
+    def _weigh(self, batch: dict[str, Any], old_logps: torch.Tensor, mode: str) -> torch.Tensor:
+        """This process's rows' weights, normalised over whole groups of the gathered batch; also
+        logs the routing statistics and buffers the snapshot rows when the batch carries them."""
+        mask = self._loss_mask(batch)
+        student_lppl = log_perplexity(old_logps, mask)
+        teacher_lppl = log_perplexity(batch["teacher_per_token_logps"], mask)
+        gather = self.accelerator.gather
+        route_all, group_all = gather(batch["scope_route"]), gather(batch["scope_group"])
+        s_all, t_all = gather(student_lppl), gather(teacher_lppl)
+        weights_all = scope_weights(group_all, route_all, s_all, t_all, self.weight_cfg)
+        self._log_routing(mode, route_all, group_all, weights_all, s_all, t_all)
+        n = len(mask)
+        weights = weights_all[self.accelerator.process_index * n : (self.accelerator.process_index + 1) * n]
+        if batch.get("scope_meta") is not None:
+            self._buffer_snapshot(batch, old_logps, weights, student_lppl, teacher_lppl)
+        return weights
 
     # ------------------------------------------------------------------------- logging
     def _log_routing(self, mode: str, route: torch.Tensor, group_ids: torch.Tensor, weights: torch.Tensor,
@@ -194,45 +223,58 @@ class ScopeTrainer(GRPOTrainer):
             seg_on_path = (torch.arange(n_seg, device=w.device) % 2 == int(on_path)) & (w_sq > 0)
             ess = w_sum[seg_on_path] ** 2 / w_sq[seg_on_path]
             metrics[f"weights/max_{name}"].append(weights[rows].max().item())
-            metrics[f"weights/ess_{name}"].append(ess.mean().item() if ess.numel() else float("nan"))
-            metrics[f"weights/size_{name}"].append(size[seg_on_path].mean().item() if ess.numel() else float("nan"))
+            if ess.numel():
+                metrics[f"weights/ess_{name}"].append(ess.mean().item())
+                metrics[f"weights/size_{name}"].append(size[seg_on_path].mean().item())
 
-    def _write_snapshot(self, inputs: list[dict[str, Any]], batch: dict[str, Any], mask: torch.Tensor,
-                        correct: torch.Tensor, teacher_rows: dict[int, torch.Tensor], student_lppl: torch.Tensor,
-                        teacher_lppl: torch.Tensor, *, first_row: int, batch_rows: int, group_size: int) -> None:
-        assert self._snapshots is not None
+    def _row_meta(self, inputs: list[dict[str, Any]], correct: torch.Tensor, local: slice, batch_rows: int,
+                  group_size: int) -> list[RowMeta]:
+        grades = self.correctness.last_grades
+        if len(grades) != len(inputs) or any(bool(g.correct) != bool(c) for g, c in zip(grades, correct)):
+            raise RuntimeError("the grader's last verdicts do not match this batch's rewards")
+        first = self._generation * batch_rows + local.start
+        return [
+            RowMeta(benchmark=str(x["benchmark"]), problem_id=str(x["problem_id"]), sample_idx=first + i,
+                    group_id=(first + i) // group_size, grade=g, step=self.state.global_step,
+                    generation=self._generation)
+            for i, (x, g) in enumerate(zip(inputs, grades, strict=True))
+        ]
+
+    def _buffer_snapshot(self, batch: dict[str, Any], old_logps: torch.Tensor, weights: torch.Tensor,
+                         student_lppl: torch.Tensor, teacher_lppl: torch.Tensor) -> None:
         tok = self._tokenizer
         eos = set(self.eos_token_ids)
-        completions, prompts, student = [], [], []
-        for i in range(len(mask)):
-            ids = batch["completion_ids"][i][mask[i].bool()].tolist()
-            reason = "stop" if ids and ids[-1] in eos else "length"
-            completions.append(Completion(tok.decode(ids, skip_special_tokens=True), tuple(ids), reason))
-            prompts.append(tok.decode(batch["prompt_ids"][i][batch["prompt_mask"][i].bool()].tolist()))
-            student.append(batch["old_per_token_logps"][i][mask[i].bool()].float().cpu())
-        grades = self.correctness.last_grades
-        if len(grades) != len(completions) or any(bool(g.correct) != bool(c) for g, c in zip(grades, correct)):
-            raise RuntimeError("the grader's last verdicts do not match this batch's rewards")
-        rows = range(first_row, first_row + len(mask))
-        snapshot = RolloutBatch(
-            benchmarks=[str(x["benchmark"]) for x in inputs],
-            problem_ids=[str(x["problem_id"]) for x in inputs],
-            prompts=prompts,
-            completions=completions,
-            grades=grades,
-            route_mle=batch["scope_route"].cpu(),
-            weights=batch["scope_weights"].cpu(),
-            student_logps=student,
-            teacher_logps=[teacher_rows.get(i) for i in range(len(mask))],
-            student_log_ppl=student_lppl.cpu(),
-            teacher_log_ppl=teacher_lppl.cpu(),
-        )
-        self._snapshots.append(snapshot_rows(
-            snapshot, step=self.state.global_step, generation=self._generation,
-            sample_idx=[self._generation * batch_rows + r for r in rows],
-            group_ids=[(self._generation * batch_rows + r) // group_size for r in rows],
-            keep_token_logps=self.args.snapshot_token_logps,
-        ))
+        keep = self.args.snapshot_token_logps
+        mask = self._loss_mask(batch).bool()
+        for i, meta in enumerate(batch["scope_meta"]):
+            ids = batch["completion_ids"][i][mask[i]].tolist()
+            teacher = batch["teacher_per_token_logps"][i][mask[i]]
+            self._snapshot_rows.append(rollout_row(
+                meta,
+                prompt=tok.decode(batch["prompt_ids"][i][batch["prompt_mask"][i].bool()].tolist()),
+                completion=Completion(tok.decode(ids, skip_special_tokens=True), tuple(ids),
+                                      "stop" if ids and ids[-1] in eos else "length"),
+                route_mle=bool(batch["scope_route"][i]),
+                weight=float(weights[i]),
+                student_logps=old_logps[i][mask[i]].float().tolist() if keep else [],
+                teacher_logps=teacher.tolist() if keep and not bool(teacher.isnan().all()) else [],
+                student_log_ppl=float(student_lppl[i]),
+                teacher_log_ppl=float(teacher_lppl[i]),
+            ))
+        if len(self._snapshot_rows) >= FLUSH_ROWS:
+            self._flush_snapshots()
+
+    def _flush_snapshots(self) -> None:
+        if self._snapshots is not None and self._snapshot_rows:
+            self._snapshots.append(self._snapshot_rows)
+            self._snapshot_rows = []
+
+    def train(self, *args: Any, **kwargs: Any) -> Any:
+        """TRL's train; buffered snapshot rows are written when it returns or fails."""
+        try:
+            return super().train(*args, **kwargs)
+        finally:
+            self._flush_snapshots()
 
     # ---------------------------------------------------------------------------- loss
     def _compute_loss(self, model, inputs):  # type: ignore[override]
@@ -245,6 +287,9 @@ class ScopeTrainer(GRPOTrainer):
         logps, entropies, _ = self._get_per_token_logps_and_entropies(
             model, input_ids, attention, inputs["completion_ids"].size(1), compute_entropy=True
         )
+        if inputs.get("scope_weights") is None:  # see _weights_at_loss
+            old = logps.detach()
+            inputs = {**inputs, "old_per_token_logps": old, "scope_weights": self._weigh(inputs, old, mode)}
         if mode == "train":
             accumulation = self.current_gradient_accumulation_steps
             groups = self.args.per_device_train_batch_size * accumulation / self.num_generations
@@ -254,7 +299,8 @@ class ScopeTrainer(GRPOTrainer):
         aggregation = self.args.loss_aggregation
         loss, stats = scope_objective(
             logps, inputs["old_per_token_logps"], inputs["teacher_per_token_logps"], mask,
-            inputs["scope_route"], inputs["scope_weights"], aggregation=aggregation, n_groups=groups,  # type: ignore[arg-type]
+            inputs["scope_route"], inputs["scope_weights"], aggregation=aggregation,
+            n_groups=groups,  # type: ignore[arg-type]  # a float when groups do not divide evenly
         )
         if aggregation == "token_mean":
             loss = loss / accumulation

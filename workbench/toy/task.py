@@ -22,6 +22,7 @@ import hashlib
 import random
 import re
 from collections.abc import Iterator
+from functools import lru_cache
 
 TIERS: tuple[str, ...] = ("toy-1", "toy-2", "toy-3", "toy-4", "toy-5", "toy-6")
 OPERATORS: str = "+-*"
@@ -157,12 +158,17 @@ def sample_prompts(tier: str, n: int, split: str, rng: random.Random) -> list[st
     return out
 
 
+@lru_cache(maxsize=None)
+def _enumerated_split(n_ops: int, split: str) -> tuple[str, ...]:
+    return tuple(p for p in _all_prompts(n_ops) if split_of(p) == split)
+
+
 def _distinct_prompts(tier: str, n: int, split: str, seed: int) -> list[str]:
     n_ops = _tier_ops(tier)
     rng = random.Random(f"toy/{tier}/{split}/{seed}")
     space = 10 ** (n_ops + 1) * len(OPERATORS) ** n_ops
     if space <= _ENUMERATE_LIMIT:
-        pool = [p for p in _all_prompts(n_ops) if split_of(p) == split]
+        pool = list(_enumerated_split(n_ops, split))
         if n > len(pool):
             raise ValueError(f"{tier} has only {len(pool)} distinct {split} problems; asked for {n}")
         rng.shuffle(pool)

@@ -1,0 +1,275 @@
+"""Command line for the perplexity analyses and the figures.
+
+    python -m analysis.cli toy                      # both experiments in the toy world (~minutes on 2 cores)
+    python -m analysis.cli run --student M --teacher M --benchmark math500 --limit 20 ...
+    python -m analysis.cli figures                  # redraw every figure from results/ into results/figures/
+
+``toy`` and ``run`` write resumable stage shards under ``--run-dir`` (rerun the same command to
+continue a killed run) and small tables under ``--out``; both print the recovery table beside the
+paper's and the boundary table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from analysis.boundary import BoundaryConfig, boundary_markdown, run_boundary, write_boundary
+from analysis.corrective import CorrectiveConfig, recovery_markdown, run_corrective, write_recovery
+from analysis.rollouts import ANALYSIS_KIND, sample_rollouts
+from analysis.weights import DEFAULT_TAUS, prepare, summarise, tau_sweep
+from workbench.data import load_benchmark, resolve_suite
+from workbench.models import Backend, SamplingConfig, check_same_vocab, load_backend
+from workbench.records import SAMPLE_KEY, Problem
+from workbench.runs import run_folder, write_manifest
+
+log = logging.getLogger("analysis.cli")
+
+TOY_TIERS = "toy-3,toy-4,toy-5,toy-6"
+TOY_MAX_NEW_TOKENS = 64  # the longest toy reference response (toy-6) is 46 tokens with EOS
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m analysis.cli", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def experiment_options(p: argparse.ArgumentParser, *, toy: bool) -> None:
+        p.add_argument("--benchmark", default=TOY_TIERS if toy else None, required=not toy,
+                       help="benchmark name(s), comma-separated, or 'toy' / 'real'")
+        p.add_argument("--limit", type=int, default=None, help="problems per benchmark (default: all)")
+        p.add_argument("--toy-size", type=int, default=30, help="problems per toy tier")
+        p.add_argument("--rollouts", type=int, default=4, help="student rollouts per problem")
+        p.add_argument("--temperature", type=float, default=0.6, help="rollouts, continuations and fresh samples")
+        p.add_argument("--max-new-tokens", type=int, default=TOY_MAX_NEW_TOKENS if toy else 4096)
+        p.add_argument("--ratios", type=float, nargs="+", default=[0.2, 0.4, 0.6, 0.8])
+        p.add_argument("--continuations", type=int, default=4, help="teacher continuations per prefix")
+        p.add_argument("--separator", default=";" if toy else "\n",
+                       help="step separator a cut lands on (newline for real models, ';' in the toy world)")
+        p.add_argument("--buckets", type=int, default=4, help="perplexity quantile buckets")
+        p.add_argument("--scratch-samples", type=int, default=4, help="teacher from-scratch samples per problem")
+        p.add_argument("--boundary-samples", type=int, default=16, help="fresh student samples per problem")
+        p.add_argument("--experiments", default="corrective,boundary",
+                       help="comma list of 'corrective', 'boundary'")
+        p.add_argument("--seed", type=int, default=0)
+        p.add_argument("--n-boot", type=int, default=2000, help="bootstrap resamples for intervals")
+        p.add_argument("--grade-workers", type=int, default=None, help="grader processes (default: cores, <= 8)")
+        p.add_argument("--run-dir", type=Path, default=Path("results/runs/toy-analysis") if toy else None,
+                       required=not toy, help="stage shards (large; resumable)")
+        p.add_argument("--out", type=Path, default=Path("results/toy/analysis") if toy else None,
+                       required=not toy, help="small tables and statistics")
+        p.add_argument("--device", default=None, help="torch device for the hf backend (default: cuda if present)")
+        p.add_argument("--batch-sequences", type=int, default=1024 if toy else 32,
+                       help="sequences per generate call and shard, and decoded together by the hf backend")
+        p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+    toy = sub.add_parser("toy", help="both experiments with the toy teacher and student")
+    experiment_options(toy, toy=True)
+    toy.add_argument("--student", type=Path, default=None,
+                     help="another toy student folder, e.g. a trained results/toy/runs/<method>/seed<k>/model")
+    toy.add_argument("--teacher", type=Path, default=None, help="another toy teacher folder")
+    toy.add_argument("--no-figures", action="store_true", help="skip drawing the figures afterwards")
+    toy.add_argument("--figures-dir", type=Path, default=Path("results/figures/toy-analysis"))
+
+    run = sub.add_parser("run", help="both experiments with real models")
+    experiment_options(run, toy=False)
+    run.add_argument("--student", required=True, help="hub id or local folder of the student")
+    run.add_argument("--teacher", default=None, help="hub id or folder of the teacher (default: the student)")
+    run.add_argument("--student-gguf", default=None, help="GGUF file inside --student (hf backend)")
+    run.add_argument("--teacher-gguf", default=None, help="GGUF file inside --teacher (hf backend)")
+    run.add_argument("--backend", default="hf", help="hf | vllm | server")
+    run.add_argument("--base-url", default=None, help="OpenAI-compatible server URL (server backend)")
+    run.add_argument("--data-dir", type=Path, default=None, help="folder of benchmark JSONL files")
+
+    figures = sub.add_parser("figures", help="redraw every figure from results/")
+    figures.add_argument("--results", type=Path, default=Path("results"))
+    figures.add_argument("--out", type=Path, default=None, help="default: <results>/figures")
+    return parser
+
+
+def _backend(kind: str, model: str, gguf: str | None, args: argparse.Namespace) -> Backend:
+    kwargs: dict[str, Any] = {"progress": not args.no_progress}
+    if kind == "hf":
+        kwargs.update(device=args.device, gguf_file=gguf, max_batch_sequences=args.batch_sequences)
+    elif gguf:
+        raise SystemExit(f"--*-gguf is for the hf backend; the {kind} backend takes a model id or path")
+    if kind == "server":
+        kwargs["base_url"] = args.base_url
+    return load_backend(kind, model, **kwargs)
+
+
+def _weights_sha256(folder: Path) -> str | None:
+    """Hash of a toy model's weights, so tables can be traced to the exact checkpoint."""
+    path = folder / "model.safetensors"
+    return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
+
+
+def _models(args: argparse.Namespace) -> tuple[Backend, Backend, dict[str, Any]]:
+    if args.command == "toy":
+        from workbench.toy import STUDENT_DIR, TEACHER_DIR
+
+        student_dir, teacher_dir = args.student or STUDENT_DIR, args.teacher or TEACHER_DIR
+        for path in (student_dir, teacher_dir):
+            if not (path / "config.json").is_file():
+                raise SystemExit(f"toy model missing at {path}; build it with `python -m workbench.toy.build`")
+        spec = {"backend": "hf", "student": str(student_dir), "teacher": str(teacher_dir),
+                "student_sha256": _weights_sha256(student_dir), "teacher_sha256": _weights_sha256(teacher_dir)}
+        return _backend("hf", str(student_dir), None, args), _backend("hf", str(teacher_dir), None, args), spec
+    teacher_id = args.teacher or args.student
+    teacher_gguf = args.teacher_gguf if args.teacher else (args.teacher_gguf or args.student_gguf)
+    spec = {"backend": args.backend, "student": args.student, "student_gguf": args.student_gguf,
+            "teacher": teacher_id, "teacher_gguf": teacher_gguf}
+    started = time.perf_counter()
+    student = _backend(args.backend, args.student, args.student_gguf, args)
+    if (teacher_id, teacher_gguf) == (args.student, args.student_gguf):
+        teacher = student  # one model in both roles: load it once
+    else:
+        teacher = _backend(args.backend, teacher_id, teacher_gguf, args)
+        check_same_vocab(student.tokenizer, teacher.tokenizer)
+    log.info("models loaded in %.0fs", time.perf_counter() - started)
+    return student, teacher, spec
+
+
+def _problems(args: argparse.Namespace) -> list[Problem]:
+    data_dir = getattr(args, "data_dir", None)
+    problems: list[Problem] = []
+    for name in resolve_suite(args.benchmark):
+        problems += load_benchmark(name, data_dir, limit=args.limit, toy_size=args.toy_size)
+    if not problems:
+        raise SystemExit("no problems selected")
+    return problems
+
+
+def _weights_tables(rollouts: pd.DataFrame, student_scores: pd.DataFrame, teacher_log_ppl: pd.DataFrame,
+                    out: Path) -> None:
+    """Per-rollout log-PPLs for the weight figures, and the tau-sweep summary of SCOPE's weights."""
+    frame = rollouts[[*SAMPLE_KEY, "correct"]].merge(
+        student_scores[[*SAMPLE_KEY, "log_ppl"]].rename(columns={"log_ppl": "student_log_ppl"}), on=list(SAMPLE_KEY))
+    frame = frame.merge(teacher_log_ppl, on=list(SAMPLE_KEY), how="left")
+    frame.to_csv(out / "weights_rollouts.csv", index=False)
+    summary = summarise(tau_sweep(prepare(frame), DEFAULT_TAUS))
+    summary.to_csv(out / "weights_summary.csv", index=False)
+    print("\nSCOPE weights on these rollouts (paper's Eqs. 4-5), by tau and path:")
+    print(summary[["tau", "path", "n_rollouts", "n_subsets", "ess_frac_mean", "max_weight_mean",
+                   "weight_p10", "weight_median", "weight_p90"]].to_string(index=False, float_format="%.3f"))
+
+
+def _headline(title: str, stats: dict[str, Any], keys: Sequence[tuple[str, ...]]) -> None:
+    print(f"\n{title}")
+    for path in keys:
+        node: Any = stats
+        for k in path:
+            if not isinstance(node, dict) or "undefined" in node:
+                break
+            node = node.get(k, "absent")
+        print(f"  {'/'.join(path)}: {json.dumps(node, default=float)}")
+
+
+def run_experiments(args: argparse.Namespace) -> int:
+    experiments = {e.strip() for e in args.experiments.split(",") if e.strip()}
+    unknown = experiments - {"corrective", "boundary"}
+    if unknown or not experiments:
+        raise SystemExit(f"--experiments takes 'corrective' and/or 'boundary', got {args.experiments!r}")
+    problems = _problems(args)
+    started = time.perf_counter()
+    student, teacher, models = _models(args)
+    load_s = time.perf_counter() - started
+    progress = not args.no_progress
+    rollout_sampling = SamplingConfig(n=args.rollouts, temperature=args.temperature, top_p=1.0, top_k=0,
+                                      max_new_tokens=args.max_new_tokens, seed=args.seed)
+    corrective = CorrectiveConfig(ratios=tuple(args.ratios), n_continuations=args.continuations,
+                                  temperature=args.temperature, max_new_tokens=args.max_new_tokens,
+                                  separator=args.separator, n_buckets=args.buckets,
+                                  scratch_samples=args.scratch_samples, unit_sequences=args.batch_sequences,
+                                  seed=args.seed, n_boot=args.n_boot)
+    boundary = BoundaryConfig(n_samples=args.boundary_samples, temperature=args.temperature,
+                              max_new_tokens=args.max_new_tokens, n_buckets=args.buckets,
+                              unit_sequences=args.batch_sequences, seed=args.seed, n_boot=args.n_boot)
+    config = {"models": models, "benchmarks": sorted({p.benchmark for p in problems}), "n_problems": len(problems),
+              "limit": args.limit, "rollouts": asdict(rollout_sampling), "corrective": asdict(corrective),
+              "boundary": asdict(boundary), "experiments": sorted(experiments)}
+    out: Path = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    timings: dict[str, float] = {"load_models_s": load_s}
+    with run_folder(args.run_dir, config, args.seed, kind=ANALYSIS_KIND):
+        t0 = time.perf_counter()
+        rollouts = sample_rollouts(student, problems, rollout_sampling, args.run_dir / "rollouts",
+                                   unit_size=max(1, args.batch_sequences // args.rollouts),
+                                   grade_workers=args.grade_workers, progress=progress)
+        timings["rollouts_s"] = time.perf_counter() - t0
+        print(f"{len(problems)} problems x {args.rollouts} student rollouts: "
+              f"{int(rollouts['correct'].sum())} correct, {int((~rollouts['correct']).sum())} wrong")
+        teacher_ppl = None
+        n_wrong, n_correct = int((~rollouts["correct"]).sum()), int(rollouts["correct"].sum())
+        for name, have, what in (("corrective", n_wrong, "wrong"), ("boundary", n_correct, "correct")):
+            if name in experiments and have < args.buckets:
+                print(f"{name} experiment skipped: {have} {what} rollouts, fewer than the {args.buckets} buckets")
+                experiments.discard(name)
+        if "corrective" in experiments:
+            t0 = time.perf_counter()
+            recovery = run_corrective(student, teacher, rollouts, problems, corrective, args.run_dir,
+                                      grade_workers=args.grade_workers, progress=progress)
+            timings["corrective_s"] = time.perf_counter() - t0
+            write_recovery(recovery, out)
+            teacher_ppl = recovery.per_rollout.drop_duplicates(list(SAMPLE_KEY))[[*SAMPLE_KEY, "teacher_log_ppl"]]
+            print("\n" + recovery_markdown(recovery))
+            print(recovery.buckets.to_string(index=False, float_format="%.3f"))
+            _headline("Teacher PPL vs recovery:", recovery.statistics,
+                      [("pooled", "spearman_mean_over_ratios"), ("pooled", "ratios_with_q1_above_qn"),
+                       ("pooled", "logistic_ratio_controlled", "slope_ci"),
+                       ("pooled", "logistic_ratio_and_teacher_solve_controlled", "slope_ci"),
+                       ("teacher_solve_by_bucket",)])
+        if "boundary" in experiments:
+            t0 = time.perf_counter()
+            edge, student_scores = run_boundary(student, rollouts, problems, boundary, args.run_dir,
+                                                grade_workers=args.grade_workers, progress=progress)
+            timings["boundary_s"] = time.perf_counter() - t0
+            write_boundary(edge, out)
+            print("\n" + boundary_markdown(edge))
+            _headline("Student PPL vs capability boundary:", edge.statistics,
+                      [("spearman_per_rollout",), ("spearman_per_problem",), ("logistic", "slope_ci"),
+                       ("trend", "p_value"), ("monotonicity", "adjacent_in_direction")])
+            if teacher_ppl is not None:
+                _weights_tables(rollouts, student_scores, teacher_ppl, out)
+    timings["total_s"] = time.perf_counter() - started
+    write_manifest(out, config, args.seed, kind="perplexity-analysis-tables", run_dir=str(args.run_dir),
+                   timings=timings)
+    print("\ntimings (s): " + ", ".join(f"{k[:-2]} {v:.0f}" for k, v in timings.items()))
+    if args.command == "toy" and not args.no_figures:
+        from analysis.figures import analysis_figures
+
+        figures = analysis_figures(out, args.figures_dir)
+        write_manifest(args.figures_dir, {"results_dir": str(out), "sources": [str(out)]}, None, figures=figures)
+        print(f"figures: {', '.join(f['name'] for f in figures)} in {args.figures_dir}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("fontTools").setLevel(logging.WARNING)  # PDF font subsetting chatter
+    if args.command == "figures":
+        from analysis.figures import regenerate
+
+        written = regenerate(args.results, args.out)
+        print(f"{len(written)} figures written:")
+        for path in written:
+            print(f"  {path}")
+        return 0
+    return run_experiments(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,595 @@
+"""Every figure of the workbench, in one house style, regenerated from whatever is under ``results/``.
+
+House style: seaborn's colour-blind palette, single-column width (3.5 in), 8 pt text, vector PDF
+(TrueType fonts, editable) plus a 200 dpi PNG, tight bounding boxes. Numbers from the paper are
+always drawn dashed and labelled "paper"; everything else is this workbench's own measurement.
+
+:func:`regenerate` finds the inputs by their file names, so any folder that holds them is drawn:
+
+* an analysis folder (``recovery.csv`` + ``recovery_rollouts.csv``, ``boundary_buckets.csv`` +
+  ``boundary_rollouts.csv``, ``weights_rollouts.csv``) gives the recovery, PPL-vs-recovery,
+  boundary and weight figures;
+* training runs (``.../<method>/seed<k>/``) give weight snapshots over steps (``snapshots/*.parquet``)
+  and training dynamics (a ``*.jsonl`` or ``*.csv`` log history with a ``step`` column);
+* evaluation sample folders (parquet shards with graded samples) give Pass@k curves.
+
+Figures whose inputs are absent are skipped with a logged note. Each output folder gets a manifest
+listing its figures and the files they were drawn from.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import pyarrow.parquet as pq  # noqa: E402
+import seaborn as sns  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
+
+from analysis.stats import logistic_regression  # noqa: E402
+from analysis.rollouts import ANALYSIS_KIND  # noqa: E402
+from analysis.weights import (  # noqa: E402
+    DEFAULT_TAUS, PATH_LABELS, effective_sample_size, prepare, read_snapshots, snapshot_weights, tau_sweep,
+)
+from eval.curves import AVERAGE as CURVE_AVERAGE  # noqa: E402
+from eval.curves import pass_at_k_curves  # noqa: E402
+from eval.reference import PAPER_SOURCE  # noqa: E402
+from workbench.records import read_records  # noqa: E402
+from workbench.runs import MANIFEST, write_manifest  # noqa: E402
+
+log = logging.getLogger(__name__)
+
+COLUMN_WIDTH = 3.5
+PNG_DPI = 200
+PAPER_LABEL = "paper"
+SAMPLE_COLUMNS = {"benchmark", "problem_id", "sample_idx", "correct"}
+NOT_EVAL_COLUMNS = {"group_id", "step", "logps", "ratio", "token_ids"}
+
+
+@contextmanager
+def house_style() -> Iterator[None]:
+    """Matplotlib/seaborn settings for every figure, restored afterwards."""
+    rc = {
+        "font.size": 8, "axes.titlesize": 8, "axes.labelsize": 8, "xtick.labelsize": 7, "ytick.labelsize": 7,
+        "legend.fontsize": 6.5, "legend.title_fontsize": 7, "legend.frameon": False, "lines.linewidth": 1.2,
+        "lines.markersize": 3.5, "axes.linewidth": 0.6, "pdf.fonttype": 42, "ps.fonttype": 42,
+        "savefig.bbox": "tight", "savefig.pad_inches": 0.02, "figure.dpi": 100,
+    }
+    with plt.rc_context(), sns.axes_style("ticks"):
+        sns.set_palette("colorblind")
+        plt.rcParams.update(rc)
+        yield
+
+
+def palette(n: int) -> list[tuple[float, float, float]]:
+    return sns.color_palette("colorblind", n)
+
+
+def save(fig: Figure, out_dir: Path, name: str) -> list[Path]:
+    """``name.pdf`` and ``name.png`` in ``out_dir``; the figure is closed."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = [out_dir / f"{name}.pdf", out_dir / f"{name}.png"]
+    fig.savefig(paths[0], metadata={"CreationDate": None, "ModDate": None})  # same inputs, same bytes
+    fig.savefig(paths[1], dpi=PNG_DPI)
+    plt.close(fig)
+    return paths
+
+
+def _buckets(columns: Sequence[str]) -> list[str]:
+    return sorted((c for c in columns if len(c) > 1 and c[0] == "Q" and c[1:].isdigit()), key=lambda c: int(c[1:]))
+
+
+# ------------------------------------------------------------------------------------ recovery
+def recovery_vs_ratio(table: pd.DataFrame) -> Figure:
+    """Recovery rate against truncation ratio per teacher-PPL bucket: this run (with bootstrap
+    intervals) beside the paper's curves (dashed, in their own panel).
+
+    ``table`` is ``recovery.csv``: index r, columns ``Qk``, ``Qk_ci_lo``, ``Qk_ci_hi`` and, when
+    attached, ``Qk_paper``.
+    """
+    buckets = _buckets(table.columns)
+    has_paper = any(f"{b}_paper" in table.columns and table[f"{b}_paper"].notna().any() for b in buckets)
+    fig, axes = plt.subplots(1, 2 if has_paper else 1, figsize=(COLUMN_WIDTH, 2.1), sharey=True, squeeze=False)
+    colours = palette(len(buckets))
+    r = table.index.to_numpy(dtype=float)
+    ax = axes[0, 0]
+    for b, colour in zip(buckets, colours):
+        err = np.vstack([table[b] - table[f"{b}_ci_lo"], table[f"{b}_ci_hi"] - table[b]])
+        ax.errorbar(r, table[b], yerr=err, color=colour, marker="o", capsize=1.5, elinewidth=0.7)
+    ax.set_title("this run, 95% CI", fontsize=7)
+    ax.set_ylabel("recovery rate (%)")
+    handles = [Line2D([], [], color=c, marker="o", label=b) for b, c in zip(buckets, colours)]
+    if has_paper:
+        ax_p = axes[0, 1]
+        for b, colour in zip(buckets, colours):
+            ax_p.plot(r, table[f"{b}_paper"], color=colour, marker="s", linestyle="--")
+        ax_p.set_title(PAPER_SOURCE, fontsize=7)
+        handles.append(Line2D([], [], color="grey", marker="s", linestyle="--", label=PAPER_LABEL))
+    for a in axes[0]:
+        a.set_xticks(r)
+        a.set_xlabel("truncation ratio r")
+        a.grid(axis="y", linewidth=0.3, alpha=0.6)
+    sns.despine(fig)
+    fig.tight_layout(w_pad=0.6)
+    fig.legend(handles=handles, title="teacher-PPL bucket of the wrong rollout (Q1 lowest)", loc="lower center",
+               bbox_to_anchor=(0.5, 1.0), ncol=len(handles))
+    return fig
+
+
+def _jitter(values: np.ndarray, scale: float, seed: int = 0) -> np.ndarray:
+    return values + np.random.default_rng(seed).uniform(-scale, scale, size=values.shape)
+
+
+def ppl_vs_recovery(per_rollout: pd.DataFrame) -> Figure:
+    """Per wrong rollout: teacher log-PPL against recovery rate (jittered), with a logistic fit per ratio.
+
+    The fit is the binomial regression of continuation success on teacher log-PPL (see
+    ``analysis.stats.logistic_regression``); its slope and 95% interval are in the legend.
+    """
+    ratios = sorted(per_rollout["ratio"].unique())
+    colours = palette(len(ratios))
+    fig, ax = plt.subplots(figsize=(COLUMN_WIDTH, 2.6))
+    x_all = per_rollout["teacher_log_ppl"].to_numpy()
+    grid = np.linspace(x_all.min(), x_all.max(), 200)
+    for r, colour in zip(ratios, colours):
+        part = per_rollout[per_rollout["ratio"] == r]
+        ax.scatter(part["teacher_log_ppl"], _jitter(part["recovery_rate"].to_numpy(), 0.025, seed=int(r * 100)),
+                   s=4, alpha=0.35, color=colour, linewidths=0, rasterized=True)
+        label = f"r={r:g}"
+        try:
+            fit = logistic_regression(part["teacher_log_ppl"].to_numpy(), part["recovered"].to_numpy(),
+                                      part["n_continuations"].to_numpy())
+        except ValueError as exc:
+            log.info("no logistic fit at r=%g: %s", r, exc)
+            label += ": no fit (" + ("all recovered" if part["recovery_rate"].min() == 1 else
+                                     "none recovered" if part["recovery_rate"].max() == 0 else "degenerate") + ")"
+        else:
+            lo, hi = fit.slope_ci
+            label += f": {fit.slope:+.2f} [{lo:+.2f}, {hi:+.2f}]" + ("" if fit.converged else " (separated)")
+            ax.plot(grid, fit.predict(grid), color=colour)
+        ax.plot([], [], color=colour, marker="o", markersize=3, label=label)
+    ax.set_xlabel("teacher log-PPL of the wrong rollout (mean token NLL)")
+    ax.set_ylabel("recovery rate of the rollout")
+    ax.set_ylim(-0.06, 1.06)
+    sns.despine(fig)
+    fig.tight_layout()
+    fig.legend(*ax.get_legend_handles_labels(), title="truncation ratio: logistic slope per nat [95% CI]",
+               loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=1)
+    return fig
+
+
+def teacher_solve_by_bucket(buckets: pd.DataFrame) -> Figure:
+    """The teacher's from-scratch solve rate per teacher-PPL bucket: are high-PPL buckets just harder?"""
+    fig, ax = plt.subplots(figsize=(COLUMN_WIDTH, 2.0))
+    x = np.arange(len(buckets))
+    err = np.vstack([buckets["teacher_solve_pct"] - buckets["teacher_solve_ci_lo"],
+                     buckets["teacher_solve_ci_hi"] - buckets["teacher_solve_pct"]])
+    ax.errorbar(x, buckets["teacher_solve_pct"], yerr=err, marker="o", capsize=2, color=palette(1)[0], linestyle="-")
+    ax.set_xticks(x, [f"{b}\nPPL {p:.2f}" for b, p in zip(buckets["bucket"], buckets["teacher_ppl_mean"])])
+    ax.set_xlabel("teacher-PPL bucket of the wrong rollouts")
+    ax.set_ylabel("teacher solve rate\nfrom scratch (%)")
+    ax.grid(axis="y", linewidth=0.3, alpha=0.6)
+    sns.despine(fig)
+    fig.tight_layout()
+    return fig
+
+
+# ------------------------------------------------------------------------------------ boundary
+def boundary_buckets(buckets: pd.DataFrame) -> Figure:
+    """Correct rollouts by student-PPL bucket: their problems' solve rate and share solved only sometimes."""
+    fig, ax = plt.subplots(figsize=(COLUMN_WIDTH, 2.2))
+    x = np.arange(len(buckets))
+    colours = palette(3)
+    series = (("solve", "mean solve rate of the problem"), ("sometimes", "problems solved sometimes (0<rate<1)"),
+              ("always", "problems always solved"))
+    for offset, (name, label), colour in zip((-0.12, 0.0, 0.12), series, colours):
+        if f"{name}_pct" not in buckets.columns:
+            continue
+        err = np.vstack([buckets[f"{name}_pct"] - buckets[f"{name}_ci_lo"],
+                         buckets[f"{name}_ci_hi"] - buckets[f"{name}_pct"]])
+        ax.errorbar(x + offset, buckets[f"{name}_pct"], yerr=err, marker="o", capsize=2, color=colour, label=label)
+    ax.set_xticks(x, [f"{b}\nPPL {p:.3f}" for b, p in zip(buckets["bucket"], buckets["student_ppl_mean"])])
+    ax.set_xlabel("student-PPL bucket of the correct rollouts")
+    ax.set_ylabel("%, mean over the\nbucket's correct rollouts")
+    ax.set_ylim(-3, 103)
+    ax.grid(axis="y", linewidth=0.3, alpha=0.6)
+    sns.despine(fig)
+    fig.tight_layout()
+    fig.legend(*ax.get_legend_handles_labels(), loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=1)
+    return fig
+
+
+def boundary_scatter(per_rollout: pd.DataFrame) -> Figure:
+    """Per correct rollout: student log-PPL against its problem's solve rate, with the logistic fit."""
+    fig, ax = plt.subplots(figsize=(COLUMN_WIDTH, 2.3))
+    x = per_rollout["student_log_ppl"].to_numpy()
+    colour = palette(1)[0]
+    ax.scatter(x, _jitter(per_rollout["solve_rate"].to_numpy(), 0.015), s=5, alpha=0.4, color=colour, linewidths=0,
+               rasterized=True, label="correct rollout")
+    try:
+        fit = logistic_regression(x, per_rollout["n_solved"].to_numpy(), per_rollout["n_samples"].to_numpy())
+    except ValueError as exc:
+        log.info("no boundary logistic fit: %s", exc)
+    else:
+        grid = np.linspace(x.min(), x.max(), 200)
+        lo, hi = fit.slope_ci
+        ax.plot(grid, fit.predict(grid), color="black",
+                label=f"logistic fit: slope {fit.slope:+.2f} [{lo:+.2f}, {hi:+.2f}]")
+    ax.set_xlabel("student log-PPL of its correct rollout")
+    ax.set_ylabel("problem solve rate\n(fresh student samples)")
+    ax.set_ylim(-0.05, 1.05)
+    sns.despine(fig)
+    fig.tight_layout()
+    fig.legend(*ax.get_legend_handles_labels(), loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=1)
+    return fig
+
+
+# ------------------------------------------------------------------------------------- weights
+def _relative(frame: pd.DataFrame) -> pd.Series:
+    """Weight times subset size: 1 means the uniform share, whatever the subset's size."""
+    keys = [k for k in ("tau", "step", "group", "path") if k in frame.columns]
+    return frame["weight"] * frame.groupby(keys, sort=False)["weight"].transform("size")
+
+
+def weight_distributions(sweep: pd.DataFrame) -> Figure:
+    """Relative weights (n x w, 1 = uniform) of each path across the tau sweep (subsets of >= 2 only)."""
+    data = sweep.assign(relative=_relative(sweep))
+    keys = [k for k in ("tau", "group", "path") if k in data.columns]
+    data = data[data.groupby(keys, sort=False)["weight"].transform("size") >= 2]
+    fig, axes = plt.subplots(1, 2, figsize=(COLUMN_WIDTH, 2.2), sharey=True)
+    for ax, path, colour in zip(axes, ("mle", "opd"), palette(2)):
+        part = data[data["path"] == path]
+        if part.empty:
+            ax.set_axis_off()
+            continue
+        taus = sorted(part["tau"].unique())
+        boxes = ax.boxplot([part.loc[part["tau"] == t, "relative"].to_numpy() for t in taus], widths=0.6,
+                           patch_artist=True, orientation="vertical", flierprops={"markersize": 1.5},
+                           medianprops={"color": "black", "linewidth": 0.8}, whiskerprops={"linewidth": 0.6},
+                           capprops={"linewidth": 0.6}, boxprops={"linewidth": 0.6})
+        for box in boxes["boxes"]:
+            box.set_facecolor(colour)
+        ax.set_xticks(range(1, len(taus) + 1), [f"{t:g}" for t in taus])
+        ax.axhline(1.0, color="grey", linewidth=0.6, linestyle=":")
+        ax.set_title(PATH_LABELS[path], fontsize=7)
+        ax.set_xlabel("tau")
+        ax.set_ylabel("weight × subset size" if path == "mle" else "")
+    sns.despine(fig)
+    fig.tight_layout(w_pad=0.5)
+    return fig
+
+
+def ess_vs_tau(sweep: pd.DataFrame) -> Figure:
+    """Mean effective sample size fraction ESS/n per path against tau (subsets of >= 2 rollouts)."""
+    ess = effective_sample_size(sweep)
+    ess = ess[ess["n"] >= 2]
+    fig, ax = plt.subplots(figsize=(COLUMN_WIDTH, 2.1))
+    for path, colour in zip(("mle", "opd"), palette(2)):
+        part = ess[ess["path"] == path].groupby("tau")["ess_frac"].agg(["mean", "sem", "size"]).reset_index()
+        if part.empty:
+            continue
+        ax.errorbar(part["tau"], part["mean"], yerr=1.96 * part["sem"].fillna(0.0), marker="o", capsize=2,
+                    color=colour, label=f"{PATH_LABELS[path]} ({int(part['size'].iloc[0])} subsets)")
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(sorted(sweep["tau"].unique()), [f"{t:g}" for t in sorted(sweep["tau"].unique())])
+    ax.set_xlabel("tau")
+    ax.set_ylabel("mean ESS / subset size")
+    ax.set_ylim(0, 1.05)
+    ax.legend(loc="lower right")
+    ax.grid(axis="y", linewidth=0.3, alpha=0.6)
+    sns.despine(fig)
+    fig.tight_layout()
+    return fig
+
+
+def weight_vs_ppl(weighted: pd.DataFrame) -> Figure:
+    """At tau = 1: each rollout's relative weight against its path's log-PPL, centred on its subset's mean."""
+    data = weighted.assign(relative=_relative(weighted))
+    data["own"] = np.where(data["path"] == "mle", data["student_log_ppl"], data["teacher_log_ppl"])
+    keys = [k for k in ("step", "group", "path") if k in data.columns]
+    data["centred"] = data["own"] - data.groupby(keys, sort=False)["own"].transform("mean")
+    data = data[data.groupby(keys, sort=False)["weight"].transform("size") >= 2]
+    fig, axes = plt.subplots(1, 2, figsize=(COLUMN_WIDTH, 2.1), sharey=True)
+    for ax, path, colour in zip(axes, ("mle", "opd"), palette(2)):
+        part = data[data["path"] == path]
+        ax.scatter(part["centred"], part["relative"], s=4, alpha=0.4, color=colour, linewidths=0, rasterized=True)
+        ax.axhline(1.0, color="grey", linewidth=0.6, linestyle=":")
+        ax.set_title(PATH_LABELS[path], fontsize=7)
+        ax.set_xlabel(("student" if path == "mle" else "teacher") + " log-PPL\nminus its subset's mean")
+    axes[0].set_ylabel("weight × subset size")
+    sns.despine(fig)
+    fig.tight_layout(w_pad=0.5)
+    return fig
+
+
+RunKey = tuple[str, int]
+
+
+def _band(ax: Any, per_seed: pd.DataFrame, x: str, y: str, colour: Any, label: str) -> None:
+    """Mean over seeds as a line, lowest-to-highest seed as a band (when there are several seeds)."""
+    stats = per_seed.groupby(x)[y].agg(["mean", "min", "max"])
+    ax.plot(stats.index, stats["mean"], color=colour, label=label, marker="o" if len(stats) < 12 else None)
+    if per_seed["seed"].nunique() > 1:
+        ax.fill_between(stats.index, stats["min"], stats["max"], color=colour, alpha=0.2, linewidth=0)
+
+
+def _methods(keys: Sequence[RunKey]) -> list[str]:
+    return list(dict.fromkeys(method for method, _ in keys))
+
+
+def _seed_note(keys: Sequence[RunKey]) -> str:
+    n = len({seed for _, seed in keys})
+    return f"line: mean over seeds (up to {n}), band: lowest to highest seed" if n > 1 else "one seed"
+
+
+def weights_over_steps(runs: dict[RunKey, pd.DataFrame]) -> Figure:
+    """Per method: mean ESS/n of each path's subsets over training steps (the trainer's snapshots)."""
+    fig, axes = plt.subplots(1, 2, figsize=(COLUMN_WIDTH, 2.1), sharey=True)
+    methods = _methods(list(runs))
+    colours = dict(zip(methods, palette(len(methods))))
+    per_seed = []
+    for (method, seed), frame in runs.items():
+        ess = effective_sample_size(frame)
+        ess = ess[ess["n"] >= 2].groupby(["step", "path"])["ess_frac"].mean().reset_index()
+        per_seed.append(ess.assign(method=method, seed=seed))
+    data = pd.concat(per_seed, ignore_index=True)
+    for ax, path in zip(axes, ("mle", "opd")):
+        for method in methods:
+            part = data[(data["path"] == path) & (data["method"] == method)]
+            if not part.empty:
+                _band(ax, part, "step", "ess_frac", colours[method], method)
+        ax.set_title(PATH_LABELS[path], fontsize=7)
+        ax.set_xlabel("training step")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_ylim(0, 1.05)
+    axes[0].set_ylabel("mean ESS / subset size")
+    entries = {label: handle for ax in axes for handle, label in zip(*ax.get_legend_handles_labels())}
+    sns.despine(fig)
+    fig.tight_layout(w_pad=0.5)
+    fig.legend(list(entries.values()), list(entries), loc="lower center", bbox_to_anchor=(0.5, 1.0),
+               ncol=min(4, len(entries)), title=_seed_note(list(runs)))
+    return fig
+
+
+# ----------------------------------------------------------------------------------- training
+DYNAMICS = (
+    ("entropy", ("entropy",)),
+    ("fraction correct", ("frac_correct", "fraction_correct")),
+    ("Avg@k", ("avg@",)),
+)
+
+
+def _dynamics_column(columns: Sequence[str], needles: Sequence[str]) -> str | None:
+    """The first log column whose name contains one of ``needles`` (TRL names vary by trainer)."""
+    for needle in needles:
+        for column in columns:
+            if needle in str(column).lower():
+                return str(column)
+    return None
+
+
+def training_dynamics(histories: dict[RunKey, pd.DataFrame]) -> Figure:
+    """Entropy, fraction of correct rollouts and Avg@k over training steps, one line per method."""
+    present = [(title, needles) for title, needles in DYNAMICS
+               if any(_dynamics_column(h.columns, needles) for h in histories.values())]
+    if not present:
+        raise ValueError("no log history has entropy, fraction-correct or Avg@k columns")
+    fig, axes = plt.subplots(len(present), 1, figsize=(COLUMN_WIDTH, 1.3 * len(present) + 0.4), sharex=True,
+                             squeeze=False)
+    methods = _methods(list(histories))
+    colours = dict(zip(methods, palette(len(methods))))
+    for ax, (title, needles) in zip(axes[:, 0], present):
+        for method in methods:
+            parts = []
+            for (m, seed), history in histories.items():
+                column = _dynamics_column(history.columns, needles)
+                if m == method and column is not None:
+                    parts.append(history[["step", column]].dropna().rename(columns={column: "value"}).assign(seed=seed))
+            if parts:
+                _band(ax, pd.concat(parts, ignore_index=True), "step", "value", colours[method], method)
+        ax.set_ylabel(title)
+        ax.grid(axis="y", linewidth=0.3, alpha=0.6)
+    axes[-1, 0].set_xlabel("training step")
+    axes[-1, 0].xaxis.set_major_locator(MaxNLocator(integer=True))
+    entries = {label: handle for ax in axes[:, 0] for handle, label in zip(*ax.get_legend_handles_labels())}
+    sns.despine(fig)
+    fig.tight_layout(h_pad=0.4)
+    fig.legend(list(entries.values()), list(entries), loc="lower center", bbox_to_anchor=(0.5, 1.0),
+               ncol=min(4, len(entries)), title=_seed_note(list(histories)))
+    return fig
+
+
+# -------------------------------------------------------------------------------------- pass@k
+def pass_at_k_figure(samples: pd.DataFrame) -> Figure:
+    """Unbiased Pass@k (Chen et al.) against k, mean over benchmarks, one line per method.
+
+    ``samples`` carries ``method`` and ``seed`` columns; the curves are ``eval.curves``'.
+    """
+    curves = pass_at_k_curves(samples)
+    average = curves[curves["benchmark"] == CURVE_AVERAGE]
+    methods = list(pd.unique(average["method"]))
+    fig, ax = plt.subplots(figsize=(COLUMN_WIDTH, 2.3))
+    for method, colour in zip(methods, palette(len(methods))):
+        _band(ax, average[average["method"] == method], "k", "value", colour, method)
+    ks = sorted(pd.unique(average["k"]))
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(ks, [str(k) for k in ks])
+    ax.set_xlabel("k (samples per problem)")
+    n_bench = samples["benchmark"].nunique()
+    ax.set_ylabel(f"Pass@k (%), unbiased,\nmean of {n_bench} benchmarks")
+    ax.grid(axis="y", linewidth=0.3, alpha=0.6)
+    sns.despine(fig)
+    fig.tight_layout()
+    keys = list(map(tuple, samples[["method", "seed"]].drop_duplicates().to_numpy()))
+    fig.legend(*ax.get_legend_handles_labels(), loc="lower center", bbox_to_anchor=(0.5, 1.0),
+               ncol=min(4, len(methods)), title=_seed_note(keys))
+    return fig
+
+
+# ---------------------------------------------------------------------------------- discovery
+def _under_analysis_run(folder: Path, root: Path) -> bool:
+    """Whether a folder sits inside a perplexity-analysis run (its sample stores are not evaluations)."""
+    for parent in [folder, *folder.parents]:
+        manifest = parent / MANIFEST
+        if manifest.is_file() and f'"{ANALYSIS_KIND}"' in manifest.read_text():
+            return True
+        if parent == root:
+            break
+    return False
+
+
+def run_key(folder: Path, root: Path) -> RunKey:
+    """(method, seed) of a folder laid out as ``.../<method>/seed<k>``; otherwise (its path under root, 0)."""
+    if folder.name.startswith("seed") and folder.name[4:].isdigit():
+        return folder.parent.name, int(folder.name[4:])
+    return str(folder.relative_to(root)) if folder != root else folder.name, 0
+
+
+def find_analysis_folders(root: Path) -> list[Path]:
+    return sorted({p.parent for name in ("recovery_rollouts.csv", "boundary_rollouts.csv", "weights_rollouts.csv")
+                   for p in root.rglob(name)})
+
+
+def find_training_runs(root: Path) -> list[Path]:
+    """``seed<k>`` folders holding weight snapshots or a training log history."""
+    return [folder for folder in sorted(root.rglob("seed*"))
+            if folder.is_dir() and folder.name[4:].isdigit()
+            and ((folder / "snapshots").is_dir() or any(folder.glob("*.jsonl")) or any(folder.glob("*.csv")))]
+
+
+def read_history(run: Path) -> pd.DataFrame | None:
+    """The first ``*.jsonl`` / ``*.csv`` in a run folder that has a ``step`` column, else None."""
+    for path in sorted(run.glob("*.jsonl")) + sorted(run.glob("*.csv")):
+        try:
+            frame = pd.read_json(path, lines=True) if path.suffix == ".jsonl" else pd.read_csv(path)
+        except ValueError as exc:
+            log.info("skipping unreadable log %s: %s", path, exc)
+            continue
+        if "step" in frame.columns:
+            return frame.sort_values("step")
+    return None
+
+
+def find_eval_folders(root: Path) -> list[Path]:
+    """Shard folders whose parquet rows are graded samples (not rollouts, snapshots or analysis stages)."""
+    found = []
+    for folder in sorted({p.parent for p in root.rglob("part-*.parquet")}):
+        if _under_analysis_run(folder, root):
+            continue
+        names = set(pq.read_schema(next(folder.glob("part-*.parquet"))).names)
+        if SAMPLE_COLUMNS <= names and not names & NOT_EVAL_COLUMNS:
+            found.append(folder)
+    return found
+
+
+def _draw(figures: list[dict[str, Any]], out_dir: Path, name: str, make: Any, inputs: Sequence[Path]) -> None:
+    with house_style():
+        fig = make()
+        paths = save(fig, out_dir, name)
+    figures.append({"name": name, "files": [p.name for p in paths], "inputs": [str(p) for p in inputs]})
+    log.info("wrote %s", paths[1])
+
+
+def analysis_figures(folder: Path, out_dir: Path, taus: Sequence[float] = DEFAULT_TAUS) -> list[dict[str, Any]]:
+    """Every figure an analysis folder's tables support; absent inputs are skipped with a note."""
+    figures: list[dict[str, Any]] = []
+    recovery, per_rollout = folder / "recovery.csv", folder / "recovery_rollouts.csv"
+    if recovery.is_file() and per_rollout.is_file():
+        table = pd.read_csv(recovery, index_col=0)
+        rows = pd.read_csv(per_rollout)
+        _draw(figures, out_dir, "recovery_vs_ratio", lambda: recovery_vs_ratio(table), [recovery])
+        _draw(figures, out_dir, "ppl_vs_recovery", lambda: ppl_vs_recovery(rows), [per_rollout])
+    else:
+        log.info("%s: no recovery tables, skipping the recovery figures", folder)
+    buckets = folder / "recovery_buckets.csv"
+    if buckets.is_file():
+        frame = pd.read_csv(buckets)
+        if "teacher_solve_pct" in frame.columns:
+            _draw(figures, out_dir, "teacher_solve_by_bucket", lambda: teacher_solve_by_bucket(frame), [buckets])
+    b_buckets, b_rollouts = folder / "boundary_buckets.csv", folder / "boundary_rollouts.csv"
+    if b_buckets.is_file() and b_rollouts.is_file():
+        frame_b, rows_b = pd.read_csv(b_buckets), pd.read_csv(b_rollouts)
+        _draw(figures, out_dir, "boundary_buckets", lambda: boundary_buckets(frame_b), [b_buckets])
+        _draw(figures, out_dir, "boundary_scatter", lambda: boundary_scatter(rows_b), [b_rollouts])
+    else:
+        log.info("%s: no boundary tables, skipping the boundary figures", folder)
+    w_rollouts = folder / "weights_rollouts.csv"
+    if w_rollouts.is_file():
+        sweep = tau_sweep(prepare(pd.read_csv(w_rollouts)), taus)
+        _draw(figures, out_dir, "weights_by_path", lambda: weight_distributions(sweep), [w_rollouts])
+        _draw(figures, out_dir, "ess_vs_tau", lambda: ess_vs_tau(sweep), [w_rollouts])
+        if 1.0 in set(sweep["tau"]):
+            _draw(figures, out_dir, "weight_vs_ppl", lambda: weight_vs_ppl(sweep[sweep["tau"] == 1.0]), [w_rollouts])
+    else:
+        log.info("%s: no weights_rollouts.csv, skipping the weight figures", folder)
+    return figures
+
+
+def regenerate(results_dir: str | os.PathLike = "results", out_dir: str | os.PathLike | None = None,
+               taus: Sequence[float] = DEFAULT_TAUS) -> list[Path]:
+    """Redraw every figure the contents of ``results_dir`` support into ``out_dir`` (default
+    ``results_dir/figures``): one subfolder per analysis folder, ``training`` and ``eval``, each
+    with a manifest. Returns the PNG paths."""
+    root = Path(results_dir)
+    if not root.is_dir():
+        raise FileNotFoundError(f"no results folder at {root}")
+    out = Path(out_dir) if out_dir is not None else root / "figures"
+    written: list[Path] = []
+
+    def finish(folder: Path, figures: list[dict[str, Any]], sources: Sequence[Path]) -> None:
+        if figures:
+            write_manifest(folder, {"results_dir": str(root), "sources": [str(s) for s in sources]}, None,
+                           figures=figures)
+            written.extend(folder / f"{f['name']}.png" for f in figures)
+
+    for folder in find_analysis_folders(root):
+        if folder == out or out in folder.parents:
+            continue
+        target = out / str(folder.relative_to(root)).replace(os.sep, "-")
+        finish(target, analysis_figures(folder, target, taus), [folder])
+
+    runs = [r for r in find_training_runs(root) if out not in r.parents]
+    snapshots: dict[RunKey, pd.DataFrame] = {}
+    histories: dict[RunKey, pd.DataFrame] = {}
+    for run in runs:
+        if (run / "snapshots").is_dir() and any((run / "snapshots").glob("*.parquet")):
+            snapshots[run_key(run, root)] = snapshot_weights(read_snapshots(run))
+        history = read_history(run)
+        if history is not None and any(_dynamics_column(history.columns, n) for _, n in DYNAMICS):
+            histories[run_key(run, root)] = history
+    training: list[dict[str, Any]] = []
+    if snapshots:
+        _draw(training, out / "training", "weights_over_steps", lambda: weights_over_steps(snapshots),
+              [r / "snapshots" for r in runs if run_key(r, root) in snapshots])
+    else:
+        log.info("no training snapshots under %s, skipping weights over steps", root)
+    if histories:
+        _draw(training, out / "training", "training_dynamics", lambda: training_dynamics(histories),
+              [r for r in runs if run_key(r, root) in histories])
+    else:
+        log.info("no training log histories under %s, skipping training dynamics", root)
+    finish(out / "training", training, runs)
+
+    evals = find_eval_folders(root)
+    if evals:
+        samples = pd.concat([read_records(f).assign(method=run_key(f, root)[0], seed=run_key(f, root)[1])
+                             for f in evals], ignore_index=True)
+        figures: list[dict[str, Any]] = []
+        _draw(figures, out / "eval", "pass_at_k", lambda: pass_at_k_figure(samples), evals)
+        finish(out / "eval", figures, evals)
+    else:
+        log.info("no evaluation sample folders under %s, skipping Pass@k curves", root)
+    return written

@@ -1,0 +1,174 @@
+"""The toy world: task, tokenizer and the committed checkpoints every demo and test builds on."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import operator
+import random
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from workbench.toy import ASSETS_DIR, STUDENT_DIR, TEACHER_DIR, TOKENIZER_DIR
+from workbench.toy.build import STUDENT_TRAIN, boxed_answer, training_rows
+from workbench.toy.task import (
+    TIERS,
+    check_chain,
+    parse_steps,
+    reference_solution,
+    sample_prompts,
+    solve,
+    split_of,
+    toy_problems,
+)
+from workbench.toy.tokenizer import CHARACTERS, build_tokenizer
+
+_OPS = {"+": operator.add, "-": operator.sub, "*": operator.mul}
+# Sizes large enough to exercise every tier; toy-1 has only 50 distinct test prompts.
+_N_TEST = {tier: (50 if tier == "toy-1" else 200) for tier in TIERS}
+
+
+def _left_to_right(chain: str) -> int:
+    value = int(chain[0])
+    for op, digit in zip(chain[1::2], chain[2::2]):
+        value = _OPS[op](value, int(digit)) % 10
+    return value
+
+
+def test_problems_are_deterministic_and_prefix_stable():
+    first = toy_problems("toy-4", 40, seed=3)
+    assert first == toy_problems("toy-4", 40, seed=3)
+    assert toy_problems("toy-4", 10, seed=3) == first[:10]
+    assert [p["problem"] for p in toy_problems("toy-4", 40, seed=4)] != [p["problem"] for p in first]
+    assert toy_problems("toy-3", 8)[7]["problem_id"] == "toy-3/test/0007"
+    assert toy_problems("toy-3", 2, split="train", seed=5)[1]["problem_id"] == "toy-3/train/seed5/0001"
+    assert toy_problems("toy-2", 3)[0] == {
+        "problem_id": "toy-2/test/0000",
+        "problem": "Q:7+0-6?A:",
+        "answer": "1",
+        "solution": "7+0=7;7-6=1;\\boxed{1}",
+    }
+
+
+@pytest.mark.parametrize("tier", TIERS)
+def test_splits_are_disjoint_and_problems_distinct(tier):
+    test = {p["problem"] for p in toy_problems(tier, _N_TEST[tier])}
+    train = {p["problem"] for p in toy_problems(tier, 4 * _N_TEST[tier], split="train")}
+    assert len(test) == _N_TEST[tier] and len(train) == 4 * _N_TEST[tier]
+    assert not test & train
+    assert all(split_of(p) == "test" for p in test)
+    stream = sample_prompts(tier, 2000, "train", random.Random(0))
+    assert not test & set(stream)
+
+
+def test_small_tier_runs_out_with_a_clear_error():
+    with pytest.raises(ValueError, match="only 50 distinct test problems"):
+        toy_problems("toy-1", 51)
+    with pytest.raises(ValueError, match="unknown toy tier"):
+        toy_problems("toy-7", 1)
+
+
+@pytest.mark.parametrize("tier", TIERS)
+def test_solutions_are_correct_chains(tier):
+    n_ops = int(tier[-1])
+    for p in toy_problems(tier, 30) + toy_problems(tier, 30, split="train"):
+        chain = p["problem"][2:-3]
+        assert p["problem"] == f"Q:{chain}?A:" and len(chain) == 2 * n_ops + 1
+        assert p["answer"] == solve(p["problem"]) == solve(chain) == str(_left_to_right(chain))
+        steps = parse_steps(p["solution"])
+        assert len(steps) == n_ops
+        value = int(chain[0])
+        for (a, op, b, c), want_op, want_b in zip(steps, chain[1::2], chain[2::2]):
+            assert (a, op, b) == (value, want_op, int(want_b))
+            assert c == _OPS[op](a, b) % 10
+            value = c
+        assert p["solution"].endswith(f"\\boxed{{{p['answer']}}}")
+        assert boxed_answer(p["solution"]) == p["answer"]
+        assert check_chain(p["problem"], p["solution"])
+
+
+def test_worked_example():
+    assert reference_solution("Q:3+5*2?A:") == "3+5=8;8*2=6;\\boxed{6}"
+    assert solve("Q:3+5*2?A:") == "6"
+    assert solve("0-7") == "3"
+    assert parse_steps("3+5=8;8*2=;\\boxed{1}") == [(3, "+", 5, 8), None]
+    assert not check_chain("Q:3+5*2?A:", "3+5=8;8*2=16;\\boxed{6}")
+
+
+def test_tokenizer_round_trips_every_task_string(tmp_path):
+    tok = build_tokenizer()
+    assert len(tok) == 3 + len(CHARACTERS) == 30
+    assert (tok.pad_token_id, tok.eos_token_id, tok.unk_token_id, tok.bos_token) == (0, 1, 2, None)
+    texts = [p["problem"] + p["solution"] for tier in TIERS for p in toy_problems(tier, 20)]
+    for text in texts:
+        ids = tok(text)["input_ids"]
+        assert len(ids) == len(text) and tok.unk_token_id not in ids
+        assert tok.decode(ids) == text
+        assert tok.decode(ids + [tok.eos_token_id]) == text + tok.eos_token
+    prompt, completion = "Q:3+5*2?A:", "3+5=8;8*2=6;\\boxed{6}"
+    assert tok(prompt)["input_ids"] + tok(completion)["input_ids"] == tok(prompt + completion)["input_ids"]
+    tok.save_pretrained(tmp_path)
+    reloaded = AutoTokenizer.from_pretrained(tmp_path)
+    assert reloaded.get_vocab() == tok.get_vocab()
+    assert [reloaded(t)["input_ids"] for t in texts] == [tok(t)["input_ids"] for t in texts]
+    assert reloaded.chat_template is None
+
+
+def test_training_rows_come_from_the_train_split():
+    rows = training_rows(dataclasses.replace(STUDENT_TRAIN, max_steps=5, batch_size=12))
+    assert len(rows) == 60
+    for row in rows:
+        assert split_of(row["prompt"]) == "train"
+        assert row["completion"] == reference_solution(row["prompt"])
+
+
+@pytest.fixture(scope="module")
+def checkpoints():
+    tok = AutoTokenizer.from_pretrained(STUDENT_DIR)
+    teacher = AutoModelForCausalLM.from_pretrained(TEACHER_DIR).eval()
+    student = AutoModelForCausalLM.from_pretrained(STUDENT_DIR).eval()
+    return tok, teacher, student
+
+
+def test_checkpoints_share_one_vocabulary(checkpoints):
+    tok, teacher, student = checkpoints
+    reference = build_tokenizer()
+    for folder in (TEACHER_DIR, STUDENT_DIR, TOKENIZER_DIR):
+        assert AutoTokenizer.from_pretrained(folder).get_vocab() == reference.get_vocab()
+    for model in (teacher, student):
+        assert model.config.vocab_size == len(tok) == 30
+        assert model.get_input_embeddings().weight.shape[0] == 30
+        assert model.generation_config.eos_token_id == tok.eos_token_id
+        assert model.generation_config.pad_token_id == tok.pad_token_id
+
+
+def test_checkpoints_match_build_info(checkpoints):
+    _, teacher, student = checkpoints
+    info = json.loads((ASSETS_DIR / "build_info.json").read_text())
+    for name, model in (("teacher", teacher), ("student", student)):
+        record = info["models"][name]
+        assert sum(p.numel() for p in model.parameters()) == record["parameters"]
+        assert model.config.num_hidden_layers == record["model"]["num_layers"]
+        assert model.config.hidden_size == record["model"]["hidden_size"]
+        weights = ASSETS_DIR / name / "model.safetensors"
+        assert hashlib.sha256(weights.read_bytes()).hexdigest() == record["sha256"]["model.safetensors"]
+    assert info["models"]["student"]["parameters"] < info["models"]["teacher"]["parameters"] / 4
+
+
+@torch.no_grad()
+def _greedy_accuracy(model, tok, problems) -> float:
+    enc = tok([p["problem"] for p in problems], return_tensors="pt")
+    out = model.generate(**enc, do_sample=False, max_new_tokens=64)
+    texts = tok.batch_decode(out[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
+    return sum(boxed_answer(t) == p["answer"] for t, p in zip(texts, problems)) / len(problems)
+
+
+def test_teacher_beats_student_on_a_hard_tier(checkpoints):
+    tok, teacher, student = checkpoints
+    problems = toy_problems("toy-5", 40)
+    teacher_acc, student_acc = _greedy_accuracy(teacher, tok, problems), _greedy_accuracy(student, tok, problems)
+    assert teacher_acc >= 0.8
+    assert teacher_acc > student_acc + 0.2

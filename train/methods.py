@@ -1,0 +1,82 @@
+"""Every training method behind one switch: build the trainer a ScopeConfig asks for, run it, save it.
+
+``build_trainer(cfg)`` returns a ready TRL trainer: a ScopeTrainer for scope / opd / grpo, or a
+TRL SFTTrainer on teacher samples for kd (see train.kd). ``train_run(cfg)`` trains it and leaves
+in ``cfg.output_dir`` what the rest of the workbench reads: ``model/`` (weights and tokenizer,
+loadable like the base student), ``log_history.jsonl`` and ``.csv`` (TRL's per-step logs) and,
+for scope and opd, ``snapshots/``. Resources are checked in the order a run needs them (GPU for
+vLLM, tokenizer, data, student, teacher), so a recipe that cannot run here stops at the first
+missing one with train.resources.ResourceUnavailable.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from train.config import ScopeConfig
+from train.dataset import build_train_dataset
+from train.resources import hub_guard, require_cuda
+
+log = logging.getLogger(__name__)
+
+MODEL_DIR = "model"
+LOG_JSONL = "log_history.jsonl"
+LOG_CSV = "log_history.csv"
+
+
+def load_student_tokenizer(cfg: ScopeConfig) -> Any:
+    """The student's tokenizer, left-padded for generation as TRL expects; also probes availability."""
+    from transformers import AutoConfig, AutoTokenizer
+
+    name = cfg.resolved_student()
+    with hub_guard(f"student model {name}"):
+        AutoConfig.from_pretrained(name)
+        tokenizer = AutoTokenizer.from_pretrained(name, padding_side="left", truncation_side="left")
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def build_trainer(cfg: ScopeConfig) -> Any:
+    """The trainer for ``cfg.method``, with its data, student and (for scope/opd/kd) teacher loaded."""
+    if cfg.use_vllm:
+        require_cuda("vLLM generation (use_vllm: true)")
+    tokenizer = load_student_tokenizer(cfg)
+    dataset = build_train_dataset(cfg, tokenizer)
+    log.info("%s: %d training prompts, student %s", cfg.method, len(dataset), cfg.resolved_student())
+    if cfg.method == "kd":
+        from train.kd import build_kd_trainer
+
+        return build_kd_trainer(cfg, tokenizer, dataset)
+    from train.trainer import ScopeTrainer
+
+    return ScopeTrainer(cfg.resolved_student(), cfg, dataset, processing_class=tokenizer)
+
+
+def write_log_history(history: list[dict[str, Any]], folder: Path) -> None:
+    with open(folder / LOG_JSONL, "w") as fh:
+        for row in history:
+            fh.write(json.dumps(row) + "\n")
+    pd.DataFrame(history).to_csv(folder / LOG_CSV, index=False)
+
+
+def train_run(cfg: ScopeConfig, trainer: Any | None = None) -> dict[str, Any]:
+    """Train, then save the model and the log history under ``cfg.output_dir``; returns a summary."""
+    trainer = trainer or build_trainer(cfg)
+    result = trainer.train()
+    out = Path(cfg.output_dir)
+    trainer.save_model(str(out / MODEL_DIR))
+    # The trainer's copy of the tokenizer is left-padded for generation; ship the student's own.
+    from transformers import AutoTokenizer
+
+    AutoTokenizer.from_pretrained(cfg.resolved_student()).save_pretrained(str(out / MODEL_DIR))
+    write_log_history(trainer.state.log_history, out)
+    summary = {"method": cfg.method, "global_step": trainer.state.global_step,
+               "train_runtime_s": result.metrics.get("train_runtime"), "train_loss": result.training_loss}
+    log.info("%s finished: %s", out, summary)
+    return summary

@@ -1,0 +1,130 @@
+"""Train every method on the toy world, three seeds each: ``python -m train.toy_suite``.
+
+Runs scope, opd, grpo and kd from the toy base student with the recipes in train/recipes/toy_*.yaml,
+seeds 0-2, into ``results/toy/runs/<method>/seed<k>/`` (model/, log_history.jsonl/.csv,
+snapshots/ for scope and opd, manifest.json). A run whose manifest says "finished" is skipped, so an
+interrupted suite resumes where it stopped; a run left "running" or "failed" is wiped and redone
+(a partial run cannot be continued bit for bit). ``--check-accuracy N`` then samples every trained
+student and the base student on N test problems per tier (the paper's sampling settings) as a
+quick look at whether training moved toy accuracy; the table goes to ``<root>/accuracy_check.csv``.
+Evaluation proper (Avg@k, Pass@k, tables) is eval's job.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import shutil
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+
+from train.config import TOY_TIERS, parse_config
+from train.methods import MODEL_DIR, train_run
+from workbench.runs import REPO_ROOT, read_manifest, run_folder
+
+log = logging.getLogger(__name__)
+
+METHODS = ("scope", "opd", "grpo", "kd")
+SEEDS = (0, 1, 2)
+RECIPE_DIR = Path(__file__).resolve().parent / "recipes"
+DEFAULT_ROOT = REPO_ROOT / "results" / "toy" / "runs"
+
+
+def recipe_path(method: str) -> Path:
+    path = RECIPE_DIR / f"toy_{method}.yaml"
+    if not path.is_file():
+        raise FileNotFoundError(f"no toy recipe for method {method!r} at {path}")
+    return path
+
+
+def is_finished(folder: Path) -> bool:
+    return (folder / "manifest.json").is_file() and read_manifest(folder).get("status") == "finished"
+
+
+def run_one(method: str, seed: int, root: Path, overrides: Sequence[str] = ()) -> dict[str, Any] | None:
+    """Train one (method, seed) unless it already finished; returns its summary, None when skipped."""
+    folder = root / method / f"seed{seed}"
+    if is_finished(folder):
+        log.info("%s: finished earlier, skipped", folder)
+        return None
+    if folder.exists():
+        log.info("%s: unfinished run found, starting it again", folder)
+        shutil.rmtree(folder)
+    cfg = parse_config(["--config", str(recipe_path(method)), "--seed", str(seed),
+                        "--output_dir", str(folder), *overrides])
+    with run_folder(folder, cfg.to_dict(), seed, method=method):
+        return train_run(cfg)
+
+
+def accuracy_check(models: dict[str, Path], n_per_tier: int, samples: int = 4, seed: int = 0) -> pd.DataFrame:
+    """Mean correctness per (model, tier) of ``samples`` samples on the first test problems of each tier."""
+    from workbench.data import load_benchmark
+    from workbench.grading import grade_batch
+    from workbench.models import SamplingConfig
+    from workbench.models.hf import HFBackend
+
+    problems = [p for tier in TOY_TIERS for p in load_benchmark(tier, toy_size=n_per_tier)]
+    sampling = SamplingConfig(n=samples, max_new_tokens=64, seed=seed)
+    rows = []
+    for name, path in models.items():
+        backend = HFBackend(str(path), device="cpu", progress=False)
+        groups = backend.generate([p.problem for p in problems], sampling)
+        items = [(c.text, p.answer, p.benchmark) for p, group in zip(problems, groups, strict=True) for c in group]
+        grades = grade_batch(items, progress=False)
+        tiers = [p.benchmark for p in problems for _ in range(samples)]
+        frame = pd.DataFrame({"tier": tiers, "correct": [g.correct for g in grades]})
+        for tier, acc in frame.groupby("tier")["correct"].mean().items():
+            rows.append({"model": name, "tier": tier, "accuracy": float(acc)})
+    table = pd.DataFrame(rows).pivot(index="model", columns="tier", values="accuracy")
+    table["mean"] = table.mean(axis=1)
+    return table
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0],
+        epilog="Other --field value flags override every recipe (a run that finished earlier is still skipped).")
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    parser.add_argument("--seeds", nargs="+", type=int, default=list(SEEDS))
+    parser.add_argument("--root", type=Path, default=DEFAULT_ROOT, help="where the runs go")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch CPU threads; the toy models are too small to gain from more, and a second "
+                             "thread on a busy machine makes each tiny op wait for it")
+    parser.add_argument("--check-accuracy", type=int, default=0, metavar="N",
+                        help="afterwards, sample each model on N test problems per tier (0: skip)")
+    args, overrides = parser.parse_known_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("workbench.grading").setLevel(logging.WARNING)
+    torch.set_num_threads(args.threads)
+
+    started = time.perf_counter()
+    timings = []
+    for method in args.methods:
+        for seed in args.seeds:
+            t0 = time.perf_counter()
+            summary = run_one(method, seed, args.root, overrides)
+            timings.append({"method": method, "seed": seed, "skipped": summary is None,
+                            "wall_s": round(time.perf_counter() - t0, 1)})
+    total = time.perf_counter() - started
+    print(pd.DataFrame(timings).to_string(index=False))
+    print(f"total wall time {total:.0f} s")
+
+    if args.check_accuracy:
+        base = parse_config(["--config", str(recipe_path(args.methods[0])), *overrides]).resolved_student()
+        models = {"base": Path(base)}
+        models.update({f"{m}/seed{s}": args.root / m / f"seed{s}" / MODEL_DIR
+                       for m in args.methods for s in args.seeds})
+        table = accuracy_check(models, args.check_accuracy)
+        table.to_csv(args.root / "accuracy_check.csv")
+        print(table.round(3).to_string())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
