@@ -202,7 +202,7 @@ def write_boundary(analysis: BoundaryAnalysis, out_dir: str | os.PathLike) -> di
     paths = {"buckets": out / "boundary_buckets.csv", "per_rollout": out / "boundary_rollouts.csv",
              "statistics": out / "boundary_statistics.json", "summary": out / "boundary_summary.md"}
     analysis.buckets.to_csv(paths["buckets"], index=False)
-    analysis.per_rollout.to_csv(paths["per_rollout"], index=False)
+    analysis.per_rollout.to_csv(paths["per_rollout"], index=False, float_format="%.6g")
     paths["statistics"].write_text(json.dumps(analysis.statistics, indent=2, default=float) + "\n")
     paths["summary"].write_text(boundary_markdown(analysis))
     return paths

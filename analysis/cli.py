@@ -59,7 +59,8 @@ def _parser() -> argparse.ArgumentParser:
                        help="step separator a cut lands on (newline for real models, ';' in the toy world)")
         p.add_argument("--buckets", type=int, default=4, help="perplexity quantile buckets")
         p.add_argument("--scratch-samples", type=int, default=4, help="teacher from-scratch samples per problem")
-        p.add_argument("--boundary-samples", type=int, default=16, help="fresh student samples per problem")
+        p.add_argument("--boundary-samples", type=int, default=8 if toy else 16,
+                       help="fresh student samples per problem")
         p.add_argument("--experiments", default="corrective,boundary",
                        help="comma list of 'corrective', 'boundary'")
         p.add_argument("--seed", type=int, default=0)
@@ -157,7 +158,7 @@ def _weights_tables(rollouts: pd.DataFrame, student_scores: pd.DataFrame, teache
     frame = rollouts[[*SAMPLE_KEY, "correct"]].merge(
         student_scores[[*SAMPLE_KEY, "log_ppl"]].rename(columns={"log_ppl": "student_log_ppl"}), on=list(SAMPLE_KEY))
     frame = frame.merge(teacher_log_ppl, on=list(SAMPLE_KEY), how="left")
-    frame.to_csv(out / "weights_rollouts.csv", index=False)
+    frame.to_csv(out / "weights_rollouts.csv", index=False, float_format="%.6g")
     summary = summarise(tau_sweep(prepare(frame), DEFAULT_TAUS))
     summary.to_csv(out / "weights_summary.csv", index=False)
     print("\nSCOPE weights on these rollouts (paper's Eqs. 4-5), by tau and path:")

@@ -477,7 +477,7 @@ def write_recovery(analysis: RecoveryAnalysis, out_dir: str | os.PathLike) -> di
     paths = write_tables(analysis.table, out, "recovery", ci=True,
                          caption="Recovery rate (%) by truncation ratio and teacher-PPL bucket, beside the paper's")
     paths["per_rollout"] = out / "recovery_rollouts.csv"
-    analysis.per_rollout.to_csv(paths["per_rollout"], index=False)
+    analysis.per_rollout.to_csv(paths["per_rollout"], index=False, float_format="%.6g")
     paths["buckets"] = out / "recovery_buckets.csv"
     analysis.buckets.to_csv(paths["buckets"], index=False)
     paths["statistics"] = out / "recovery_statistics.json"

@@ -181,6 +181,7 @@ def teacher_solve_by_bucket(buckets: pd.DataFrame) -> Figure:
     ax.set_xticks(x, [f"{b}\nPPL {p:.2f}" for b, p in zip(buckets["bucket"], buckets["teacher_ppl_mean"])])
     ax.set_xlabel("teacher-PPL bucket of the wrong rollouts")
     ax.set_ylabel("teacher solve rate\nfrom scratch (%)")
+    ax.set_ylim(-3, 103)
     ax.grid(axis="y", linewidth=0.3, alpha=0.6)
     sns.despine(fig)
     fig.tight_layout()
@@ -227,7 +228,7 @@ def boundary_scatter(per_rollout: pd.DataFrame) -> Figure:
         grid = np.linspace(x.min(), x.max(), 200)
         lo, hi = fit.slope_ci
         ax.plot(grid, fit.predict(grid), color="black",
-                label=f"logistic fit: slope {fit.slope:+.2f} [{lo:+.2f}, {hi:+.2f}]")
+                label=f"logistic fit: slope per nat {fit.slope:+.2f} [{lo:+.2f}, {hi:+.2f}] (95% CI)")
     ax.set_xlabel("student log-PPL of its correct rollout")
     ax.set_ylabel("problem solve rate\n(fresh student samples)")
     ax.set_ylim(-0.05, 1.05)
@@ -414,9 +415,10 @@ def training_dynamics(histories: dict[RunKey, pd.DataFrame]) -> Figure:
 
 # -------------------------------------------------------------------------------------- pass@k
 def pass_at_k_figure(samples: pd.DataFrame) -> Figure:
-    """Unbiased Pass@k (Chen et al.) against k, mean over benchmarks, one line per method.
+    """Unbiased Pass@k (Chen et al.) against k, one line per method: the unweighted mean over the
+    benchmarks each run was evaluated on (``eval.curves``' "Average"), seeds averaged with a band.
 
-    ``samples`` carries ``method`` and ``seed`` columns; the curves are ``eval.curves``'.
+    ``samples`` carries ``method`` and ``seed`` columns.
     """
     curves = pass_at_k_curves(samples)
     average = curves[curves["benchmark"] == CURVE_AVERAGE]
@@ -428,14 +430,15 @@ def pass_at_k_figure(samples: pd.DataFrame) -> Figure:
     ax.set_xscale("log", base=2)
     ax.set_xticks(ks, [str(k) for k in ks])
     ax.set_xlabel("k (samples per problem)")
-    n_bench = samples["benchmark"].nunique()
-    ax.set_ylabel(f"Pass@k (%), unbiased,\nmean of {n_bench} benchmarks")
+    ax.set_ylabel("Pass@k (%), unbiased,\nmean over benchmarks")
+    ax.set_ylim(-2, 102)
     ax.grid(axis="y", linewidth=0.3, alpha=0.6)
     sns.despine(fig)
     fig.tight_layout()
     keys = list(map(tuple, samples[["method", "seed"]].drop_duplicates().to_numpy()))
+    long_labels = max(len(str(m)) for m in methods) > 16
     fig.legend(*ax.get_legend_handles_labels(), loc="lower center", bbox_to_anchor=(0.5, 1.0),
-               ncol=min(4, len(methods)), title=_seed_note(keys))
+               ncol=1 if long_labels else min(4, len(methods)), title=_seed_note(keys))
     return fig
 
 
@@ -452,10 +455,10 @@ def _under_analysis_run(folder: Path, root: Path) -> bool:
 
 
 def run_key(folder: Path, root: Path) -> RunKey:
-    """(method, seed) of a folder laid out as ``.../<method>/seed<k>``; otherwise (its path under root, 0)."""
+    """(method, seed) of a folder laid out as ``.../<method>/seed<k>``; otherwise ("<parent>/<name>", 0)."""
     if folder.name.startswith("seed") and folder.name[4:].isdigit():
         return folder.parent.name, int(folder.name[4:])
-    return str(folder.relative_to(root)) if folder != root else folder.name, 0
+    return (f"{folder.parent.name}/{folder.name}" if folder != root else folder.name), 0
 
 
 def find_analysis_folders(root: Path) -> list[Path]:
@@ -584,12 +587,18 @@ def regenerate(results_dir: str | os.PathLike = "results", out_dir: str | os.Pat
     finish(out / "training", training, runs)
 
     evals = find_eval_folders(root)
-    if evals:
-        samples = pd.concat([read_records(f).assign(method=run_key(f, root)[0], seed=run_key(f, root)[1])
-                             for f in evals], ignore_index=True)
-        figures: list[dict[str, Any]] = []
-        _draw(figures, out / "eval", "pass_at_k", lambda: pass_at_k_figure(samples), evals)
-        finish(out / "eval", figures, evals)
-    else:
+    suites: dict[str, list[tuple[Path, pd.DataFrame]]] = {}
+    for folder in evals:
+        method, seed = run_key(folder, root)
+        frame = read_records(folder).assign(method=method, seed=seed)
+        suite = "toy" if frame["benchmark"].str.startswith("toy-").all() else "real"
+        suites.setdefault(suite, []).append((folder, frame))
+    figures: list[dict[str, Any]] = []
+    for suite, parts in sorted(suites.items()):
+        samples = pd.concat([frame for _, frame in parts], ignore_index=True)
+        _draw(figures, out / "eval", f"pass_at_k_{suite}", lambda: pass_at_k_figure(samples),
+              [folder for folder, _ in parts])
+    if not evals:
         log.info("no evaluation sample folders under %s, skipping Pass@k curves", root)
+    finish(out / "eval", figures, evals)
     return written

@@ -311,8 +311,9 @@ class Monotonicity:
     """How consistently bucket means move in one direction (descriptive, no test).
 
     ``adjacent_in_direction`` counts neighbouring buckets whose means step the expected way (of
-    ``n_adjacent``); ``rho`` is Spearman's rho between bucket order and bucket mean (p-value from
-    scipy; with four buckets no p-value can fall below 0.08, hence the trend test beside it).
+    ``n_adjacent``); ``rho`` is Spearman's rho between bucket order and bucket mean. Its p-value is
+    scipy's t-approximation, meaningless for four points (a perfect order gives p = 0), hence the
+    Jonckheere-Terpstra test on the per-unit outcomes beside it.
     """
 
     direction: Literal["increasing", "decreasing"]

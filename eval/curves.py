@@ -88,9 +88,11 @@ def plot_pass_at_k_curves(curves: pd.DataFrame, out_stem: str | Path, *, title: 
         for ax in axes.flat[len(benchmarks):]:
             ax.set_visible(False)
         for ax in axes[:, 0]:
-            ax.set_ylabel("Pass@k (%)")
-        for ax in axes[-1, :]:
-            ax.set_xlabel("k")
+            ax.set_ylabel("Pass@k, unbiased (%)")
+        for col in range(cols):
+            lowest = axes[(len(benchmarks) - 1 - col) // cols, col]  # the column's last visible panel
+            lowest.tick_params(labelbottom=True)
+            lowest.set_xlabel("k")
         handles, labels = axes.flat[0].get_legend_handles_labels()
         fig.legend(handles, labels, loc="lower center", ncol=min(len(methods), 6), frameon=False,
                    bbox_to_anchor=(0.5, 0.0))

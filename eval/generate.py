@@ -5,8 +5,10 @@ must survive being killed. The problems are cut, in their given order, into fixe
 sampled by one ``generate`` call whose seed is derived from the base seed and the unit's problem ids,
 graded, and appended as one atomic shard. A rerun with the same arguments skips the units already on
 disk and samples the rest with the same seeds, so its result equals an uninterrupted run's sample for
-sample. Anything that would change the samples (model, sampling knobs, unit layout, problems, prompts)
-is recorded in the folder's manifest, and a rerun that disagrees is refused instead of mixing runs.
+sample. Anything that would change the samples (model and its weights, sampling knobs, unit layout,
+problems, prompts) is recorded in the folder's manifest, and a rerun that disagrees is refused instead
+of mixing runs. Batch sizes and hardware are not recorded: on other hardware a resumed run continues
+with samples that are equally valid but not bit-identical to what that machine would have drawn.
 
 A sample cut off at ``max_new_tokens`` (finish reason ``"length"``) never counts as solved: it is
 graded like any other (so ``extracted`` shows what it had boxed so far), then forced to
@@ -33,7 +35,7 @@ from workbench.grading import GradeCache, grade_batch
 from workbench.models import Completion, Sampler, SamplingConfig
 from workbench.prompts import render_prompt
 from workbench.records import SAMPLE_SCHEMA, Problem, ShardStore
-from workbench.runs import MANIFEST, read_manifest, run_folder
+from workbench.runs import MANIFEST, REPO_ROOT, read_manifest, run_folder
 
 log = logging.getLogger(__name__)
 
@@ -43,9 +45,9 @@ DEFAULT_UNIT_SIZE = 8
 TRUNCATED = "truncated"
 UNGRADED = "ungraded"
 GRADE_CACHE_FILE = "grades.sqlite"
-SAMPLES_KIND = "eval-samples"
 # The manifest fields that decide which samples a run produces; a resume must agree on all of them.
-IDENTITY_FIELDS = ("model", "sampling", "unit_size", "problems", "prompts_sha256", "graded")
+IDENTITY_FIELDS = ("model", "weights_sha256", "sampling", "unit_size", "problems", "prompts_sha256", "graded")
+MAX_HASHED_WEIGHTS = 64 << 20
 
 
 class ResumeMismatch(ValueError):
@@ -56,7 +58,6 @@ class ResumeMismatch(ValueError):
 class Unit:
     """A fixed slice of the problem list, sampled by one ``generate`` call with its own seed."""
 
-    index: int
     problems: tuple[Problem, ...]
     prompts: tuple[str, ...]
     seed: int
@@ -80,8 +81,36 @@ def unit_seed(base_seed: int, problems: Sequence[Problem]) -> int:
 
 
 def model_name(backend: Sampler) -> str:
-    """How a backend identifies its model in manifests (``name`` attribute, else the class)."""
-    return str(getattr(backend, "name", type(backend).__name__))
+    """How a backend identifies its model in manifests (``name`` attribute, else the class).
+
+    A local folder inside the repository is named relative to it, so committed samples of a committed
+    checkpoint still resume in a clone at another path.
+    """
+    name = str(getattr(backend, "name", type(backend).__name__))
+    path = Path(name)
+    if not path.is_dir():
+        return name
+    try:
+        return str(path.resolve().relative_to(REPO_ROOT))
+    except ValueError:
+        return str(path.resolve())
+
+
+def weights_sha256(name: str) -> str | None:
+    """A digest of a local checkpoint's safetensors, when small enough to read in a moment.
+
+    Retraining a toy model keeps its folder name; without the digest a rerun would silently keep the
+    old model's samples. Large (real) checkpoints are not hashed: None.
+    """
+    path = Path(name) if Path(name).is_dir() else REPO_ROOT / name
+    files = sorted(path.glob("*.safetensors")) if path.is_dir() else []
+    if not files or sum(f.stat().st_size for f in files) > MAX_HASHED_WEIGHTS:
+        return None
+    h = hashlib.sha256()
+    for f in files:
+        h.update(f.name.encode())
+        h.update(f.read_bytes())
+    return h.hexdigest()
 
 
 def render_prompts(backend: Sampler, problems: Sequence[Problem]) -> list[str]:
@@ -100,9 +129,9 @@ def plan_units(problems: Sequence[Problem], prompts: Sequence[str], sampling: Sa
     else:
         raise ValueError(f"unit_size must be a positive int or 'all', got {unit_size!r}")
     units = []
-    for index, start in enumerate(range(0, len(problems), size)):
+    for start in range(0, len(problems), size):
         chunk = tuple(problems[start : start + size])
-        units.append(Unit(index, chunk, tuple(prompts[start : start + size]), unit_seed(sampling.seed, chunk)))
+        units.append(Unit(chunk, tuple(prompts[start : start + size]), unit_seed(sampling.seed, chunk)))
     return units
 
 
@@ -125,8 +154,10 @@ def run_config(backend: Sampler, problems: Sequence[Problem], prompts: Sequence[
                extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The manifest config of a sampling run: identity fields first, then descriptive ones."""
     benchmarks = list(dict.fromkeys(p.benchmark for p in problems))
+    name = model_name(backend)
     return {
-        "model": model_name(backend),
+        "model": name,
+        "weights_sha256": weights_sha256(name),
         "sampling": asdict(sampling),
         "unit_size": unit_size,
         "problems": {

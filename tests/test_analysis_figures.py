@@ -87,12 +87,12 @@ def test_regenerate_draws_what_the_results_support(tmp_path):
         *(f"toy-analysis/{n}.png" for n in ("recovery_vs_ratio", "ppl_vs_recovery", "teacher_solve_by_bucket",
                                             "boundary_buckets", "boundary_scatter", "weights_by_path",
                                             "ess_vs_tau", "weight_vs_ppl")),
-        "training/weights_over_steps.png", "training/training_dynamics.png", "eval/pass_at_k.png",
+        "training/weights_over_steps.png", "training/training_dynamics.png", "eval/pass_at_k_toy.png",
     ])
     for path in written:
         assert path.stat().st_size > 5000 and path.with_suffix(".pdf").stat().st_size > 5000
     manifest = json.loads((tmp_path / "figures" / "eval" / "manifest.json").read_text())
-    assert [f["name"] for f in manifest["figures"]] == ["pass_at_k"]
+    assert [f["name"] for f in manifest["figures"]] == ["pass_at_k_toy"]
     assert all("toy-analysis" not in s for s in manifest["config"]["sources"])
     training = json.loads((tmp_path / "figures" / "training" / "manifest.json").read_text())
     assert len(training["config"]["sources"]) == 3

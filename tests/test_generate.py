@@ -20,6 +20,7 @@ from eval.generate import (
     plan_units,
     render_prompts,
     unit_seed,
+    weights_sha256,
 )
 from workbench.data import load_benchmark
 from workbench.models import Completion, SamplingConfig, load_backend
@@ -121,6 +122,7 @@ def test_toy_student_samples_graded_and_reused(tmp_path):
     # the student writes chains ending in a boxed digit, graded against the gold answer
     assert frame["response"].str.contains(r"\\boxed\{\d\}$").mean() > 0.9
     assert (frame["correct"] == (frame["extracted"] == frame["answer"])).all()
+    assert frame["correct"].mean() > 0.4  # the committed student solves most short chains (about 80% / 70%)
     assert (frame["n_tokens"] > 0).all() and set(frame["finish_reason"]) == {"stop"}
     manifest = read_manifest(tmp_path)
     assert manifest["status"] == "finished" and manifest["config"]["sampling"]["n"] == 4
@@ -172,6 +174,20 @@ def test_resume_with_other_arguments_is_refused(tmp_path):
     (tmp_path / "manifest.json").unlink()
     with pytest.raises(ResumeMismatch, match="no manifest.json"):
         generate_samples(Scripted([good] * 4), problems, TOY, tmp_path, progress=False)
+
+
+def test_a_retrained_checkpoint_in_the_same_folder_is_not_resumed(tmp_path):
+    """Same folder name, other weights: the old samples belong to another model."""
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / "model.safetensors").write_bytes(b"first training")
+    backend = type("Local", (Scripted,), {"name": str(folder)})([Completion("\\boxed{1}", (1, 2), "stop")] * 4)
+    problems = _problems(1)
+    generate_samples(backend, problems, TOY, tmp_path / "samples", progress=False)
+    assert read_manifest(tmp_path / "samples")["config"]["weights_sha256"] == weights_sha256(str(folder))
+    (folder / "model.safetensors").write_bytes(b"second training")
+    with pytest.raises(ResumeMismatch, match="weights_sha256"):
+        generate_samples(backend, problems, TOY, tmp_path / "samples", progress=False)
 
 
 def test_truncated_samples_count_as_wrong(tmp_path):

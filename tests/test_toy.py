@@ -13,9 +13,10 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from workbench.toy import ASSETS_DIR, STUDENT_DIR, TEACHER_DIR, TOKENIZER_DIR
-from workbench.toy.build import STUDENT_TRAIN, boxed_answer, training_rows
+from workbench.toy.build import STUDENT_TRAIN, training_rows
 from workbench.toy.task import (
     TIERS,
+    boxed_answer,
     check_chain,
     parse_steps,
     reference_solution,

@@ -4,15 +4,17 @@
     python -m workbench.toy.build --out DIR  # build elsewhere
     python -m workbench.toy.build --check    # rebuild into a temporary folder and compare bytes
 
-Both models are trained with TRL's ``SFTTrainer`` on prompt/completion rows, which TRL 1.16 turns
-into completion-only loss (``completion_only_loss=None`` resolves to True for such rows: the prompt
-tokens get label -100). Seeds are fixed, ``full_determinism`` switches on PyTorch's deterministic
-algorithms, data loading stays in-process and the thread count is pinned, so two builds on the same
-machine and library versions write identical safetensors.
+Both models are trained with TRL's ``SFTTrainer`` on prompt/completion rows with
+``completion_only_loss=True`` (TRL 1.16 tokenizes prompt and prompt+completion, appends EOS to the
+completion and sets the prompt's labels to -100, so only the response and its EOS are learned).
+Seeds are fixed, ``full_determinism`` switches on PyTorch's deterministic algorithms, data loading
+stays in-process and the thread count is pinned, so two builds with the same library versions on
+the same kind of CPU write identical files (``--check`` verifies it).
 
-The student is deliberately smaller and trained for far fewer steps than the teacher: it solves
-short chains but slips on long ones, so its groups of rollouts mix right and wrong answers, and it
-is under-trained rather than capacity-starved, so on-policy training has room to improve it.
+The teacher trains to convergence. The student is a sixth of its size and is stopped in the middle
+of learning (at a target accuracy, see ``TrainSpec``): it solves short chains more often than long
+ones, its groups of rollouts mix right and wrong answers, and it is under-trained rather than
+capacity-starved, so on-policy training has room to improve it.
 """
 
 from __future__ import annotations
@@ -23,7 +25,6 @@ import hashlib
 import json
 import logging
 import random
-import re
 import sys
 import tempfile
 import time
@@ -31,12 +32,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+import transformers
+import trl
 from datasets import Dataset
 from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast, TrainerCallback
 from trl import SFTConfig, SFTTrainer
 
 from workbench.toy import ASSETS_DIR
-from workbench.toy.task import TIERS, reference_solution, sample_prompts, toy_problems
+from workbench.toy.task import TIERS, boxed_answer, reference_solution, sample_prompts, toy_problems
 from workbench.toy.tokenizer import build_tokenizer
 
 logger = logging.getLogger(__name__)
@@ -47,13 +50,8 @@ logger = logging.getLogger(__name__)
 NUM_THREADS = 1
 MAX_NEW_TOKENS = 64  # the longest reference response (toy-6) is 46 tokens with EOS
 # Files whose bytes a rebuild must reproduce (build_info.json holds wall times, so it cannot).
-REPRODUCIBLE_FILES = (
-    "model.safetensors",
-    "config.json",
-    "generation_config.json",
-    "tokenizer.json",
-    "tokenizer_config.json",
-)
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
+REPRODUCIBLE_FILES = ("model.safetensors", "config.json", "generation_config.json", *TOKENIZER_FILES)
 
 
 @dataclass(frozen=True)
@@ -147,84 +145,6 @@ def training_rows(spec: TrainSpec) -> Dataset:
     return Dataset.from_dict({"prompt": prompts, "completion": [reference_solution(p) for p in prompts]})
 
 
-class StopAtAccuracy(TrainerCallback):
-    """Stop SFT once the model's mean sampled accuracy over the tiers reaches a target."""
-
-    def __init__(self, tokenizer: PreTrainedTokenizerFast, target: float, every: int, seed: int) -> None:
-        self.tokenizer, self.target, self.every = tokenizer, target, every
-        self.problems = {tier: toy_problems(tier, STOP_CHECK_PROBLEMS, split="train", seed=seed) for tier in TIERS}
-        self.history: list[tuple[int, float]] = []
-
-    def on_step_end(self, args, state, control, model=None, **kwargs):
-        if state.global_step % self.every:
-            return control
-        # A private RNG stream, so checking never changes what training does next.
-        with torch.random.fork_rng():
-            hits = [
-                sum(map(sum, sample_accuracy(model, self.tokenizer, problems, STOP_CHECK_SAMPLES, seed=state.global_step)))
-                for problems in self.problems.values()
-            ]
-        model.train()
-        accuracy = sum(hits) / (len(TIERS) * STOP_CHECK_PROBLEMS * STOP_CHECK_SAMPLES)
-        self.history.append((state.global_step, round(accuracy, 4)))
-        logger.info("step %d: mean sampled accuracy %.3f (target %.2f)", state.global_step, accuracy, self.target)
-        if accuracy >= self.target:
-            control.should_training_stop = True
-        return control
-
-
-def train_model(
-    model: LlamaForCausalLM, tokenizer: PreTrainedTokenizerFast, spec: TrainSpec, rows: Dataset, work_dir: Path
-) -> dict:
-    """Run one deterministic SFT pass; return its final metrics, steps taken and stop checks."""
-    args = SFTConfig(
-        output_dir=str(work_dir),
-        max_steps=spec.max_steps,
-        per_device_train_batch_size=spec.batch_size,
-        learning_rate=spec.learning_rate,
-        lr_scheduler_type=spec.lr_scheduler,
-        warmup_steps=spec.warmup_steps,
-        weight_decay=spec.weight_decay,
-        seed=spec.seed,
-        data_seed=spec.seed,
-        full_determinism=True,
-        use_cpu=True,
-        bf16=False,
-        gradient_checkpointing=False,
-        dataloader_num_workers=0,
-        report_to="none",
-        save_strategy="no",
-        logging_steps=50,
-        max_length=tokenizer.model_max_length,
-        completion_only_loss=True,
-    )
-    stopper = None
-    if spec.stop_at_accuracy is not None:
-        stopper = StopAtAccuracy(tokenizer, spec.stop_at_accuracy, spec.check_every, seed=spec.seed)
-    trainer = SFTTrainer(
-        model=model,
-        args=args,
-        train_dataset=rows,
-        processing_class=tokenizer,
-        callbacks=[stopper] if stopper else None,
-    )
-    result = trainer.train()
-    return {
-        **result.metrics,
-        "steps": trainer.state.global_step,
-        "stop_checks": stopper.history if stopper else [],
-    }
-
-
-_BOXED = re.compile(r"\\boxed\{([^{}]*)\}")
-
-
-def boxed_answer(response: str) -> str | None:
-    """The last ``\\boxed{...}`` content, the way the toy grader reads an answer."""
-    found = _BOXED.findall(response)
-    return found[-1] if found else None
-
-
 @torch.no_grad()
 def sample_accuracy(
     model: LlamaForCausalLM,
@@ -274,6 +194,80 @@ def evaluate(
     return report
 
 
+class StopAtAccuracy(TrainerCallback):
+    """Stop SFT once the model's mean sampled accuracy over the tiers reaches a target."""
+
+    def __init__(self, tokenizer: PreTrainedTokenizerFast, target: float, every: int, seed: int) -> None:
+        self.tokenizer, self.target, self.every = tokenizer, target, every
+        self.problems = {tier: toy_problems(tier, STOP_CHECK_PROBLEMS, split="train", seed=seed) for tier in TIERS}
+        self.history: list[tuple[int, float]] = []
+        self.reached = False
+
+    def on_step_end(self, args, state, control, model=None, **kwargs):
+        step = state.global_step
+        if step % self.every:
+            return control
+        # A private RNG stream, so checking never changes what training does next.
+        with torch.random.fork_rng():
+            hits = [
+                sum(map(sum, sample_accuracy(model, self.tokenizer, problems, STOP_CHECK_SAMPLES, seed=step)))
+                for problems in self.problems.values()
+            ]
+        model.train()
+        accuracy = sum(hits) / (len(TIERS) * STOP_CHECK_PROBLEMS * STOP_CHECK_SAMPLES)
+        self.history.append((step, round(accuracy, 4)))
+        logger.info("step %d: mean sampled accuracy %.3f (target %.2f)", step, accuracy, self.target)
+        if accuracy >= self.target:
+            self.reached = True
+            control.should_training_stop = True
+        return control
+
+
+def train_model(
+    model: LlamaForCausalLM, tokenizer: PreTrainedTokenizerFast, spec: TrainSpec, rows: Dataset, work_dir: Path
+) -> dict:
+    """Run one deterministic SFT pass; return its final metrics, steps taken and stop checks."""
+    args = SFTConfig(
+        output_dir=str(work_dir),
+        max_steps=spec.max_steps,
+        per_device_train_batch_size=spec.batch_size,
+        learning_rate=spec.learning_rate,
+        lr_scheduler_type=spec.lr_scheduler,
+        warmup_steps=spec.warmup_steps,
+        weight_decay=spec.weight_decay,
+        seed=spec.seed,
+        data_seed=spec.seed,
+        full_determinism=True,
+        use_cpu=True,
+        bf16=False,
+        activation_checkpointing=False,
+        dataloader_num_workers=0,
+        report_to="none",
+        save_strategy="no",
+        logging_steps=50,
+        max_length=tokenizer.model_max_length,
+        completion_only_loss=True,
+    )
+    stopper = None
+    if spec.stop_at_accuracy is not None:
+        stopper = StopAtAccuracy(tokenizer, spec.stop_at_accuracy, spec.check_every, seed=spec.seed)
+    trainer = SFTTrainer(
+        model=model,
+        args=args,
+        train_dataset=rows,
+        processing_class=tokenizer,
+        callbacks=[stopper] if stopper else None,
+    )
+    result = trainer.train()
+    if stopper is not None and not stopper.reached:
+        logger.warning("accuracy never reached %.2f; trained the full %d steps", spec.stop_at_accuracy, spec.max_steps)
+    return {
+        **result.metrics,
+        "steps": trainer.state.global_step,
+        "stop_checks": stopper.history if stopper else [],
+    }
+
+
 def save_model(model: LlamaForCausalLM, tokenizer: PreTrainedTokenizerFast, out_dir: Path) -> None:
     """Save like a hub checkpoint: safetensors weights, config, generation config and tokenizer."""
     model.generation_config = GenerationConfig(
@@ -282,6 +276,7 @@ def save_model(model: LlamaForCausalLM, tokenizer: PreTrainedTokenizerFast, out_
         max_new_tokens=MAX_NEW_TOKENS,
     )
     model.config.eos_token_id = tokenizer.eos_token_id
+    model.config.use_cache = True  # SFTTrainer switches it off for training
     model.save_pretrained(out_dir, safe_serialization=True)
     tokenizer.save_pretrained(out_dir)
 
@@ -300,7 +295,11 @@ def build(out_dir: Path, n_eval_problems: int = 50, run_eval: bool = True) -> di
     out_dir.mkdir(parents=True, exist_ok=True)
     tokenizer = build_tokenizer()
     tokenizer.save_pretrained(out_dir / "tokenizer")
-    info: dict = {"torch": torch.__version__, "threads": NUM_THREADS, "models": {}}
+    info: dict = {
+        "versions": {"torch": torch.__version__, "transformers": transformers.__version__, "trl": trl.__version__},
+        "threads": NUM_THREADS,
+        "models": {},
+    }
     total_start = time.perf_counter()
     for name, model_spec, train_spec in (
         ("teacher", TEACHER_MODEL, TEACHER_TRAIN),
@@ -338,17 +337,18 @@ def build(out_dir: Path, n_eval_problems: int = 50, run_eval: bool = True) -> di
 
 def check(reference_dir: Path) -> bool:
     """Rebuild into a temporary folder and compare every reproducible file's bytes."""
+    files = [f"{name}/{f}" for name in ("teacher", "student") for f in REPRODUCIBLE_FILES]
+    files += [f"tokenizer/{f}" for f in TOKENIZER_FILES]
     with tempfile.TemporaryDirectory() as tmp:
         build(Path(tmp), run_eval=False)
         same = True
-        for name in ("teacher", "student"):
-            for f in REPRODUCIBLE_FILES:
-                ours, theirs = sha256_of(Path(tmp) / name / f), sha256_of(reference_dir / name / f)
-                if ours != theirs:
-                    logger.error("%s/%s differs: rebuilt %s, committed %s", name, f, ours, theirs)
-                    same = False
-                else:
-                    logger.info("%s/%s identical (%s)", name, f, ours[:16])
+        for f in files:
+            ours, theirs = sha256_of(Path(tmp) / f), sha256_of(reference_dir / f)
+            if ours != theirs:
+                logger.error("%s differs: rebuilt %s, committed %s", f, ours, theirs)
+                same = False
+            else:
+                logger.info("%s identical (sha256 %s)", f, ours)
     return same
 
 

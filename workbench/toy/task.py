@@ -26,13 +26,13 @@ from functools import lru_cache
 
 TIERS: tuple[str, ...] = ("toy-1", "toy-2", "toy-3", "toy-4", "toy-5", "toy-6")
 OPERATORS: str = "+-*"
-STEP_SEPARATOR: str = ";"
+STEP_SEPARATOR: str = ";"  # ends every worked step: the toy's "line break" for prefix truncation
 PROMPT_PREFIX: str = "Q:"
 PROMPT_SUFFIX: str = "?A:"
 SPLITS: tuple[str, ...] = ("train", "test")
 
-# One prompt in TEST_BUCKETS buckets goes to the test split (20%); the smallest tier (300 distinct
-# prompts) keeps about 60 test problems, enough for the >= 30 a tier that evaluation needs.
+# One prompt in _TEST_BUCKETS goes to the test split (20%); the smallest tier (300 distinct prompts)
+# keeps 50 test problems, enough for the >= 30 a tier that evaluation needs.
 _TEST_BUCKETS = 5
 # Tiers whose whole prompt space is at most this large are enumerated rather than sampled, so an
 # impossible request fails with a clear count instead of looping.
@@ -40,6 +40,7 @@ _ENUMERATE_LIMIT = 10_000
 
 _PROMPT_RE = re.compile(r"^Q:(\d(?:[-+*]\d)+)\?A:$")
 _STEP_RE = re.compile(r"^(\d)([-+*])(\d)=(\d)$")
+_BOXED_RE = re.compile(r"\\boxed\{([^{}]*)\}")
 
 
 def _apply(a: int, op: str, b: int) -> int:
@@ -114,6 +115,12 @@ def parse_steps(response: str) -> list[tuple[int, str, int, int] | None]:
         m = _STEP_RE.match(part)
         steps.append((int(m[1]), m[2], int(m[3]), int(m[4])) if m else None)
     return steps
+
+
+def boxed_answer(response: str) -> str | None:
+    """The last ``\\boxed{...}`` content: how the toy world reads a response's final answer."""
+    found = _BOXED_RE.findall(response)
+    return found[-1] if found else None
 
 
 def split_of(problem: str) -> str:
