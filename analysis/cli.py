@@ -12,7 +12,6 @@ paper's and the boundary table.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import logging
 import sys
@@ -28,6 +27,7 @@ from analysis.boundary import BoundaryConfig, boundary_markdown, run_boundary, w
 from analysis.corrective import CorrectiveConfig, recovery_markdown, run_corrective, write_recovery
 from analysis.rollouts import ANALYSIS_KIND, sample_rollouts
 from analysis.weights import DEFAULT_TAUS, prepare, summarise, tau_sweep
+from eval.generate import weights_sha256
 from workbench.data import load_benchmark, resolve_suite
 from workbench.models import Backend, SamplingConfig, check_same_vocab, load_backend
 from workbench.records import SAMPLE_KEY, Problem
@@ -110,12 +110,6 @@ def _backend(kind: str, model: str, gguf: str | None, args: argparse.Namespace) 
     return load_backend(kind, model, **kwargs)
 
 
-def _weights_sha256(folder: Path) -> str | None:
-    """Hash of a toy model's weights, so tables can be traced to the exact checkpoint."""
-    path = folder / "model.safetensors"
-    return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
-
-
 def _models(args: argparse.Namespace) -> tuple[Backend, Backend, dict[str, Any]]:
     if args.command == "toy":
         from workbench.toy import STUDENT_DIR, TEACHER_DIR
@@ -125,7 +119,7 @@ def _models(args: argparse.Namespace) -> tuple[Backend, Backend, dict[str, Any]]
             if not (path / "config.json").is_file():
                 raise SystemExit(f"toy model missing at {path}; build it with `python -m workbench.toy.build`")
         spec = {"backend": "hf", "student": str(student_dir), "teacher": str(teacher_dir),
-                "student_sha256": _weights_sha256(student_dir), "teacher_sha256": _weights_sha256(teacher_dir)}
+                "student_sha256": weights_sha256(str(student_dir)), "teacher_sha256": weights_sha256(str(teacher_dir))}
         return _backend("hf", str(student_dir), None, args), _backend("hf", str(teacher_dir), None, args), spec
     teacher_id = args.teacher or args.student
     teacher_gguf = args.teacher_gguf if args.teacher else (args.teacher_gguf or args.student_gguf)

@@ -33,7 +33,7 @@ import pyarrow as pa
 
 from analysis.rollouts import WorkUnit, check_identity, run_units, score_rollouts, stable_seed
 from analysis.stats import attempt, bootstrap_difference_ci, jonckheere_terpstra, logistic_regression, monotonicity, spearman
-from eval.generate import generate_samples, grade_rows, model_name
+from eval.generate import generate_samples, grade_rows, model_name, weights_sha256
 from eval.metrics import bootstrap_ci
 from eval.reference import PAPER_SOURCE, paper_recovery
 from eval.tables import MetricTable, format_cells, to_markdown, write_tables
@@ -194,7 +194,8 @@ def continue_from_prefixes(teacher: Backend, wrong: pd.DataFrame, cfg: Correctiv
         raise ValueError(f"wrong rollouts lack columns {missing}")
     out = Path(out_dir)
     sampling = cfg.sampling(cfg.n_continuations)
-    identity = {"model": model_name(teacher), "sampling": asdict(sampling), "ratios": list(cfg.ratios),
+    identity = {"model": model_name(teacher), "weights_sha256": weights_sha256(model_name(teacher)),
+                "sampling": asdict(sampling), "ratios": list(cfg.ratios),
                 "separator": cfg.separator, "unit_sequences": cfg.unit_sequences,
                 "rollouts_sha256": _items_hash(wrong, [*SAMPLE_KEY, "response"])}
     check_identity(out, identity)

@@ -25,7 +25,9 @@ import pandas as pd
 import pyarrow as pa
 from tqdm.auto import tqdm
 
-from eval.generate import ResumeMismatch, check_resume, grade_rows, model_name, plan_units, render_prompts, run_config
+from eval.generate import (
+    ResumeMismatch, check_resume, grade_rows, model_name, plan_units, render_prompts, run_config, weights_sha256,
+)
 from workbench.grading import GradeCache
 from workbench.models import Backend, SamplingConfig, Scorer
 from workbench.perplexity import log_perplexity, pad_logprobs
@@ -117,9 +119,9 @@ def sample_rollouts(backend: Backend, problems: Sequence[Problem], sampling: Sam
     check_resume(out, config)
     store = ShardStore(out, TOKEN_SAMPLE_SCHEMA, SAMPLE_KEY)
     answers = {(p.benchmark, p.problem_id): p.answer for p in problems}
-    work = [WorkUnit(u.index, tuple(zip(u.problems, u.prompts)),
+    work = [WorkUnit(index, tuple(zip(u.problems, u.prompts)),
                      tuple((p.benchmark, p.problem_id, i) for p in u.problems for i in range(sampling.n)), u.seed)
-            for u in units]
+            for index, u in enumerate(units)]
     cache = GradeCache()
 
     def produce(unit: WorkUnit) -> pd.DataFrame:
@@ -164,8 +166,8 @@ def score_rollouts(scorer: Scorer, encode: Callable[[str], list[int]], rollouts:
         raise ValueError(f"rollouts lack columns {missing}")
     out = Path(out_dir)
     keys = [tuple(k) for k in rollouts[list(SAMPLE_KEY)].itertuples(index=False)]
-    identity = {"model": model, "rollouts_sha256": hashlib.sha256(repr(sorted(keys)).encode()).hexdigest(),
-                "unit_size": unit_size}
+    identity = {"model": model, "weights_sha256": weights_sha256(model),
+                "rollouts_sha256": hashlib.sha256(repr(sorted(keys)).encode()).hexdigest(), "unit_size": unit_size}
     check_identity(out, identity)
     store = ShardStore(out, SCORE_SCHEMA, SAMPLE_KEY)
     records = rollouts.reset_index(drop=True)
