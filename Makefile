@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 DATA_DIR ?= $(if $(SCOPE_DATA_DIR),$(SCOPE_DATA_DIR),$(abspath ../shared/data/benchmarks))
 export SCOPE_DATA_DIR := $(DATA_DIR)
 
-.PHONY: setup lab demo test toy-models real-smoke real-slice reproduce-tables train-toy figures bench clean help
+.PHONY: setup lab demo test toy-models toy-check real-smoke real-slice reproduce-tables train-toy figures bench clean help
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | column -t -s $$'\t'
@@ -34,6 +34,9 @@ test: $(STAMP)  ## the test suite (unit + integration)
 
 toy-models: $(STAMP)  ## rebuild the committed toy tokenizer, teacher and student (deterministic)
 	$(PY) -m workbench.toy.build
+
+toy-check: $(STAMP)  ## rebuild the toy world in a scratch folder and compare it byte for byte with the committed one
+	$(PY) -m workbench.toy.build --check
 
 real-smoke: $(STAMP)  ## SmolLM2-135M-Instruct on 2 problems of each real benchmark, n=4 (CPU: 10-40 min)
 	$(MAKE) reproduce-tables MODEL=smollm2 LIMIT=2 N=4 MAX_NEW_TOKENS=256

@@ -331,6 +331,17 @@ def _methods(keys: Sequence[RunKey]) -> list[str]:
     return list(dict.fromkeys(method for method, _ in keys))
 
 
+METHOD_ORDER = ("base", "grpo", "kd", "opd", "scope")
+
+
+def method_colours(methods: Sequence[str]) -> dict[str, Any]:
+    """One colour per method, the same in every figure: known methods keep fixed slots."""
+    extra = [m for m in methods if m not in METHOD_ORDER]
+    colours = palette(len(METHOD_ORDER) + len(extra))
+    slots = {m: i for i, m in enumerate([*METHOD_ORDER, *extra])}
+    return {m: colours[slots[m]] for m in methods}
+
+
 def _seed_note(keys: Sequence[RunKey]) -> str:
     n = len({seed for _, seed in keys})
     return f"line: mean over seeds (up to {n}), band: lowest to highest seed" if n > 1 else "one seed"
@@ -340,7 +351,7 @@ def weights_over_steps(runs: dict[RunKey, pd.DataFrame]) -> Figure:
     """Per method: mean ESS/n of each path's subsets over training steps (the trainer's snapshots)."""
     fig, axes = plt.subplots(1, 2, figsize=(COLUMN_WIDTH, 2.1), sharey=True)
     methods = _methods(list(runs))
-    colours = dict(zip(methods, palette(len(methods))))
+    colours = method_colours(methods)
     per_seed = []
     for (method, seed), frame in runs.items():
         ess = effective_sample_size(frame)
@@ -391,7 +402,7 @@ def training_dynamics(histories: dict[RunKey, pd.DataFrame]) -> Figure:
     fig, axes = plt.subplots(len(present), 1, figsize=(COLUMN_WIDTH, 1.3 * len(present) + 0.4), sharex=True,
                              squeeze=False)
     methods = _methods(list(histories))
-    colours = dict(zip(methods, palette(len(methods))))
+    colours = method_colours(methods)
     for ax, (title, needles) in zip(axes[:, 0], present):
         for method in methods:
             parts = []
@@ -424,8 +435,9 @@ def pass_at_k_figure(samples: pd.DataFrame) -> Figure:
     average = curves[curves["benchmark"] == CURVE_AVERAGE]
     methods = list(pd.unique(average["method"]))
     fig, ax = plt.subplots(figsize=(COLUMN_WIDTH, 2.3))
-    for method, colour in zip(methods, palette(len(methods))):
-        _band(ax, average[average["method"] == method], "k", "value", colour, method)
+    colours = method_colours(methods)
+    for method in methods:
+        _band(ax, average[average["method"] == method], "k", "value", colours[method], method)
     ks = sorted(pd.unique(average["k"]))
     ax.set_xscale("log", base=2)
     ax.set_xticks(ks, [str(k) for k in ks])

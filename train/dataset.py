@@ -16,12 +16,10 @@ from typing import Any
 from datasets import Dataset
 
 from train.config import TOY_DATASET, ScopeConfig
+from train.resources import ResourceUnavailable, hub_guard
 from workbench.prompts import question_text
 
 log = logging.getLogger(__name__)
-
-COLUMNS = ("prompt", "answer", "benchmark", "problem_id")
-
 
 def _prompt(question: str, tokenizer: Any, style: str) -> Any:
     text = question_text(question, style)  # type: ignore[arg-type]
@@ -45,8 +43,6 @@ def _toy_rows(cfg: ScopeConfig) -> list[dict[str, Any]]:
 
 def _hub_rows(cfg: ScopeConfig) -> list[dict[str, Any]]:
     from datasets import load_dataset
-
-    from train.resources import ResourceUnavailable, hub_guard
 
     with hub_guard(f"training data {cfg.dataset_name}"):
         data = load_dataset(cfg.dataset_name, cfg.dataset_config, split=cfg.dataset_split)
