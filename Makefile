@@ -51,7 +51,7 @@ reproduce-tables: $(STAMP)  ## Avg@k/Pass@k tables: toy checkpoints (default) | 
 	  $(if $(TOY_SIZE),--toy-size $(TOY_SIZE))
 
 train-toy: $(STAMP)  ## train scope, opd, grpo and kd from the toy student, 3 seeds each (results/toy/runs/)
-	$(PY) -m train.toy_suite
+	$(PY) -m train.toy_suite --check-accuracy 30
 
 figures: $(STAMP)  ## redraw every figure from what is in results/ (results/figures/, PDF + PNG)
 	$(PY) -m analysis.cli figures

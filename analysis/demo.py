@@ -44,7 +44,8 @@ def tier_accuracy(toy_size: int, n: int, seed: int, progress: bool) -> pd.DataFr
     frames = []
     for role, folder in (("teacher", TEACHER_DIR), ("student", STUDENT_DIR)):
         backend = load_backend("hf", str(folder), progress=False)
-        frame = generate_samples(backend, problems, sampling, SAMPLES / role, progress=progress,
+        out = SAMPLES / f"size{toy_size}_n{n}_seed{seed}" / role
+        frame = generate_samples(backend, problems, sampling, out, progress=progress,
                                  extra={"role": role, "suite": "toy-demo"})
         frames.append(frame.assign(method=role))
     return pd.concat(frames, ignore_index=True)
