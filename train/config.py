@@ -171,6 +171,15 @@ class ScopeConfig(GRPOConfig):
                           "completions; the per-rollout log-PPLs are always stored)."},
     )
 
+    # ------------------------------------------------------------------------ held-out
+    heldout_every: int = field(
+        default=0,
+        metadata={"help": "Sample the policy on toy test problems before training and every this many steps, "
+                          "logged as heldout/avg@<heldout_samples> (0: never; toy data only)."},
+    )
+    heldout_problems_per_tier: int = field(default=10, metadata={"help": "Held-out toy test problems per tier."})
+    heldout_samples: int = field(default=4, metadata={"help": "Samples per held-out problem."})
+
     # ----------------------------------------------------------------------------- kd
     kd_samples_per_prompt: int = field(
         default=1, metadata={"help": "Teacher samples per training prompt for method kd."}
@@ -196,6 +205,10 @@ class ScopeConfig(GRPOConfig):
             raise ValueError(f"method {self.method!r} needs a teacher: set teacher_model or teacher_server_url")
         if self.method == "kd" and self.teacher_server_url:
             raise ValueError("method kd samples from a local teacher; set teacher_model")
+        if self.heldout_every < 0:
+            raise ValueError(f"heldout_every must be >= 0, got {self.heldout_every}")
+        if self.heldout_every and self.dataset_name != TOY_DATASET:
+            raise ValueError("heldout_every evaluates on toy test problems; it needs dataset_name 'toy'")
         if self.snapshot_every < 0:
             raise ValueError(f"snapshot_every must be >= 0, got {self.snapshot_every}")
         if self.kd_samples_per_prompt < 1:

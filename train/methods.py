@@ -52,10 +52,24 @@ def build_trainer(cfg: ScopeConfig) -> Any:
     if cfg.method == "kd":
         from train.kd import build_kd_trainer
 
-        return build_kd_trainer(cfg, tokenizer, dataset)
-    from train.trainer import ScopeTrainer
+        trainer = build_kd_trainer(cfg, tokenizer, dataset)
+    else:
+        from train.trainer import ScopeTrainer
 
-    return ScopeTrainer(cfg.resolved_student(), cfg, dataset, processing_class=tokenizer)
+        trainer = ScopeTrainer(cfg.resolved_student(), cfg, dataset, processing_class=tokenizer)
+    if cfg.heldout_every:
+        trainer.add_callback(heldout_callback(cfg, tokenizer))
+    return trainer
+
+
+def heldout_callback(cfg: ScopeConfig, tokenizer: Any) -> Any:
+    """Held-out toy accuracy every `cfg.heldout_every` steps (the same problems for every method and seed)."""
+    from train.heldout import HeldOutAccuracy
+    from workbench.data import load_benchmark
+
+    problems = [p for tier in cfg.toy_tiers for p in load_benchmark(tier, toy_size=cfg.heldout_problems_per_tier)]
+    return HeldOutAccuracy(problems, tokenizer, every=cfg.heldout_every, n=cfg.heldout_samples,
+                           max_new_tokens=cfg.max_completion_length, temperature=cfg.temperature, seed=0)
 
 
 def write_log_history(history: list[dict[str, Any]], folder: Path) -> None:

@@ -58,10 +58,32 @@ class HFBackend:
         self.tokenizer = AutoTokenizer.from_pretrained(tokenizer or model, **tok_kwargs)
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
-        self.model = AutoModelForCausalLM.from_pretrained(
+        loaded = AutoModelForCausalLM.from_pretrained(
             model, dtype=dtype, **({"gguf_file": gguf_file} if gguf_file else {}), **(model_kwargs or {})
         ).to(self.device)
-        self.model.eval()
+        loaded.eval()
+        self._adopt(loaded, max_batch_sequences, score_tokens_per_batch, logit_chunk_elems, progress)
+
+    @classmethod
+    def wrap(cls, model: Any, tokenizer: Any, *, name: str = "in-memory model", max_batch_sequences: int = 64,
+             score_tokens_per_batch: int = 16384, logit_chunk_elems: int = 1 << 25,
+             progress: bool = False) -> "HFBackend":
+        """A backend over a model already in memory (e.g. the one being trained), without reloading it.
+
+        The caller owns the model's train/eval mode; sampling and scoring run under no_grad either way.
+        """
+        self = cls.__new__(cls)
+        self.name = name
+        self.device = next(model.parameters()).device
+        self.tokenizer = tokenizer
+        if self.tokenizer.pad_token_id is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self._adopt(model, max_batch_sequences, score_tokens_per_batch, logit_chunk_elems, progress)
+        return self
+
+    def _adopt(self, model: Any, max_batch_sequences: int, score_tokens_per_batch: int, logit_chunk_elems: int,
+               progress: bool) -> None:
+        self.model = model
         self.max_batch_sequences = max_batch_sequences
         self.score_tokens_per_batch = score_tokens_per_batch
         self.logit_chunk_elems = logit_chunk_elems
