@@ -56,8 +56,6 @@ class HFBackend:
             dtype = getattr(torch, dtype)
         tok_kwargs = {"gguf_file": gguf_file} if gguf_file and tokenizer is None else {}
         self.tokenizer = AutoTokenizer.from_pretrained(tokenizer or model, **tok_kwargs)
-        if self.tokenizer.pad_token_id is None:
-            self.tokenizer.pad_token = self.tokenizer.eos_token
         loaded = AutoModelForCausalLM.from_pretrained(
             model, dtype=dtype, **({"gguf_file": gguf_file} if gguf_file else {}), **(model_kwargs or {})
         ).to(self.device)
@@ -76,13 +74,13 @@ class HFBackend:
         self.name = name
         self.device = next(model.parameters()).device
         self.tokenizer = tokenizer
-        if self.tokenizer.pad_token_id is None:
-            self.tokenizer.pad_token = self.tokenizer.eos_token
         self._adopt(model, max_batch_sequences, score_tokens_per_batch, logit_chunk_elems, progress)
         return self
 
     def _adopt(self, model: Any, max_batch_sequences: int, score_tokens_per_batch: int, logit_chunk_elems: int,
                progress: bool) -> None:
+        if self.tokenizer.pad_token_id is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
         self.model = model
         self.max_batch_sequences = max_batch_sequences
         self.score_tokens_per_batch = score_tokens_per_batch
