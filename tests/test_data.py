@@ -19,9 +19,10 @@ def test_all_six_real_benchmarks_load_from_a_folder(data_dir):
     assert olymp.benchmark == "olympiadbench" and olymp.problem_id.startswith("olympiadbench_")
 
 
-def test_data_dir_from_environment(data_dir, monkeypatch):
-    monkeypatch.setenv("SCOPE_DATA_DIR", str(data_dir))
-    assert len(load_benchmark("amc23", limit=5)) == 5
+def test_data_dir_from_environment(fixture_data_dir, monkeypatch):
+    monkeypatch.setenv("SCOPE_DATA_DIR", str(fixture_data_dir))
+    problems = load_benchmark("amc23", limit=1)
+    assert len(problems) == 1 and problems[0].problem_id == "amc23_0" and problems[0].answer == "1"
 
 
 def test_missing_file_names_the_path(tmp_path):
@@ -91,3 +92,11 @@ def test_paper_prompt_plain_and_templated(tiny_lm):
     tok = AutoTokenizer.from_pretrained(tiny_lm)
     tok.chat_template = "{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}{% endfor %}<assistant>"
     assert render_prompt("Hi", tok) == f"<user>Hi\n{PAPER_INSTRUCTION}<assistant>"
+
+
+def test_a_folder_in_the_benchmark_format_loads_as_the_real_suite(fixture_data_dir):
+    suite = data.load_suite("real", fixture_data_dir)
+    assert sorted(suite) == sorted(SIZES) and all(len(v) == 2 for v in suite.values())
+    first = suite["minerva"][0]
+    assert (first.benchmark, first.problem_id, first.problem, first.answer) == (
+        "minerva", "minerva_0", "What is 0 + 1?", "1")

