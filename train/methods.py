@@ -4,9 +4,10 @@
 TRL SFTTrainer on teacher samples for kd (see train.kd). ``train_run(cfg)`` trains it and leaves
 in ``cfg.output_dir`` what the rest of the workbench reads: ``model/`` (weights and tokenizer,
 loadable like the base student), ``log_history.jsonl`` and ``.csv`` (TRL's per-step logs) and,
-for scope and opd, ``snapshots/``. Resources are checked in the order a run needs them (GPU for
-vLLM, tokenizer, data, student, teacher), so a recipe that cannot run here stops at the first
-missing one with train.resources.ResourceUnavailable.
+for scope and opd, ``snapshots/``; with several processes only the main one writes them.
+Resources are checked in the order a run needs them (GPU for vLLM, tokenizer, data, student,
+teacher), so a recipe that cannot run here stops at the first missing one with
+train.resources.ResourceUnavailable.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import pandas as pd
 
 from train.config import ScopeConfig
 from train.dataset import build_train_dataset
-from train.resources import hub_guard, require_cuda
+from train.resources import hub_guard, require_cuda_for_vllm
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +46,7 @@ def load_student_tokenizer(cfg: ScopeConfig) -> Any:
 def build_trainer(cfg: ScopeConfig) -> Any:
     """The trainer for ``cfg.method``, with its data, student and (for scope/opd/kd) teacher loaded."""
     if cfg.use_vllm:
-        require_cuda("vLLM generation (use_vllm: true)")
+        require_cuda_for_vllm(cfg.vllm_mode)
     tokenizer = load_student_tokenizer(cfg)
     dataset = build_train_dataset(cfg, tokenizer)
     log.info("%s: %d training prompts, student %s", cfg.method, len(dataset), cfg.resolved_student())
@@ -84,12 +85,13 @@ def train_run(cfg: ScopeConfig, trainer: Any | None = None) -> dict[str, Any]:
     trainer = trainer or build_trainer(cfg)
     result = trainer.train()
     out = Path(cfg.output_dir)
-    trainer.save_model(str(out / MODEL_DIR))
-    # The trainer's copy of the tokenizer is left-padded for generation; ship the student's own.
-    from transformers import AutoTokenizer
+    trainer.save_model(str(out / MODEL_DIR))  # every process calls it; only the main one writes
+    if trainer.accelerator.is_main_process:
+        # The trainer's copy of the tokenizer is left-padded for generation; ship the student's own.
+        from transformers import AutoTokenizer
 
-    AutoTokenizer.from_pretrained(cfg.resolved_student()).save_pretrained(str(out / MODEL_DIR))
-    write_log_history(trainer.state.log_history, out)
+        AutoTokenizer.from_pretrained(cfg.resolved_student()).save_pretrained(str(out / MODEL_DIR))
+        write_log_history(trainer.state.log_history, out)
     summary = {"method": cfg.method, "global_step": trainer.state.global_step,
                "train_runtime_s": result.metrics.get("train_runtime"), "train_loss": result.training_loss}
     log.info("%s finished: %s", out, summary)

@@ -19,6 +19,13 @@ computed after generation with one extra no-grad forward, but when one micro-bat
 whole generation batch on a single process (the toy recipes) the weights are computed inside the
 loss from that same detached forward, as TRL does, and the extra forward is skipped.
 
+Several processes (``torchrun --nproc_per_node N -m train.cli ...`` or ``accelerate launch``): TRL
+lays a generation batch out across processes in order, so one group of ``num_generations`` rollouts
+may straddle two processes; the weights come from the gathered batch (1. above) and each process
+keeps its own rows. The logged per-path losses, OPD log-ratio and entropy are reduced across
+processes as the logged loss is, and the snapshot rows are gathered to the main process, the only
+one that writes them.
+
 Methods behind ``ScopeConfig.method``:
 
 - ``scope``: route correct -> MLE (Eq. 2), incorrect -> OPD (Eq. 3), weights from ``scope_weights``
@@ -242,14 +249,17 @@ class ScopeTrainer(GRPOTrainer):
 
     def _buffer_snapshot(self, batch: dict[str, Any], old_logps: torch.Tensor, weights: torch.Tensor,
                          student_lppl: torch.Tensor, teacher_lppl: torch.Tensor) -> None:
+        """Every process's rows of the generation batch, buffered on the main process only (in rank
+        order), so one writer produces whole steps; every process calls this for the same batches."""
         tok = self._tokenizer
         eos = set(self.eos_token_ids)
         keep = self.args.snapshot_token_logps
         mask = self._loss_mask(batch).bool()
+        rows = []
         for i, meta in enumerate(batch["scope_meta"]):
             ids = batch["completion_ids"][i][mask[i]].tolist()
             teacher = batch["teacher_per_token_logps"][i][mask[i]]
-            self._snapshot_rows.append(rollout_row(
+            rows.append(rollout_row(
                 meta,
                 prompt=tok.decode(batch["prompt_ids"][i][batch["prompt_mask"][i].bool()].tolist()),
                 completion=Completion(tok.decode(ids, skip_special_tokens=True), tuple(ids),
@@ -261,6 +271,12 @@ class ScopeTrainer(GRPOTrainer):
                 student_log_ppl=float(student_lppl[i]),
                 teacher_log_ppl=float(teacher_lppl[i]),
             ))
+        if self.accelerator.num_processes > 1:
+            parts: list[list[dict[str, Any]]] | None = (
+                [[] for _ in range(self.accelerator.num_processes)] if self.accelerator.is_main_process else None)
+            torch.distributed.gather_object(rows, parts, dst=0)
+            rows = [row for part in parts for row in part] if parts is not None else []
+        self._snapshot_rows.extend(rows)
         if len(self._snapshot_rows) >= FLUSH_ROWS:
             self._flush_snapshots()
 
@@ -306,14 +322,26 @@ class ScopeTrainer(GRPOTrainer):
             loss = loss / accumulation
         # Scaled so that the mean over an optimizer step's micro-batches is the step's total.
         per_step = accumulation if aggregation != "token_mean" else 1
-        metrics = self._metrics[mode]
-        metrics["loss/mle"].append(stats["loss_mle"] * per_step)
-        metrics["loss/opd"].append(stats["loss_opd"] * per_step)
-        if stats["n_tokens_opd"]:
-            metrics["opd/log_ratio"].append(stats["opd_log_ratio_mean"])
         with torch.no_grad():
-            totals = torch.stack([(entropies * mask).sum(), mask.sum().to(entropies.dtype)])
-            totals = self.accelerator.reduce(totals, reduction="sum")
-            metrics["entropy"].append((totals[0] / totals[1].clamp(min=1.0)).item())
+            # The tokens opd_log_ratio_mean averages (incorrect rows of nonzero weight), so that the
+            # processes' means combine into the mean over all of them.
+            n_ratio = float((mask.bool() & (inputs["scope_weights"] != 0).unsqueeze(1)
+                             & ~inputs["scope_route"].bool().unsqueeze(1)).sum())
+            totals = torch.tensor(
+                [stats["loss_mle"] * per_step, stats["loss_opd"] * per_step, stats["opd_log_ratio_mean"] * n_ratio,
+                 n_ratio, float((entropies * mask).sum()), float(mask.sum())],
+                dtype=torch.float32, device=logps.device,
+            )
+            # The logged loss is the processes' mean (each divides by its own share of the groups), so
+            # the per-path losses are too; counts and sums are pooled.
+            mle, opd, ratio_sum, ratio_n, entropy_sum, n_tokens = (
+                self.accelerator.reduce(totals, reduction="sum").tolist())
+        processes = self.accelerator.num_processes
+        metrics = self._metrics[mode]
+        metrics["loss/mle"].append(mle / processes)
+        metrics["loss/opd"].append(opd / processes)
+        if ratio_n:
+            metrics["opd/log_ratio"].append(ratio_sum / ratio_n)
+        metrics["entropy"].append(entropy_sum / max(n_tokens, 1.0))
         return loss
 
