@@ -15,27 +15,39 @@ Three deliberate departures from GRPOConfig, all decided in ``__post_init__``:
   and the paper's OPD baseline samples one rollout per prompt.
 * ``beta`` (GRPO's KL coefficient) is set to 0 for the routed methods, which have no
   reference-model term, so one recipe can carry the GRPO baseline's KL for ``--method grpo``.
+
+Every mistake in a config raises workbench.errors.UserError, which the command line prints as one
+line. The checks of one value at a time live in train.recipe (they run on the raw recipe and flags
+before TRL is imported, and again here); those relating fields to each other are below.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import get_args
+from typing import NoReturn, get_args
 
 from trl import GRPOConfig, TrlParser
 
+from train.recipe import (
+    CONFIG_FLAG,
+    METHODS,
+    TOY_STUDENT,
+    TOY_TEACHER,
+    check_command_line,
+    check_values,
+    split_config_flag,
+)
 from train.scope import ABLATIONS, Aggregation, PathMode, WeightConfig, WeightScale
+from workbench.errors import UserError, did_you_mean
 
 log = logging.getLogger(__name__)
 
-METHODS = ("scope", "opd", "grpo", "kd")
 ROUTED_METHODS = ("scope", "opd")
-TOY_STUDENT = "toy:student"
-TOY_TEACHER = "toy:teacher"
 TOY_DATASET = "toy"
 TOY_TIERS = ("toy-1", "toy-2", "toy-3", "toy-4", "toy-5", "toy-6")
 
@@ -191,31 +203,22 @@ class ScopeConfig(GRPOConfig):
     )
 
     def __post_init__(self) -> None:
+        check_values({f.name: getattr(self, f.name) for f in dataclasses.fields(self)})
         if self.bf16 is None:
             self.bf16 = not self.fp16 and _bf16_supported()
-        if self.method not in METHODS:
-            raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
-        if self.loss_aggregation not in get_args(Aggregation):
-            raise ValueError(f"loss_aggregation must be one of {get_args(Aggregation)}, got {self.loss_aggregation!r}")
         if self.teacher_model and self.teacher_server_url:
-            raise ValueError("set teacher_model (local) or teacher_server_url (served), not both")
+            raise UserError("set teacher_model (local) or teacher_server_url (served), not both")
         if self.teacher_server_url and not self.teacher_server_model:
-            raise ValueError("teacher_server_url needs teacher_server_model (the name the server serves)")
+            raise UserError("teacher_server_url needs teacher_server_model (the name the server serves)")
         if self.method in ("scope", "opd", "kd") and not (self.teacher_model or self.teacher_server_url):
-            raise ValueError(f"method {self.method!r} needs a teacher: set teacher_model or teacher_server_url")
+            raise UserError(f"method {self.method!r} needs a teacher: set teacher_model or teacher_server_url")
         if self.method == "kd" and self.teacher_server_url:
-            raise ValueError("method kd samples from a local teacher; set teacher_model")
-        if self.heldout_every < 0:
-            raise ValueError(f"heldout_every must be >= 0, got {self.heldout_every}")
+            raise UserError("method kd samples from a local teacher; set teacher_model")
         if self.heldout_every and self.dataset_name != TOY_DATASET:
-            raise ValueError("heldout_every evaluates on toy test problems; it needs dataset_name 'toy'")
-        if self.snapshot_every < 0:
-            raise ValueError(f"snapshot_every must be >= 0, got {self.snapshot_every}")
-        if self.kd_samples_per_prompt < 1:
-            raise ValueError(f"kd_samples_per_prompt must be >= 1, got {self.kd_samples_per_prompt}")
+            raise UserError("heldout_every evaluates on toy test problems; it needs dataset_name 'toy'")
         unknown = sorted(set(self.toy_tiers) - set(TOY_TIERS))
         if unknown:
-            raise ValueError(f"unknown toy tiers {unknown}; expected some of {TOY_TIERS}")
+            raise UserError(f"unknown toy tiers {unknown}; expected some of {', '.join(TOY_TIERS)}")
         self.weight_config()  # validate the weighting options now, not mid-training
         if self.method in ROUTED_METHODS and self.beta != 0.0:
             log.info("beta=%g is GRPO's KL coefficient; method %s has no reference-model KL and ignores it",
@@ -250,7 +253,8 @@ class ScopeConfig(GRPOConfig):
             "scale": self.weight_scale,
         }
         if self.ablation not in ABLATIONS:
-            raise ValueError(f"unknown ablation {self.ablation!r}; expected one of {list(ABLATIONS)}")
+            raise UserError(f"unknown ablation {self.ablation!r} (expected one of {', '.join(ABLATIONS)})"
+                            f"{did_you_mean(self.ablation, ABLATIONS)}")
         return dataclasses.replace(ABLATIONS[self.ablation], **{k: v for k, v in overrides.items() if v is not None})
 
     def resolved_student(self) -> str:
@@ -267,12 +271,37 @@ def _resolve_toy(name: str) -> str:
 
         path = STUDENT_DIR if name == TOY_STUDENT else TEACHER_DIR
         if not (Path(path) / "config.json").is_file():
-            raise FileNotFoundError(f"{name}: no toy checkpoint at {path}; build it with python -m workbench.toy.build")
+            raise UserError(f"{name}: no toy checkpoint at {path}; build it with make toy-models")
         return str(path)
     return name
 
 
+def _usage_error(message: str) -> NoReturn:
+    raise UserError(message)
+
+
+def config_parser() -> TrlParser:
+    """TRL's parser for ScopeConfig, whose mistakes raise UserError instead of printing its whole usage."""
+    parser = TrlParser((ScopeConfig,), prog="python -m train.cli")
+    parser.error = _usage_error  # type: ignore[method-assign]
+    return parser
+
+
 def parse_config(argv: Sequence[str] | None = None) -> ScopeConfig:
-    """``--config recipe.yaml`` plus ``--field value`` overrides -> a validated ScopeConfig."""
-    (config,) = TrlParser((ScopeConfig,)).parse_args_and_config(args=None if argv is None else list(argv))
+    """``--config recipe.yaml`` plus ``--field value`` overrides -> a validated ScopeConfig.
+
+    Everything a user can get wrong raises UserError: the checks of train.recipe first, then the
+    parser's and the configs' own (TRL's ValueErrors included, since at this point they can only be
+    about the values given).
+    """
+    argv = sys.argv[1:] if argv is None else list(argv)
+    check_command_line(argv)
+    recipe, rest = split_config_flag(argv)
+    args = ([CONFIG_FLAG, str(recipe)] if recipe is not None else []) + rest
+    try:
+        (config,) = config_parser().parse_args_and_config(args=args)
+    except UserError:
+        raise
+    except ValueError as exc:
+        raise UserError(str(exc)) from exc
     return config

