@@ -9,12 +9,17 @@ always drawn dashed and labelled "paper"; everything else is this workbench's ow
 * an analysis folder (``recovery.csv`` + ``recovery_rollouts.csv``, ``boundary_buckets.csv`` +
   ``boundary_rollouts.csv``, ``weights_rollouts.csv``) gives the recovery, PPL-vs-recovery,
   boundary and weight figures;
-* training runs (``.../<method>/seed<k>/``) give weight snapshots over steps (``snapshots/*.parquet``)
-  and training dynamics (a ``*.jsonl`` or ``*.csv`` log history with a ``step`` column);
+* training runs (``.../<method>/seed<k>/``) give weight snapshots over steps (``snapshots.parquet`` or
+  ``snapshots/*.parquet``) and training dynamics (a ``*.jsonl`` or ``*.csv`` log history with a
+  ``step`` column); ``make train-toy`` copies these small files to ``results/toy/training_logs/``;
 * evaluation sample folders (parquet shards with graded samples) give Pass@k curves.
 
-Figures whose inputs are absent are skipped with a logged note. Each output folder gets a manifest
-listing its figures and the files they were drawn from.
+Folders named ``runs`` below the results folder are not read: they hold the git-ignored checkpoints
+and raw samples a fresh clone lacks, so every committed figure can be redrawn from committed data
+(point ``--results`` at a ``runs`` folder to draw from it on purpose). Figures whose inputs are absent
+are skipped with a logged note, and a figure drawn earlier whose inputs are gone is removed. Each
+output folder gets a manifest listing its figures, the files they were drawn from and the sha256 of
+every file in the folder. Figure files carry no dates or versions: the same inputs give the same bytes.
 """
 
 from __future__ import annotations
@@ -45,10 +50,10 @@ from analysis.weights import (  # noqa: E402
     DEFAULT_TAUS, PATH_LABELS, effective_sample_size, prepare, read_snapshots, snapshot_weights, tau_sweep,
 )
 from eval.curves import AVERAGE as CURVE_AVERAGE  # noqa: E402
-from eval.curves import pass_at_k_curves  # noqa: E402
+from eval.curves import PDF_METADATA, PNG_METADATA, pass_at_k_curves  # noqa: E402
 from eval.reference import PAPER_SOURCE  # noqa: E402
 from workbench.records import read_records  # noqa: E402
-from workbench.runs import MANIFEST, write_manifest  # noqa: E402
+from workbench.runs import MANIFEST, read_manifest, write_manifest  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +61,9 @@ COLUMN_WIDTH = 3.5
 PNG_DPI = 200
 PAPER_LABEL = "paper"
 SAMPLE_COLUMNS = {"benchmark", "problem_id", "sample_idx", "correct"}
+UNCOMMITTED = "runs"  # results/runs/, results/toy/runs/: git-ignored, absent from a fresh clone
+SNAPSHOT_FILE = "snapshots.parquet"
+FIGURE_SUFFIXES = (".pdf", ".png")
 NOT_EVAL_COLUMNS = {"group_id", "step", "logps", "ratio", "token_ids"}
 
 
@@ -82,8 +90,8 @@ def save(fig: Figure, out_dir: Path, name: str) -> list[Path]:
     """``name.pdf`` and ``name.png`` in ``out_dir``; the figure is closed."""
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = [out_dir / f"{name}.pdf", out_dir / f"{name}.png"]
-    fig.savefig(paths[0], metadata={"CreationDate": None, "ModDate": None})  # same inputs, same bytes
-    fig.savefig(paths[1], dpi=PNG_DPI)
+    fig.savefig(paths[0], metadata=PDF_METADATA)  # same inputs, same bytes
+    fig.savefig(paths[1], dpi=PNG_DPI, metadata=PNG_METADATA)
     plt.close(fig)
     return paths
 
@@ -473,16 +481,41 @@ def run_key(folder: Path, root: Path) -> RunKey:
     return (f"{folder.parent.name}/{folder.name}" if folder != root else folder.name), 0
 
 
-def find_analysis_folders(root: Path) -> list[Path]:
-    return sorted({p.parent for name in ("recovery_rollouts.csv", "boundary_rollouts.csv", "weights_rollouts.csv")
-                   for p in root.rglob(name)})
+def committed_folders(root: Path, skip: Path | None = None) -> list[Path]:
+    """``root`` and every folder below it, sorted, except ``runs`` folders (git-ignored data) and
+    ``skip`` (the figures' own output folder), whose subtrees are not even walked."""
+    root = Path(root)
+    skipped = Path(skip).resolve() if skip is not None else None
+    found = []
+    for current, dirs, _ in os.walk(root):
+        folder = Path(current)
+        dirs[:] = sorted(d for d in dirs if d != UNCOMMITTED and (folder / d).resolve() != skipped)
+        found.append(folder)
+    return sorted(found)
 
 
-def find_training_runs(root: Path) -> list[Path]:
+def find_analysis_folders(root: Path, skip: Path | None = None) -> list[Path]:
+    return [folder for folder in committed_folders(root, skip)
+            if any((folder / name).is_file()
+                   for name in ("recovery_rollouts.csv", "boundary_rollouts.csv", "weights_rollouts.csv"))]
+
+
+def find_training_runs(root: Path, skip: Path | None = None) -> list[Path]:
     """``seed<k>`` folders holding weight snapshots or a training log history."""
-    return [folder for folder in sorted(root.rglob("seed*"))
-            if folder.is_dir() and folder.name[4:].isdigit()
-            and ((folder / "snapshots").is_dir() or any(folder.glob("*.jsonl")) or any(folder.glob("*.csv")))]
+    return [folder for folder in committed_folders(root, skip)
+            if folder.name.startswith("seed") and folder.name[4:].isdigit()
+            and ((folder / SNAPSHOT_FILE).is_file() or (folder / "snapshots").is_dir()
+                 or any(folder.glob("*.jsonl")) or any(folder.glob("*.csv")))]
+
+
+def read_run_snapshots(run: Path) -> pd.DataFrame | None:
+    """A run's weight snapshots: the single ``snapshots.parquet`` of a committed copy, else the
+    trainer's ``snapshots/*.parquet`` shards; None when there are none."""
+    if (run / SNAPSHOT_FILE).is_file():
+        return pd.read_parquet(run / SNAPSHOT_FILE)
+    if (run / "snapshots").is_dir() and any((run / "snapshots").glob("*.parquet")):
+        return read_snapshots(run)
+    return None
 
 
 def read_history(run: Path) -> pd.DataFrame | None:
@@ -498,11 +531,11 @@ def read_history(run: Path) -> pd.DataFrame | None:
     return None
 
 
-def find_eval_folders(root: Path) -> list[Path]:
+def find_eval_folders(root: Path, skip: Path | None = None) -> list[Path]:
     """Shard folders whose parquet rows are graded samples (not rollouts, snapshots or analysis stages)."""
     found = []
-    for folder in sorted({p.parent for p in root.rglob("part-*.parquet")}):
-        if _under_analysis_run(folder, root):
+    for folder in committed_folders(root, skip):
+        if not any(folder.glob("part-*.parquet")) or _under_analysis_run(folder, root):
             continue
         names = set(pq.read_schema(next(folder.glob("part-*.parquet"))).names)
         if SAMPLE_COLUMNS <= names and not names & NOT_EVAL_COLUMNS:
@@ -514,8 +547,37 @@ def _draw(figures: list[dict[str, Any]], out_dir: Path, name: str, make: Any, in
     with house_style():
         fig = make()
         paths = save(fig, out_dir, name)
-    figures.append({"name": name, "files": [p.name for p in paths], "inputs": [str(p) for p in inputs]})
+    figures.append({"name": name, "files": [p.name for p in paths], "inputs": [_path(p) for p in inputs]})
     log.info("wrote %s", paths[1])
+
+
+def _path(path: str | os.PathLike) -> str:
+    """Absolute, so the manifest records it relative to the repository root whatever the working folder."""
+    return str(Path(path).resolve())
+
+
+def write_figures_manifest(folder: str | os.PathLike, figures: Sequence[dict[str, Any]],
+                           sources: Sequence[str | os.PathLike]) -> Path:
+    """Remove figure files in ``folder`` that this drawing did not make, then write its manifest,
+    which so lists exactly the folder's files (with their sha256) and how each figure was drawn."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    drawn = {name for figure in figures for name in figure["files"]}
+    for path in sorted(folder.iterdir()):
+        if path.is_file() and path.suffix in FIGURE_SUFFIXES and path.name not in drawn:
+            log.info("removing %s: no longer drawn from these inputs", path)
+            path.unlink()
+    return write_manifest(folder, {"sources": [_path(s) for s in sources]}, None, figures=list(figures))
+
+
+def _remove_stale_folder(folder: Path) -> None:
+    """A figures folder none of whose figures the results support any more: its figures and manifest go."""
+    for path in sorted(folder.iterdir()):
+        if path.is_file() and (path.suffix in FIGURE_SUFFIXES or path.name == MANIFEST):
+            log.info("removing %s: its inputs are gone", path)
+            path.unlink()
+    if not any(folder.iterdir()):
+        folder.rmdir()
 
 
 def analysis_figures(folder: Path, out_dir: Path, taus: Sequence[float] = DEFAULT_TAUS) -> list[dict[str, Any]]:
@@ -555,40 +617,40 @@ def analysis_figures(folder: Path, out_dir: Path, taus: Sequence[float] = DEFAUL
 
 def regenerate(results_dir: str | os.PathLike = "results", out_dir: str | os.PathLike | None = None,
                taus: Sequence[float] = DEFAULT_TAUS) -> list[Path]:
-    """Redraw every figure the contents of ``results_dir`` support into ``out_dir`` (default
-    ``results_dir/figures``): one subfolder per analysis folder, ``training`` and ``eval``, each
-    with a manifest. Returns the PNG paths."""
+    """Redraw every figure the committed contents of ``results_dir`` support into ``out_dir``
+    (default ``results_dir/figures``): one subfolder per analysis folder, ``training`` and ``eval``,
+    each with a manifest; figure folders whose inputs are gone are removed. Returns the PNG paths."""
     root = Path(results_dir)
     if not root.is_dir():
         raise FileNotFoundError(f"no results folder at {root}")
     out = Path(out_dir) if out_dir is not None else root / "figures"
     written: list[Path] = []
+    kept: set[Path] = set()
 
     def finish(folder: Path, figures: list[dict[str, Any]], sources: Sequence[Path]) -> None:
         if figures:
-            write_manifest(folder, {"results_dir": str(root), "sources": [str(s) for s in sources]}, None,
-                           figures=figures)
+            write_figures_manifest(folder, figures, sources)
             written.extend(folder / f"{f['name']}.png" for f in figures)
+            kept.add(folder.resolve())
 
-    for folder in find_analysis_folders(root):
-        if folder == out or out in folder.parents:
-            continue
-        target = out / str(folder.relative_to(root)).replace(os.sep, "-")
+    for folder in find_analysis_folders(root, skip=out):
+        target = out / ("-".join(folder.relative_to(root).parts) or folder.name)
         finish(target, analysis_figures(folder, target, taus), [folder])
 
-    runs = [r for r in find_training_runs(root) if out not in r.parents]
+    runs = find_training_runs(root, skip=out)
     snapshots: dict[RunKey, pd.DataFrame] = {}
     histories: dict[RunKey, pd.DataFrame] = {}
     for run in runs:
-        if (run / "snapshots").is_dir() and any((run / "snapshots").glob("*.parquet")):
-            snapshots[run_key(run, root)] = snapshot_weights(read_snapshots(run))
+        frame = read_run_snapshots(run)
+        if frame is not None:
+            snapshots[run_key(run, root)] = snapshot_weights(frame)
         history = read_history(run)
         if history is not None and any(_dynamics_column(history.columns, n) for _, n in DYNAMICS):
             histories[run_key(run, root)] = history
     training: list[dict[str, Any]] = []
     if snapshots:
         _draw(training, out / "training", "weights_over_steps", lambda: weights_over_steps(snapshots),
-              [r / "snapshots" for r in runs if run_key(r, root) in snapshots])
+              [r for r in runs if run_key(r, root) in snapshots])
     else:
         log.info("no training snapshots under %s, skipping weights over steps", root)
     if histories:
@@ -598,7 +660,7 @@ def regenerate(results_dir: str | os.PathLike = "results", out_dir: str | os.Pat
         log.info("no training log histories under %s, skipping training dynamics", root)
     finish(out / "training", training, runs)
 
-    evals = find_eval_folders(root)
+    evals = find_eval_folders(root, skip=out)
     suites: dict[str, list[tuple[Path, pd.DataFrame]]] = {}
     for folder in evals:
         method, seed = run_key(folder, root)
@@ -613,4 +675,9 @@ def regenerate(results_dir: str | os.PathLike = "results", out_dir: str | os.Pat
     if not evals:
         log.info("no evaluation sample folders under %s, skipping Pass@k curves", root)
     finish(out / "eval", figures, evals)
+
+    if out.is_dir():
+        for folder in sorted(p for p in out.iterdir() if p.is_dir() and p.resolve() not in kept):
+            if (folder / MANIFEST).is_file() and "figures" in read_manifest(folder):
+                _remove_stale_folder(folder)
     return written

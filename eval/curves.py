@@ -23,6 +23,10 @@ log = logging.getLogger(__name__)
 AVERAGE = "Average"
 PALETTE = "colorblind"
 RUN_COLUMNS = ("method", "seed")
+# No dates and no software versions in figure files: the same curves give the same bytes, so a
+# rerun that changes nothing leaves committed figures untouched. (matplotlib drops a key set to None.)
+PDF_METADATA = {"CreationDate": None, "ModDate": None, "Creator": None, "Producer": None}
+PNG_METADATA = {"Software": None}
 
 
 def pass_at_k_curves(samples: pd.DataFrame, ks: Sequence[int] | None = None) -> pd.DataFrame:
@@ -53,7 +57,7 @@ def pass_at_k_curves(samples: pd.DataFrame, ks: Sequence[int] | None = None) -> 
 def plot_pass_at_k_curves(curves: pd.DataFrame, out_stem: str | Path, *, title: str | None = None) -> dict[str, Path]:
     """One panel per benchmark (and the Average), one line per method; writes ``<stem>.pdf`` and ``.png``.
 
-    The PDF carries no creation date, so rebuilding the same curves gives the same file.
+    Neither file carries a date or a software version, so rebuilding the same curves gives the same bytes.
     """
     import matplotlib
 
@@ -102,8 +106,8 @@ def plot_pass_at_k_curves(curves: pd.DataFrame, out_stem: str | Path, *, title: 
         stem = Path(out_stem)
         stem.parent.mkdir(parents=True, exist_ok=True)
         paths = {"pdf": stem.with_suffix(".pdf"), "png": stem.with_suffix(".png")}
-        fig.savefig(paths["pdf"], metadata={"CreationDate": None, "ModDate": None})
-        fig.savefig(paths["png"], dpi=200)
+        fig.savefig(paths["pdf"], metadata=PDF_METADATA)
+        fig.savefig(paths["png"], dpi=200, metadata=PNG_METADATA)
         plt.close(fig)
     log.info("wrote Pass@k curves to %s.{pdf,png}", stem)
     return paths

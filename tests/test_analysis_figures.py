@@ -72,7 +72,8 @@ def test_regenerate_draws_what_the_results_support(tmp_path):
     results = tmp_path / "results"
     _analysis_tables(results / "toy" / "analysis", rng)
     for method, seed in (("scope", 0), ("scope", 1), ("opd", 0)):
-        _training_run(results / "toy" / "runs" / method / f"seed{seed}", rng)
+        _training_run(results / "toy" / "training_logs" / method / f"seed{seed}", rng)
+    _training_run(results / "toy" / "runs" / "kd" / "seed0", rng)  # git-ignored: not drawn
     for method, p in (("base", 0.3), ("scope", 0.5)):
         _samples(results / "toy" / "samples" / method / "seed0", rng, p)
     stage = results / "runs" / "toy-analysis"

@@ -8,11 +8,18 @@ interrupted suite resumes where it stopped; a run left "running" or "failed" is 
 student and the base student on N test problems per tier (the paper's sampling settings) as a
 quick look at whether training moved toy accuracy; the table goes to ``<root>/accuracy_check.csv``.
 Evaluation proper (Avg@k, Pass@k, tables) is eval's job.
+
+The run folders are git-ignored (checkpoints). What the training figures need is copied from each
+finished run into ``results/toy/training_logs/<method>/seed<k>/`` (``--logs-dir``), which is committed:
+``log_history.csv`` without its wall-clock columns, ``snapshots.parquet`` with only the columns the
+weight figures read, and a manifest naming the run's config and commit: tens of kB a run, under
+1 MB for the whole suite.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import shutil
 import sys
@@ -22,11 +29,14 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import torch
 
 from train.config import TOY_TIERS, parse_config
-from train.methods import MODEL_DIR, train_run
-from workbench.runs import REPO_ROOT, read_manifest, run_folder
+from train.methods import LOG_JSONL, MODEL_DIR, train_run
+from train.snapshots import SNAPSHOT_DIR
+from workbench.runs import REPO_ROOT, read_manifest, run_folder, write_manifest
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +44,16 @@ METHODS = ("scope", "opd", "grpo", "kd")
 SEEDS = (0, 1, 2)
 RECIPE_DIR = Path(__file__).resolve().parent / "recipes"
 DEFAULT_ROOT = REPO_ROOT / "results" / "toy" / "runs"
+LOGS_DIR_NAME = "training_logs"  # beside the runs folder: results/toy/training_logs
+LOG_FILE = "log_history.csv"
+SNAPSHOT_FILE = "snapshots.parquet"
+# What the weight figures read from a snapshot row; the texts and per-token log-prob lists stay behind.
+SNAPSHOT_COLUMNS = ("step", "benchmark", "problem_id", "sample_idx", "group_id", "correct", "path", "weight",
+                    "student_log_ppl", "teacher_log_ppl")
+# Log columns that time the run: they differ between two runs of the same training and would make
+# the committed copy change when nothing else did.
+WALL_CLOCK_PREFIXES = ("timing/", "step_time", "train_runtime", "train_samples_per_second",
+                       "train_steps_per_second")
 
 
 def recipe_path(method: str) -> Path:
@@ -60,6 +80,34 @@ def run_one(method: str, seed: int, root: Path, overrides: Sequence[str] = ()) -
                         "--output_dir", str(folder), *overrides])
     with run_folder(folder, cfg.to_dict(), seed, method=method):
         return train_run(cfg)
+
+
+def export_logs(run: Path, dest: Path) -> list[Path]:
+    """Copy what the training figures read from a finished run into ``dest`` (small, committed), so a
+    fresh clone, which has no run folders, can redraw them. Returns the files written."""
+    source = read_manifest(run)
+    if source.get("status") != "finished":
+        raise ValueError(f"{run} has not finished (manifest status {source.get('status')!r}); nothing to export")
+    dest.mkdir(parents=True, exist_ok=True)
+    rows = [json.loads(line) for line in (run / LOG_JSONL).read_text().splitlines() if line.strip()]
+    history = pd.DataFrame(rows)
+    history = history.drop(columns=[c for c in history.columns if str(c).startswith(WALL_CLOCK_PREFIXES)])
+    history.to_csv(dest / LOG_FILE, index=False, float_format="%.6g")
+    written = [dest / LOG_FILE]
+    shards = sorted((run / SNAPSHOT_DIR).glob("*.parquet"))
+    if shards:
+        frame = pd.concat([pd.read_parquet(shard, columns=list(SNAPSHOT_COLUMNS)) for shard in shards],
+                          ignore_index=True).sort_values(["step", "sample_idx"], kind="stable")
+        # No pandas metadata: the file's bytes then depend on the rows, not on the pandas version.
+        table = pa.Table.from_pandas(frame, preserve_index=False).replace_schema_metadata(None)
+        pq.write_table(table, dest / SNAPSHOT_FILE, compression="zstd")
+        written.append(dest / SNAPSHOT_FILE)
+    elif (dest / SNAPSHOT_FILE).exists():
+        (dest / SNAPSHOT_FILE).unlink()  # from an earlier run of this method that kept snapshots
+    write_manifest(dest, source.get("config", {}), source.get("seed"), kind="training-logs", source=run,
+                   method=source.get("method"),
+                   trained={key: source.get(key) for key in ("git", "command", "started_at", "finished_at")})
+    return written
 
 
 def accuracy_check(models: dict[str, Path], n_per_tier: int, samples: int = 4, seed: int = 0) -> pd.DataFrame:
@@ -93,6 +141,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     parser.add_argument("--seeds", nargs="+", type=int, default=list(SEEDS))
     parser.add_argument("--root", type=Path, default=DEFAULT_ROOT, help="where the runs go")
+    parser.add_argument("--logs-dir", type=Path, default=None,
+                        help=f"where the small logs of finished runs are copied (default: <root>/../{LOGS_DIR_NAME})")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch CPU threads; the toy models are too small to gain from more, and a second "
                              "thread on a busy machine makes each tiny op wait for it")
@@ -114,6 +164,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     total = time.perf_counter() - started
     print(pd.DataFrame(timings).to_string(index=False))
     print(f"total wall time {total:.0f} s")
+
+    logs_dir = args.logs_dir or args.root.parent / LOGS_DIR_NAME
+    exported = [path for method in args.methods for seed in args.seeds
+                for path in export_logs(args.root / method / f"seed{seed}", logs_dir / method / f"seed{seed}")]
+    print(f"logs of {len(args.methods) * len(args.seeds)} runs copied to {logs_dir} "
+          f"({sum(p.stat().st_size for p in exported) / 1e3:.0f} kB)")
 
     if args.check_accuracy:
         base = parse_config(["--config", str(recipe_path(args.methods[0])), *overrides]).resolved_student()
