@@ -374,7 +374,8 @@ def test_objective_gradient_is_weighted_sum_of_path_gradients(aggregation):
     logp = torch.stack(logps)
     mask = torch.ones_like(logp, dtype=torch.bool)
     loss, _ = scope_objective(logp, logp.detach(), torch.stack(teachers), mask, torch.tensor(correct),
-                              torch.tensor(weights, dtype=torch.float64), aggregation, n_groups=1)
+                              torch.tensor(weights, dtype=torch.float64), aggregation, n_groups=1,
+                              n_tokens=float(mask.sum()))
     grads = torch.autograd.grad(loss, thetas)
     norm = 1.0 if aggregation == "sum" else float(mask.sum())
     log_ratio = (logps[1].detach() - teachers[1]).unsqueeze(1)
@@ -408,12 +409,14 @@ def _toy_batch():
     [
         ("sum", (0.6 * -3 + 1.0 * -0.5 + 0.25 * -1 + 2.0 * -3) / 2),  # -4.275
         ("seq_mean", (0.6 * -1.5 + 1.0 * (-0.5 / 3) + 0.25 * -1 + 2.0 * -1) / 2),  # -1.658333
-        ("token_mean", (0.6 * -3 + 1.0 * -0.5 + 0.25 * -1 + 2.0 * -3) / 9),  # -0.95
+        # The 9 response tokens of this batch are here a third of the step's 27.
+        ("token_mean", (0.6 * -3 + 1.0 * -0.5 + 0.25 * -1 + 2.0 * -3) / 27),  # -0.316667
     ],
 )
 def test_objective_hand_values(aggregation, expected):
     logp, old, teacher, mask, correct, weights = _toy_batch()
-    loss, stats = scope_objective(logp, old, teacher, mask, correct, weights, aggregation, n_groups=2)
+    loss, stats = scope_objective(logp, old, teacher, mask, correct, weights, aggregation, n_groups=2,
+                                  n_tokens=27)
     assert loss.item() == pytest.approx(expected, abs=1e-12)
     assert stats["loss_mle"] + stats["loss_opd"] == pytest.approx(expected, abs=1e-12)
     loss.backward()
@@ -462,6 +465,8 @@ def test_objective_bad_inputs_raise():
     logp, old, teacher, mask, correct, weights = _toy_batch()
     with pytest.raises(ValueError, match="n_groups"):
         scope_objective(logp, old, teacher, mask, correct, weights, "sum")
+    with pytest.raises(ValueError, match="n_tokens"):
+        scope_objective(logp, old, teacher, mask, correct, weights, "token_mean", n_groups=2)
     with pytest.raises(ValueError, match="aggregation"):
         scope_objective(logp, old, teacher, mask, correct, weights, "mean", n_groups=2)
     with pytest.raises(ValueError, match="teacher_logp"):

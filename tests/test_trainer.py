@@ -280,7 +280,8 @@ for name in ("paper_r1distill_skywork", "paper_qwen3_base"):
         key = name + ":" + " ".join(extra)
         out[key] = {f: getattr(cfg, f) for f in ("method", "model_name_or_path", "learning_rate", "weight_decay",
                     "num_generations", "temperature", "max_prompt_length", "max_completion_length", "num_iterations",
-                    "epsilon", "beta", "dataset_name", "question_field", "answer_field", "teacher_server_model")}
+                    "epsilon", "beta", "loss_type", "dataset_name", "question_field", "answer_field",
+                    "teacher_server_model", "scope_loss", "truncated_rollouts")}
         out[key]["scheduler"] = str(cfg.lr_scheduler_type.value)
         out[key]["rollouts_per_step_8_gpus"] = cfg.per_device_train_batch_size * cfg.gradient_accumulation_steps * 8
         if extra == ["--method", "grpo"]:
@@ -313,8 +314,10 @@ def test_paper_recipes_parse_and_stop_cleanly_offline(tmp_path):
         assert (base["dataset_name"], base["question_field"], base["answer_field"]) == (
             "zwhe99/DeepMath-103K", "question", "final_answer")
         assert base["beta"] == 0.0  # the routed loss has no KL term
+        assert (base["scope_loss"], base["truncated_rollouts"]) == ("paper", "wrong")
+        # GRPO as the released script runs it: clip 0.2, no KL, token-mean loss (TRL's "dapo").
         grpo = out[f"{name}:--method grpo"]
-        assert (grpo["method"], grpo["epsilon"], grpo["beta"]) == ("grpo", 0.2, 1e-4)
+        assert (grpo["method"], grpo["epsilon"], grpo["beta"], grpo["loss_type"]) == ("grpo", 0.2, 0.0, "dapo")
         assert "needs a CUDA GPU" in base["error"]
         offline = out[f"{name}:--use_vllm false"]["error"]
         assert student in offline and "HF_HUB_OFFLINE" in offline

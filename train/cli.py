@@ -32,7 +32,7 @@ Train one run (SCOPE or a baseline) from a YAML recipe. Every recipe field can b
 GRPOConfig and the workbench's; it imports TRL, so it takes a few seconds).
 
   --config PATH              the recipe, e.g. train/recipes/toy_scope.yaml (others: toy_opd, toy_grpo,
-                             toy_kd, paper_r1distill_skywork, paper_qwen3_base)
+                             toy_grpo_kl, toy_kd, paper_r1distill_skywork, paper_qwen3_base)
   --method NAME              scope | opd | grpo | kd
   --ablation NAME            weighting preset for method scope: scope | no_dpaw_uniform_weights |
                              no_student_weight | no_teacher_weight | opposite_student_weight |

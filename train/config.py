@@ -42,7 +42,7 @@ from train.recipe import (
     check_values,
     split_config_flag,
 )
-from train.scope import ABLATIONS, Aggregation, PathMode, WeightConfig, WeightScale
+from train.scope import ABLATIONS, Aggregation, LossForm, PathMode, TruncatedRule, WeightConfig, WeightScale
 from workbench.errors import UserError, did_you_mean
 
 log = logging.getLogger(__name__)
@@ -101,8 +101,28 @@ class ScopeConfig(GRPOConfig):
         default="sum",
         metadata={"help": "How tokens and rollouts become one loss (train.scope.scope_objective): 'sum' (the "
                           "paper: per-sequence token sum, weighted sum over rollouts, mean over prompts), "
-                          "'seq_mean' or 'token_mean' (the authors' code).",
+                          "'seq_mean' (per-sequence token mean instead of sum) or 'token_mean' (token losses summed "
+                          "and divided by the response tokens of the whole optimizer step, TRL's 'dapo' "
+                          "normalisation). Each divides by a count of the whole step, so the micro-batch layout does "
+                          "not change the gradient. The released code's own loss is scope_loss 'authors'.",
                   "choices": list(get_args(Aggregation))},
+    )
+    scope_loss: str = field(
+        default="paper",
+        metadata={"help": "The routed loss (methods scope and opd): 'paper' (Eqs. 2-3, aggregated as loss_aggregation "
+                          "says) or 'authors' (the released code's, train.scope.authors_objective: -w log pi averaged "
+                          "over each micro-batch's correct-path tokens, plus OPD as a PPO loss, clip epsilon and dual "
+                          "clip 3, on the advantage w (log pi_T - log pi_old), averaged over each micro-batch's "
+                          "tokens; loss_aggregation is not read). The released code's whole setup is --ablation "
+                          "authors_code --scope_loss authors.",
+                  "choices": list(get_args(LossForm))},
+    )
+    truncated_rollouts: str = field(
+        default="wrong",
+        metadata={"help": "A rollout that reached max_completion_length without EOS: 'wrong' (reward 0, so the "
+                          "incorrect path, as evaluation counts it) or 'grade' (its text graded like any other, as the "
+                          "released code does: a complete box before the cut can make it correct). Every method.",
+                  "choices": list(get_args(TruncatedRule))},
     )
     max_prompt_length: int | None = field(
         default=None,
@@ -220,6 +240,13 @@ class ScopeConfig(GRPOConfig):
         if unknown:
             raise UserError(f"unknown toy tiers {unknown}; expected some of {', '.join(TOY_TIERS)}")
         self.weight_config()  # validate the weighting options now, not mid-training
+        for name, allowed in (("scope_loss", get_args(LossForm)), ("truncated_rollouts", get_args(TruncatedRule))):
+            if getattr(self, name) not in allowed:
+                raise UserError(f"{name} {getattr(self, name)!r} is not one of {', '.join(allowed)}"
+                                f"{did_you_mean(str(getattr(self, name)), allowed)}")
+        if self.scope_loss == "authors" and self.loss_aggregation != "sum":
+            log.info("scope_loss 'authors' has its own aggregation; loss_aggregation %r is not read",
+                     self.loss_aggregation)
         if self.method in ROUTED_METHODS and self.beta != 0.0:
             log.info("beta=%g is GRPO's KL coefficient; method %s has no reference-model KL and ignores it",
                      self.beta, self.method)

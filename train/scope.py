@@ -28,7 +28,9 @@ Where the authors' code (github.com/machine981/SCOPE, ``_compute_scope_dual_path
 differs from the paper, the paper is the default and the code is the named preset
 ``ABLATIONS["authors_code"]``: its shipped scripts take the softmax over +mean log-prob on the
 correct path, i.e. weight PPL_S^(-1/tau) (the paper's "opposite student weight"), and multiply
-each softmax by the subset size so weights average 1 instead of summing to 1.
+each softmax by the subset size so weights average 1 instead of summing to 1. Its loss differs
+too (token means per micro-batch, OPD through a dual-clipped PPO loss); ``authors_objective`` is
+that loss, so the released code's training is the preset "authors_code" with ``authors_objective``.
 """
 
 from dataclasses import dataclass
@@ -40,6 +42,11 @@ from torch import Tensor
 PathMode = Literal["ppl", "uniform", "reversed", "off"]
 WeightScale = Literal["sum1", "mean1"]
 Aggregation = Literal["sum", "seq_mean", "token_mean"]
+# "paper": scope_objective (Eqs. 2-6); "authors": authors_objective, the released code's loss.
+LossForm = Literal["paper", "authors"]
+# How a rollout cut off at the length limit is routed: "wrong" (as evaluation counts it) or
+# "grade" (its text graded like any other, as the released code does).
+TruncatedRule = Literal["wrong", "grade"]
 
 # Sign of log PPL inside the softmax, relative to each path's paper direction.
 _MODE_SIGN = {"ppl": 1.0, "reversed": -1.0, "uniform": 0.0, "off": 0.0}
@@ -202,6 +209,54 @@ def opd_token_loss(logp: Tensor, old_logp: Tensor, teacher_logp: Tensor) -> Tens
     return rho * (logp.detach() - teacher_logp.detach())
 
 
+def step_token_count(num_items_in_batch: float, num_processes: int, accumulation: int,
+                     steps_per_generation: int) -> float:
+    """Response tokens one optimizer step covers on one process, counted as TRL's "dapo" loss counts them.
+
+    TRL gives every micro-batch ``num_items_in_batch``: the response tokens of the whole generation
+    batch, summed over all processes. A generation batch feeds ``steps_per_generation`` micro-batches
+    per process, ``accumulation`` of which make one optimizer step, and data parallelism averages
+    the processes' gradients; so dividing each micro-batch's token sum by this count makes the step's
+    gradient the mean over all the step's tokens, whatever the micro-batch layout (when the
+    generation batch spans several optimizer steps, over their average token count). In evaluation
+    pass ``accumulation = steps_per_generation = 1``.
+    """
+    if min(num_processes, accumulation, steps_per_generation) < 1:
+        raise ValueError("num_processes, accumulation and steps_per_generation must be >= 1, got "
+                         f"{num_processes}, {accumulation}, {steps_per_generation}")
+    return max(float(num_items_in_batch), 1.0) / num_processes * accumulation / steps_per_generation
+
+
+def _check_batch(logp: Tensor, old_logp: Tensor, teacher_logp: Tensor, mask: Tensor, correct: Tensor,
+                 weights: Tensor) -> None:
+    token_inputs = {"logp": logp, "old_logp": old_logp, "teacher_logp": teacher_logp, "mask": mask}
+    for name, t in token_inputs.items():
+        if t.dim() != 2 or t.shape != logp.shape:
+            raise ValueError(
+                f"{name} must be [B, T] like logp {tuple(logp.shape)}, got {tuple(t.shape)}"
+            )
+    for name, t in {"correct": correct, "weights": weights}.items():
+        if t.shape != logp.shape[:1]:
+            raise ValueError(f"{name} must be [B] = [{logp.shape[0]}], got {tuple(t.shape)}")
+
+
+def _path_stats(per_row: Tensor, is_correct: Tensor, w: Tensor, n_tok_row: Tensor, wrong_active: Tensor,
+                log_ratio: Tensor) -> dict[str, float]:
+    """The logging numbers both objectives report; ``per_row`` holds each row's share of the loss."""
+    n_wrong_tok = int(wrong_active.sum())
+    return {
+        "loss_mle": float(per_row[is_correct].sum()),
+        "loss_opd": float(per_row[~is_correct].sum()),
+        "n_tokens_mle": int(n_tok_row[is_correct].sum()),
+        "n_tokens_opd": int(n_tok_row[~is_correct].sum()),
+        "n_rollouts_mle": int(is_correct.sum()),
+        "n_rollouts_opd": int((~is_correct).sum()),
+        "weight_sum_mle": float(w[is_correct].sum()),
+        "weight_sum_opd": float(w[~is_correct].sum()),
+        "opd_log_ratio_mean": float(log_ratio[wrong_active].sum()) / n_wrong_tok if n_wrong_tok else 0.0,
+    }
+
+
 def scope_objective(
     logp: Tensor,
     old_logp: Tensor,
@@ -210,11 +265,16 @@ def scope_objective(
     correct: Tensor,
     weights: Tensor,
     aggregation: Aggregation = "sum",
-    n_groups: int | None = None,
+    n_groups: float | None = None,
+    n_tokens: float | None = None,
 ) -> tuple[Tensor, dict[str, float]]:
     r"""J_SCOPE (Eq. 6) for a flat batch: MLE (Eq. 2) on correct rows, OPD (Eq. 3) on the rest.
 
         J = (1/G) sum_groups [ sum_{i in C} w_i L_MLE(y_i) + sum_{i in W} w_i L_OPD(y_i) ]
+
+    Every aggregation divides by a count of the whole optimizer step (``n_groups`` or
+    ``n_tokens``), never by one of the micro-batch, so accumulating micro-batches gives the same
+    gradient however a step's rollouts are split.
 
     Args:
         logp: [B, T] current-policy log-probs of the sampled tokens (carries the gradient).
@@ -230,13 +290,15 @@ def scope_objective(
             "sum" (the paper): per-sequence sum over tokens, weighted sum over rollouts,
             divided by ``n_groups`` so J is an expectation over prompts.
             "seq_mean": the same with a per-sequence token mean instead of a sum (length-neutral).
-            "token_mean" (the authors' code): each token's loss times its row weight, averaged
-            over all unmasked tokens of the batch. (The released code differs in two further
-            ways this option does not copy: its MLE term is averaged over correct-path tokens
-            only and its OPD term goes through a PPO-clipped loss.)
-        n_groups: number of prompts G the batch's weights were normalised over; required for
+            "token_mean": each token's loss times its row weight, summed and divided by
+            ``n_tokens``, the response tokens of the whole optimizer step: TRL's "dapo"
+            normalisation. (The released code's loss, a token mean per micro-batch with a
+            PPO-clipped OPD term, is ``authors_objective``.)
+        n_groups: number of prompts G the step's weights were normalised over; required for
             "sum" and "seq_mean". Passed explicitly so that gradient accumulation over
-            micro-batches can divide by the full batch's G.
+            micro-batches can divide by the full step's G.
+        n_tokens: response tokens of the optimizer step (see ``step_token_count``); required for
+            "token_mean".
 
     Returns:
         (loss, stats): loss is the scalar to minimise; stats hold floats for logging, in the
@@ -247,16 +309,11 @@ def scope_objective(
     """
     if aggregation not in get_args(Aggregation):
         raise ValueError(f"aggregation must be one of {get_args(Aggregation)}, got {aggregation!r}")
-    token_inputs = {"logp": logp, "old_logp": old_logp, "teacher_logp": teacher_logp, "mask": mask}
-    for name, t in token_inputs.items():
-        if t.dim() != 2 or t.shape != logp.shape:
-            raise ValueError(
-                f"{name} must be [B, T] like logp {tuple(logp.shape)}, got {tuple(t.shape)}"
-            )
-    for name, t in {"correct": correct, "weights": weights}.items():
-        if t.shape != logp.shape[:1]:
-            raise ValueError(f"{name} must be [B] = [{logp.shape[0]}], got {tuple(t.shape)}")
-    if aggregation != "token_mean" and (n_groups is None or n_groups <= 0):
+    _check_batch(logp, old_logp, teacher_logp, mask, correct, weights)
+    if aggregation == "token_mean":
+        if n_tokens is None or not n_tokens > 0:
+            raise ValueError(f"aggregation 'token_mean' needs n_tokens > 0, got {n_tokens!r}")
+    elif n_groups is None or not n_groups > 0:
         raise ValueError(f"aggregation {aggregation!r} needs n_groups > 0, got {n_groups!r}")
 
     is_correct = _as_bool_rows(correct, "correct")
@@ -283,22 +340,88 @@ def scope_objective(
     elif aggregation == "seq_mean":
         per_row = w * tok.sum(dim=1) / n_tok_row.clamp_min(1) / n_groups
     else:
-        per_row = w * tok.sum(dim=1) / token_mask.sum().clamp_min(1)
+        per_row = w * tok.sum(dim=1) / n_tokens
     loss = per_row.sum()
 
     with torch.no_grad():
-        wrong_active = active & ~row_correct
-        n_wrong_tok = int(wrong_active.sum())
-        log_ratio = torch.where(wrong_active, safe_logp - safe_teacher, zero).sum()
-        stats = {
-            "loss_mle": float(per_row[is_correct].sum()),
-            "loss_opd": float(per_row[~is_correct].sum()),
-            "n_tokens_mle": int(n_tok_row[is_correct].sum()),
-            "n_tokens_opd": int(n_tok_row[~is_correct].sum()),
-            "n_rollouts_mle": int(is_correct.sum()),
-            "n_rollouts_opd": int((~is_correct).sum()),
-            "weight_sum_mle": float(w[is_correct].sum()),
-            "weight_sum_opd": float(w[~is_correct].sum()),
-            "opd_log_ratio_mean": float(log_ratio) / n_wrong_tok if n_wrong_tok else 0.0,
-        }
+        stats = _path_stats(per_row, is_correct, w, n_tok_row, active & ~row_correct,
+                            safe_logp.detach() - safe_teacher)
+    return loss, stats
+
+
+# The released code's PPO settings (verl's actor defaults, unchanged by its scripts).
+AUTHORS_CLIP = 0.2
+AUTHORS_DUAL_CLIP = 3.0
+
+
+def authors_objective(
+    logp: Tensor,
+    old_logp: Tensor,
+    teacher_logp: Tensor,
+    mask: Tensor,
+    correct: Tensor,
+    weights: Tensor,
+    clip_low: float = AUTHORS_CLIP,
+    clip_high: float = AUTHORS_CLIP,
+    dual_clip: float = AUTHORS_DUAL_CLIP,
+) -> tuple[Tensor, dict[str, float]]:
+    r"""The loss the released code (a verl fork) optimises, for one micro-batch.
+
+    Offered beside the paper's J so that a result can be traced to the objective rather than to
+    its implementation. Per micro-batch, with M its response mask and A_t the OPD advantage:
+
+        A_t      = w_i (log pi_T(a_t) - log pi_old(a_t))  on incorrect rows, 0 on correct rows
+                   (the reverse-KL reward log pi_T - log pi_S, read at the behaviour policy, used
+                   directly as the advantage)
+        pg_t     = max(-A_t r_t, -A_t clip(r_t, 1 - clip_low, 1 + clip_high)),   r_t = pi_theta / pi_old
+        pg_t     = min(pg_t, -A_t dual_clip)  where A_t < 0                      (dual-clip PPO)
+        L_OPD    = sum_t pg_t M_t / sum_t M_t           over ALL response tokens of the micro-batch
+        L_MLE    = sum_t -w_i log pi_theta(a_t) C_t / sum_t C_t,  C = M on correct rows with w_i > 0
+        loss     = L_OPD + L_MLE
+
+    The trainer scales each micro-batch's loss by its share of the step's rollouts (1 /
+    gradient accumulation), as verl does, so unlike ``scope_objective`` the step's gradient
+    depends on how the step is split into micro-batches. Against the paper: the MLE term is
+    -log pi rather than -rho (the same gradient at theta = theta_old), the two paths are averaged
+    over different token counts, and the OPD tokens of an incorrect rollout are clipped. verl adds
+    1e-8 to each token count where this takes max(count, 1) (a relative difference below 1e-8).
+
+    Args: as ``scope_objective`` (teacher_logp read on incorrect rows of nonzero weight only),
+        plus the PPO clip range and the dual-clip bound (verl's defaults, which the released
+        scripts keep).
+
+    Returns:
+        (loss, stats) with the keys of ``scope_objective``'s stats; loss_mle and loss_opd are the
+        two terms above.
+    """
+    _check_batch(logp, old_logp, teacher_logp, mask, correct, weights)
+    if not dual_clip > 1.0:
+        raise ValueError(f"dual_clip must be > 1, got {dual_clip!r}")
+    is_correct = _as_bool_rows(correct, "correct")
+    w = weights.detach().to(logp.dtype)
+    token_mask = _as_bool_rows(mask, "mask")
+    row_correct = is_correct.unsqueeze(1).expand_as(token_mask)
+    weighted = (w != 0).unsqueeze(1)
+    mle_tokens = token_mask & row_correct & weighted
+    opd_tokens = token_mask & ~row_correct & weighted
+    zero = torch.zeros_like(logp)
+
+    safe_logp = torch.where(token_mask, logp, zero)
+    safe_old = torch.where(token_mask, old_logp.detach(), zero)
+    safe_teacher = torch.where(opd_tokens, teacher_logp.detach(), safe_old)
+    advantage = torch.where(opd_tokens, w.unsqueeze(1) * (safe_teacher - safe_old), zero)
+    ratio = torch.exp(safe_logp - safe_old)
+    clipped = torch.maximum(-advantage * ratio, -advantage * ratio.clamp(1.0 - clip_low, 1.0 + clip_high))
+    pg = torch.where(advantage < 0, torch.minimum(clipped, -advantage * dual_clip), clipped)
+    pg = torch.where(token_mask, pg, zero)
+    nll = torch.where(mle_tokens, -w.unsqueeze(1) * safe_logp, zero)
+
+    n_all = token_mask.sum().clamp_min(1)
+    n_mle = mle_tokens.sum().clamp_min(1)
+    per_row = pg.sum(dim=1) / n_all + nll.sum(dim=1) / n_mle
+    loss = per_row.sum()
+
+    with torch.no_grad():
+        stats = _path_stats(per_row, is_correct, w, token_mask.sum(dim=1), opd_tokens,
+                            safe_logp.detach() - safe_teacher)
     return loss, stats

@@ -11,7 +11,8 @@ the generation batch into micro-batches and logs. This subclass changes two thin
    a group is normalised as one even when micro-batching or data parallelism splits it): student
    log-PPL from the behaviour log-probs log pi_old on correct rollouts, teacher log-PPL on
    incorrect ones. It logs routing statistics and buffers a weight snapshot.
-2. The loss (``_compute_loss``) is ``train.scope.scope_objective`` on those tensors.
+2. The loss (``_compute_loss``) is ``train.scope.scope_objective`` on those tensors (or, with
+   ``scope_loss: authors``, the released code's ``train.scope.authors_objective``).
 
 log pi_old: TRL computes it only when the batch outlives one update; otherwise it uses the
 loss's own forward (detached) as log pi_old. SCOPE needs it for the weights, so in general it is
@@ -34,11 +35,21 @@ Methods behind ``ScopeConfig.method``:
   group (1 with one rollout per prompt, the paper's setting), whatever its correctness.
 - ``grpo``: TRL's own loss, untouched, on the grader's 0/1 reward; no teacher is loaded.
 
-Loss scale: with aggregation "sum"/"seq_mean" each micro-batch divides by the number of prompt
-groups one optimizer step covers on this process (per_device_train_batch_size x
-gradient_accumulation_steps / num_generations), so the accumulated gradient is that of J (Eq. 6)
-averaged over the step's prompts and data-parallel averaging keeps it so. Logged per-path losses
-are in the same units (they sum to the logged ``loss``).
+Rewards: a rollout that reached max_completion_length without EOS gets reward 0 whatever its text
+(``truncated_rollouts: wrong``, the default), as evaluation counts it, so it takes the incorrect
+path (and GRPO's reward 0); ``grade`` keeps the grader's verdict on the cut-off text, as the
+released code does. ``truncated/graded_correct`` logs the share of rollouts the rule decides.
+
+Loss scale (``scope_loss: paper``): every micro-batch divides by a count of the whole optimizer
+step on this process, so the accumulated, process-averaged gradient is the same however the
+step's rollouts are split into micro-batches and processes. With aggregation "sum"/"seq_mean" the
+count is the prompt groups (per_device_train_batch_size x gradient_accumulation_steps /
+num_generations) and the gradient is that of J (Eq. 6) averaged over the step's prompts; with
+"token_mean" it is the step's response tokens, from TRL's ``num_items_in_batch`` as its "dapo"
+loss counts them (train.scope.step_token_count). ``scope_loss: authors`` is the released code's
+loss instead (train.scope.authors_objective): token means over each micro-batch, each micro-batch
+scaled by 1 / gradient_accumulation_steps, so there the micro-batch layout matters, as it does in
+the released code. Logged per-path losses are in the loss's units (they sum to the logged ``loss``).
 
 With vLLM, TRL recomputes log pi_old with the trainer's model (as verl does); TRL's extra
 truncated importance factor between vLLM's and the trainer's log-probs is not applied to the
@@ -56,8 +67,9 @@ from trl import GRPOTrainer
 
 from train.config import ROUTED_METHODS, ScopeConfig
 from train.reward import CorrectnessReward
-from train.scope import WeightConfig, scope_objective, scope_weights
+from train.scope import WeightConfig, authors_objective, scope_objective, scope_weights, step_token_count
 from train.snapshots import FLUSH_ROWS, RowMeta, rollout_row, snapshot_store
+from workbench.grading import Grade
 from workbench.models import Scorer, check_same_vocab
 from workbench.models.base import Completion
 from workbench.perplexity import log_perplexity
@@ -66,6 +78,8 @@ log = logging.getLogger(__name__)
 
 # OPD: every rollout on the incorrect path, uniform inside its group.
 OPD_WEIGHTS = WeightConfig(teacher_mode="uniform")
+# The grade_error of a rollout counted wrong for reaching the length limit, as evaluation names it.
+TRUNCATED = "truncated"
 
 
 class ScopeTrainer(GRPOTrainer):
@@ -108,14 +122,26 @@ class ScopeTrainer(GRPOTrainer):
                 check_same_vocab(self._tokenizer, teacher.tokenizer)  # type: ignore[attr-defined]
             self.teacher = teacher
         self._last_rewards: torch.Tensor | None = None
+        self._last_truncated: list[bool] = []
         self._generation = 0
         self._snapshots = snapshots
         self._snapshot_rows: list[dict[str, Any]] = []
 
     # ------------------------------------------------------------------------ rollouts
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):  # type: ignore[override]
-        """Keep the gathered rewards: routing needs them per rollout, TRL keeps only advantages."""
+        """The grader's rewards, gathered, with the truncation rule applied; kept, because routing needs
+        them per rollout and TRL keeps only advantages. A completion is cut off when it does not end
+        on EOS, the rule evaluation's backends use for finish_reason "length"."""
         rewards = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
+        eos = set(self.eos_token_ids)
+        self._last_truncated = [not ids or ids[-1] not in eos for ids in completion_ids_list]
+        local = torch.tensor(self._last_truncated, dtype=torch.long, device=rewards.device)
+        truncated = self.accelerator.gather(local).bool()
+        mode = "train" if self.model.training else "eval"
+        graded_correct = truncated & (rewards[:, 0] > 0.5)
+        self._metrics[mode]["truncated/graded_correct"].append(graded_correct.float().mean().item())
+        if self.args.truncated_rollouts == "wrong":
+            rewards = rewards.masked_fill(truncated.unsqueeze(1), 0.0)
         self._last_rewards = rewards
         return rewards
 
@@ -237,6 +263,9 @@ class ScopeTrainer(GRPOTrainer):
     def _row_meta(self, inputs: list[dict[str, Any]], correct: torch.Tensor, local: slice, batch_rows: int,
                   group_size: int) -> list[RowMeta]:
         grades = self.correctness.last_grades
+        if self.args.truncated_rollouts == "wrong":
+            grades = [Grade(False, g.extracted, TRUNCATED) if cut else g
+                      for g, cut in zip(grades, self._last_truncated, strict=True)]
         if len(grades) != len(inputs) or any(bool(g.correct) != bool(c) for g, c in zip(grades, correct)):
             raise RuntimeError("the grader's last verdicts do not match this batch's rewards")
         first = self._generation * batch_rows + local.start
@@ -308,20 +337,26 @@ class ScopeTrainer(GRPOTrainer):
             inputs = {**inputs, "old_per_token_logps": old, "scope_weights": self._weigh(inputs, old, mode)}
         if mode == "train":
             accumulation = self.current_gradient_accumulation_steps
+            per_generation = self.args.steps_per_generation
             groups = self.args.per_device_train_batch_size * accumulation / self.num_generations
         else:
-            accumulation = 1
+            accumulation = per_generation = 1
             groups = self.args.per_device_eval_batch_size / self.num_generations_eval
-        aggregation = self.args.loss_aggregation
-        loss, stats = scope_objective(
-            logps, inputs["old_per_token_logps"], inputs["teacher_per_token_logps"], mask,
-            inputs["scope_route"], inputs["scope_weights"], aggregation=aggregation,
-            n_groups=groups,  # type: ignore[arg-type]  # a float when groups do not divide evenly
-        )
-        if aggregation == "token_mean":
+        tensors = (logps, inputs["old_per_token_logps"], inputs["teacher_per_token_logps"], mask,
+                   inputs["scope_route"], inputs["scope_weights"])
+        if self.args.scope_loss == "authors":
+            loss, stats = authors_objective(*tensors, clip_low=self.epsilon_low, clip_high=self.epsilon_high)
             loss = loss / accumulation
-        # Scaled so that the mean over an optimizer step's micro-batches is the step's total.
-        per_step = accumulation if aggregation != "token_mean" else 1
+            # stats are this micro-batch's terms, whose mean over the step's micro-batches is the step's loss.
+            per_step = 1
+        else:
+            aggregation = self.args.loss_aggregation
+            step_tokens = (step_token_count(inputs["num_items_in_batch"], self.accelerator.num_processes,
+                                            accumulation, per_generation) if aggregation == "token_mean" else None)
+            loss, stats = scope_objective(*tensors, aggregation=aggregation, n_groups=groups, n_tokens=step_tokens)
+            # stats are this micro-batch's share of the step's loss: scaled so their mean over the step's
+            # micro-batches is the step's total.
+            per_step = accumulation
         with torch.no_grad():
             # The tokens opd_log_ratio_mean averages (incorrect rows of nonzero weight), so that the
             # processes' means combine into the mean over all of them.
