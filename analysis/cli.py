@@ -4,10 +4,12 @@
     python -m analysis.cli run --student M --teacher M --benchmark math500 --limit 20 ...
     python -m analysis.cli figures                  # redraw every figure from results/ into results/figures/
 
-``toy`` and ``run`` write resumable stage shards under ``--run-dir`` (rerun the same command to
-continue a killed run) and small tables under ``--out``; both print the recovery table beside the
-paper's and the boundary table. Default folders are under the repository's ``results/`` wherever the
-command runs from (as eval.reproduce's are), so a notebook and a shell write to the same place.
+``toy`` and ``run`` call :func:`analysis.pipeline.run`, which writes resumable stage shards under
+``--run-dir`` (rerun the same command to continue a killed run), then write its small tables under
+``--out`` and print the recovery table beside the paper's and the boundary table; a notebook calling
+the pipeline with the same settings gets the same numbers. Default folders are under the
+repository's ``results/`` wherever the command runs from (as eval.reproduce's are), so a notebook and
+a shell write to the same place.
 """
 
 from __future__ import annotations
@@ -16,22 +18,15 @@ import argparse
 import json
 import logging
 import sys
-import time
 from collections.abc import Sequence
-from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from workbench.errors import UserError, check_model_name, did_you_mean, main_guard
-from workbench.runs import REPO_ROOT, run_folder, write_manifest
+from workbench.errors import UserError, check_model_name, main_guard
+from workbench.runs import REPO_ROOT
 
 if TYPE_CHECKING:  # the rest is imported when a command runs, so --help and argument errors are instant
-    import pandas as pd
-
-    from workbench.models import Backend
-    from workbench.records import Problem
-
-log = logging.getLogger("analysis.cli")
+    from analysis.pipeline import PipelineResult
 
 RESULTS = REPO_ROOT / "results"
 TOY_TIERS = "toy-3,toy-4,toy-5,toy-6"
@@ -158,76 +153,34 @@ def check_args(args: argparse.Namespace) -> None:
         raise UserError(f"--data-dir {args.data_dir} is not a folder")
 
 
-def _backend(kind: str, model: str, gguf: str | None, args: argparse.Namespace) -> Backend:
-    from workbench.models import load_backend
+def _settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The options as the pipeline's arguments; one --temperature, --max-new-tokens, --seed, --buckets,
+    --n-boot and --batch-sequences serve every stage."""
+    from analysis.pipeline import BoundaryConfig, CorrectiveConfig, ModelConfig, ProblemSet, RolloutConfig
 
-    kwargs: dict[str, Any] = {"progress": not args.no_progress}
-    if kind == "hf":
-        kwargs.update(device=args.device, gguf_file=gguf, max_batch_sequences=args.batch_sequences)
-    if kind == "server":
-        kwargs["base_url"] = args.base_url
-    return load_backend(kind, model, **kwargs)
-
-
-def _models(args: argparse.Namespace) -> tuple[Backend, Backend, dict[str, Any]]:
-    from eval.generate import weights_sha256
-    from workbench.models import check_same_vocab
-
+    experiments = {e.strip() for e in args.experiments.split(",") if e.strip()}
+    shared = {"temperature": args.temperature, "max_new_tokens": args.max_new_tokens, "seed": args.seed}
+    analysis = {**shared, "n_buckets": args.buckets, "unit_sequences": args.batch_sequences, "n_boot": args.n_boot}
     if args.command == "toy":
         from workbench.toy import STUDENT_DIR, TEACHER_DIR
 
-        student_dir, teacher_dir = args.student or STUDENT_DIR, args.teacher or TEACHER_DIR
-        spec = {"backend": "hf", "student": str(student_dir), "teacher": str(teacher_dir),
-                "student_sha256": weights_sha256(str(student_dir)), "teacher_sha256": weights_sha256(str(teacher_dir))}
-        return _backend("hf", str(student_dir), None, args), _backend("hf", str(teacher_dir), None, args), spec
-    teacher_id = args.teacher or args.student
-    teacher_gguf = args.teacher_gguf if args.teacher else (args.teacher_gguf or args.student_gguf)
-    spec = {"backend": args.backend, "student": args.student, "student_gguf": args.student_gguf,
-            "teacher": teacher_id, "teacher_gguf": teacher_gguf}
-    started = time.perf_counter()
-    student = _backend(args.backend, args.student, args.student_gguf, args)
-    if (teacher_id, teacher_gguf) == (args.student, args.student_gguf):
-        teacher = student  # one model in both roles: load it once
+        student, teacher = str(args.student or STUDENT_DIR), str(args.teacher or TEACHER_DIR)
+        models = ModelConfig("hf", device=args.device, batch_sequences=args.batch_sequences)
     else:
-        teacher = _backend(args.backend, teacher_id, teacher_gguf, args)
-        check_same_vocab(student.tokenizer, teacher.tokenizer)
-    log.info("models loaded in %.0fs", time.perf_counter() - started)
-    return student, teacher, spec
-
-
-def _problems(args: argparse.Namespace) -> list[Problem]:
-    from workbench.data import BENCHMARKS, load_benchmark, resolve_suite
-
-    data_dir = getattr(args, "data_dir", None)
-    try:
-        names = resolve_suite(args.benchmark)
-    except ValueError:
-        wrong = next(n.strip() for n in args.benchmark.split(",") if n.strip() and n.strip() not in BENCHMARKS)
-        raise UserError(f"--benchmark: unknown benchmark {wrong!r} (known: toy, real, {', '.join(BENCHMARKS)})"
-                        f"{did_you_mean(wrong, BENCHMARKS)}") from None
-    problems: list[Problem] = []
-    for name in names:
-        problems += load_benchmark(name, data_dir, limit=args.limit, toy_size=args.toy_size)
-    if not problems:
-        raise UserError("no problems selected; check --benchmark, --limit and --toy-size")
-    return problems
-
-
-def _weights_tables(rollouts: pd.DataFrame, student_scores: pd.DataFrame, teacher_log_ppl: pd.DataFrame,
-                    out: Path) -> None:
-    """Per-rollout log-PPLs for the weight figures, and the tau-sweep summary of SCOPE's weights."""
-    from analysis.weights import DEFAULT_TAUS, prepare, summarise, tau_sweep
-    from workbench.records import SAMPLE_KEY
-
-    frame = rollouts[[*SAMPLE_KEY, "correct"]].merge(
-        student_scores[[*SAMPLE_KEY, "log_ppl"]].rename(columns={"log_ppl": "student_log_ppl"}), on=list(SAMPLE_KEY))
-    frame = frame.merge(teacher_log_ppl, on=list(SAMPLE_KEY), how="left")
-    frame.to_csv(out / "weights_rollouts.csv", index=False, float_format="%.6g")
-    summary = summarise(tau_sweep(prepare(frame), DEFAULT_TAUS))
-    summary.to_csv(out / "weights_summary.csv", index=False)
-    print("\nSCOPE weights on these rollouts (paper's Eqs. 4-5), by tau and path:")
-    print(summary[["tau", "path", "n_rollouts", "n_subsets", "ess_frac_mean", "max_weight_mean",
-                   "weight_p10", "weight_median", "weight_p90"]].to_string(index=False, float_format="%.3f"))
+        student, teacher = args.student, args.teacher
+        models = ModelConfig(args.backend, device=args.device, batch_sequences=args.batch_sequences,
+                             base_url=args.base_url, student_gguf=args.student_gguf, teacher_gguf=args.teacher_gguf)
+    corrective = CorrectiveConfig(ratios=tuple(args.ratios), n_continuations=args.continuations,
+                                  separator=args.separator, scratch_samples=args.scratch_samples, **analysis)
+    return {
+        "student": student, "teacher": teacher,
+        "problems": ProblemSet(args.benchmark, args.limit, args.toy_size, getattr(args, "data_dir", None)),
+        "corrective": corrective if "corrective" in experiments else None,
+        "boundary": BoundaryConfig(n_samples=args.boundary_samples, **analysis) if "boundary" in experiments else None,
+        "run_dir": args.run_dir, "models": models, "grade_workers": args.grade_workers,
+        "progress": not args.no_progress,
+        "rollouts": RolloutConfig(n=args.rollouts, unit_sequences=args.batch_sequences, **shared),
+    }
 
 
 def _headline(title: str, stats: dict[str, Any], keys: Sequence[tuple[str, ...]]) -> None:
@@ -241,84 +194,48 @@ def _headline(title: str, stats: dict[str, Any], keys: Sequence[tuple[str, ...]]
         print(f"  {'/'.join(path)}: {json.dumps(node, default=float)}")
 
 
-def run_experiments(args: argparse.Namespace) -> int:
-    from analysis.boundary import BoundaryConfig, boundary_markdown, run_boundary, write_boundary
-    from analysis.corrective import CorrectiveConfig, recovery_markdown, run_corrective, write_recovery
-    from analysis.rollouts import ANALYSIS_KIND, sample_rollouts
-    from workbench.models import SamplingConfig
-    from workbench.records import SAMPLE_KEY
+def _report(result: PipelineResult) -> None:
+    """Print the tables and headline statistics of a finished run."""
+    from analysis.boundary import boundary_markdown
+    from analysis.corrective import recovery_markdown
 
-    experiments = {e.strip() for e in args.experiments.split(",") if e.strip()}
-    problems = _problems(args)
-    started = time.perf_counter()
-    student, teacher, models = _models(args)
-    load_s = time.perf_counter() - started
-    progress = not args.no_progress
-    rollout_sampling = SamplingConfig(n=args.rollouts, temperature=args.temperature, top_p=1.0, top_k=0,
-                                      max_new_tokens=args.max_new_tokens, seed=args.seed)
-    corrective = CorrectiveConfig(ratios=tuple(args.ratios), n_continuations=args.continuations,
-                                  temperature=args.temperature, max_new_tokens=args.max_new_tokens,
-                                  separator=args.separator, n_buckets=args.buckets,
-                                  scratch_samples=args.scratch_samples, unit_sequences=args.batch_sequences,
-                                  seed=args.seed, n_boot=args.n_boot)
-    boundary = BoundaryConfig(n_samples=args.boundary_samples, temperature=args.temperature,
-                              max_new_tokens=args.max_new_tokens, n_buckets=args.buckets,
-                              unit_sequences=args.batch_sequences, seed=args.seed, n_boot=args.n_boot)
-    config = {"models": models, "benchmarks": sorted({p.benchmark for p in problems}), "n_problems": len(problems),
-              "limit": args.limit, "rollouts": asdict(rollout_sampling), "corrective": asdict(corrective),
-              "boundary": asdict(boundary), "experiments": sorted(experiments)}
-    out: Path = args.out
-    out.mkdir(parents=True, exist_ok=True)
-    timings: dict[str, float] = {"load_models_s": load_s}
-    with run_folder(args.run_dir, config, args.seed, kind=ANALYSIS_KIND):
-        t0 = time.perf_counter()
-        rollouts = sample_rollouts(student, problems, rollout_sampling, args.run_dir / "rollouts",
-                                   unit_size=max(1, args.batch_sequences // args.rollouts),
-                                   grade_workers=args.grade_workers, progress=progress)
-        timings["rollouts_s"] = time.perf_counter() - t0
-        print(f"{len(problems)} problems x {args.rollouts} student rollouts: "
-              f"{int(rollouts['correct'].sum())} correct, {int((~rollouts['correct']).sum())} wrong")
-        teacher_ppl = None
-        n_wrong, n_correct = int((~rollouts["correct"]).sum()), int(rollouts["correct"].sum())
-        for name, have, what in (("corrective", n_wrong, "wrong"), ("boundary", n_correct, "correct")):
-            if name in experiments and have < args.buckets:
-                print(f"{name} experiment skipped: {have} {what} rollouts, fewer than the {args.buckets} buckets")
-                experiments.discard(name)
-        if "corrective" in experiments:
-            t0 = time.perf_counter()
-            recovery = run_corrective(student, teacher, rollouts, problems, corrective, args.run_dir,
-                                      grade_workers=args.grade_workers, progress=progress)
-            timings["corrective_s"] = time.perf_counter() - t0
-            write_recovery(recovery, out)
-            teacher_ppl = recovery.per_rollout.drop_duplicates(list(SAMPLE_KEY))[[*SAMPLE_KEY, "teacher_log_ppl"]]
-            print("\n" + recovery_markdown(recovery))
-            print(recovery.buckets.to_string(index=False, float_format="%.3f"))
-            _headline("Teacher PPL vs recovery:", recovery.statistics,
-                      [("pooled", "spearman_mean_over_ratios"), ("pooled", "ratios_with_q1_above_qn"),
-                       ("pooled", "logistic_ratio_controlled", "slope_ci"),
-                       ("pooled", "logistic_ratio_and_teacher_solve_controlled", "slope_ci"),
-                       ("teacher_solve_by_bucket",)])
-        if "boundary" in experiments:
-            t0 = time.perf_counter()
-            edge, student_scores = run_boundary(student, rollouts, problems, boundary, args.run_dir,
-                                                grade_workers=args.grade_workers, progress=progress)
-            timings["boundary_s"] = time.perf_counter() - t0
-            write_boundary(edge, out)
-            print("\n" + boundary_markdown(edge))
-            _headline("Student PPL vs capability boundary:", edge.statistics,
-                      [("spearman_per_rollout",), ("spearman_per_problem",), ("logistic", "slope_ci"),
-                       ("trend", "p_value"), ("monotonicity", "adjacent_in_direction")])
-            if teacher_ppl is not None:
-                _weights_tables(rollouts, student_scores, teacher_ppl, out)
-    timings["total_s"] = time.perf_counter() - started
-    write_manifest(out, config, args.seed, kind="perplexity-analysis-tables", run_dir=str(args.run_dir),
-                   timings=timings)
-    print("\ntimings (s): " + ", ".join(f"{k[:-2]} {v:.0f}" for k, v in timings.items()))
+    rollouts = result.rollouts
+    print(f"{len(result.problems)} problems x {result.config['rollouts']['n']} student rollouts: "
+          f"{int(rollouts['correct'].sum())} correct, {int((~rollouts['correct']).sum())} wrong")
+    for name, reason in result.skipped.items():
+        print(f"{name} experiment skipped: {reason}")
+    if result.recovery is not None:
+        print("\n" + recovery_markdown(result.recovery))
+        print(result.recovery.buckets.to_string(index=False, float_format="%.3f"))
+        _headline("Teacher PPL vs recovery:", result.recovery.statistics,
+                  [("pooled", "spearman_mean_over_ratios"), ("pooled", "ratios_with_q1_above_qn"),
+                   ("pooled", "logistic_ratio_controlled", "slope_ci"),
+                   ("pooled", "logistic_ratio_and_teacher_solve_controlled", "slope_ci"),
+                   ("teacher_solve_by_bucket",)])
+    if result.boundary is not None:
+        print("\n" + boundary_markdown(result.boundary))
+        _headline("Student PPL vs capability boundary:", result.boundary.statistics,
+                  [("spearman_per_rollout",), ("spearman_per_problem",), ("logistic", "slope_ci"),
+                   ("trend", "p_value"), ("monotonicity", "adjacent_in_direction")])
+    if result.weights_summary is not None:
+        print("\nSCOPE weights on these rollouts (paper's Eqs. 4-5), by tau and path:")
+        print(result.weights_summary[["tau", "path", "n_rollouts", "n_subsets", "ess_frac_mean", "max_weight_mean",
+                                      "weight_p10", "weight_median", "weight_p90"]]
+              .to_string(index=False, float_format="%.3f"))
+    print("\ntimings (s): " + ", ".join(f"{k[:-2]} {v:.0f}" for k, v in result.timings.items()))
+
+
+def run_experiments(args: argparse.Namespace) -> int:
+    from analysis import pipeline
+
+    result = pipeline.run(**_settings(args))
+    pipeline.write_tables(result, args.out)
+    _report(result)
     if args.command == "toy" and not args.no_figures:
         from analysis.figures import analysis_figures, write_figures_manifest
 
-        figures = analysis_figures(out, args.figures_dir)
-        write_figures_manifest(args.figures_dir, figures, [out])
+        figures = analysis_figures(args.out, args.figures_dir, result.config["weight_taus"])
+        write_figures_manifest(args.figures_dir, figures, [args.out])
         print(f"figures: {', '.join(f['name'] for f in figures)} in {args.figures_dir}")
     return 0
 

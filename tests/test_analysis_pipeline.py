@@ -1,4 +1,5 @@
-"""The corrective and boundary experiments end to end on a scripted toy world, including a killed run.
+"""The corrective and boundary experiments end to end on a scripted toy world, including a killed run,
+and ``analysis.pipeline.run`` on the real toy models beside the command line.
 
 The fake models follow fixed rules, so every number the pipeline produces can be recomputed here
 independently: the student makes one slip in some rollouts (a wrong step result, then correct
@@ -9,7 +10,9 @@ happens to land on the right answer anyway).
 
 from __future__ import annotations
 
+import json
 import random
+import tempfile
 from dataclasses import replace
 from pathlib import Path
 
@@ -18,13 +21,16 @@ import pandas as pd
 import pytest
 import torch
 
+from analysis import cli, pipeline
 from analysis.boundary import BoundaryConfig, run_boundary
 from analysis.corrective import CorrectiveConfig, run_corrective, truncation_point
-from analysis.rollouts import sample_rollouts
+from analysis.rollouts import RolloutConfig, sample_rollouts
 from analysis.weights import compute_weights, effective_sample_size, prepare
 from eval.generate import ResumeMismatch, plan_units
 from workbench.data import load_benchmark
+from workbench.errors import UserError
 from workbench.models import Completion, SamplingConfig
+from workbench.toy import STUDENT_DIR, TEACHER_DIR
 from workbench.toy.task import solution_steps, solve
 
 EOS = 0
@@ -229,3 +235,148 @@ def test_boundary_and_weights_on_the_same_rollouts(tmp_path):
     np.testing.assert_allclose(sums.to_numpy(), 1.0, rtol=1e-6)
     ess = effective_sample_size(frame)
     np.testing.assert_allclose(ess["ess"], ess["n"], rtol=1e-6)  # equal PPLs: uniform weights, ESS = n
+
+
+# ------------------------------------------------------------------------------ analysis.pipeline
+class AlwaysRightStudent(FakeToyModel):
+    """Every rollout correct: nothing for the corrective experiment to bucket."""
+
+    def generate(self, prompts, sampling: SamplingConfig) -> list[list[Completion]]:
+        out = []
+        for prompt in prompts:
+            text = _render(solution_steps(prompt))
+            out.append([Completion(text, tuple(self.encode(text)) + (EOS,), "stop")] * sampling.n)
+        return out
+
+
+FAKE_ROLLOUTS = RolloutConfig(n=4, max_new_tokens=64, seed=3, unit_sequences=20)
+FAKE_BOUNDARY = BoundaryConfig(n_samples=6, max_new_tokens=64, n_boot=200, unit_sequences=48)
+
+
+def test_pipeline_resumes_from_its_run_dir_without_sampling_again(tmp_path):
+    problems = load_benchmark("toy-3", toy_size=12) + load_benchmark("toy-5", toy_size=12)
+    student, teacher = FakeToyModel("fake-student", "student"), FakeToyModel("fake-teacher", "teacher")
+    first = pipeline.run(student, teacher, problems, CFG, FAKE_BOUNDARY, tmp_path, rollouts=FAKE_ROLLOUTS,
+                         taus=(0.5, 1.0), progress=False)
+    assert first.skipped == {} and first.run_dir == tmp_path
+    assert first.config["models"] == {"student": "fake-student", "teacher": "fake-teacher"}
+    # Rerun on backends that die on their first generate call: every stage is read back from disk.
+    again = pipeline.run(FakeToyModel("fake-student", "student", fail_after=0),
+                         FakeToyModel("fake-teacher", "teacher", fail_after=0), problems, CFG, FAKE_BOUNDARY,
+                         tmp_path, rollouts=FAKE_ROLLOUTS, taus=(0.5, 1.0), progress=False)
+    pd.testing.assert_frame_equal(again.recovery.per_rollout, first.recovery.per_rollout)
+    pd.testing.assert_frame_equal(again.boundary.per_rollout, first.boundary.per_rollout)
+    pd.testing.assert_frame_equal(again.weights_summary, first.weights_summary)
+    assert sorted(first.weights_summary["tau"].unique()) == [0.5, 1.0]
+    # Weights: one row per rollout; the teacher scores only wrong ones.
+    assert len(first.weights) == len(first.rollouts)
+    assert first.weights["teacher_log_ppl"].isna().tolist() == first.weights["correct"].tolist()
+
+
+def test_pipeline_skips_an_experiment_without_enough_rollouts(tmp_path):
+    problems = load_benchmark("toy-4", toy_size=6)
+    result = pipeline.run(AlwaysRightStudent("right-student", "student"), None, problems, CFG, FAKE_BOUNDARY,
+                          None, rollouts=FAKE_ROLLOUTS, progress=False)
+    assert result.skipped == {"corrective": "0 wrong rollouts, fewer than the 4 buckets"}
+    assert result.recovery is None and result.teacher_solve_rates is None and result.weights is None
+    assert result.boundary.per_rollout["solve_rate"].eq(1.0).all()
+    assert result.config["models"] == {"student": "right-student", "teacher": "right-student"}
+    written = pipeline.write_tables(result, tmp_path / "tables")
+    assert sorted(p.name for p in (tmp_path / "tables").iterdir()) == sorted(
+        ["boundary_buckets.csv", "boundary_rollouts.csv", "boundary_statistics.json", "boundary_summary.md",
+         "manifest.json"])
+    assert written["manifest"].name == "manifest.json"
+
+
+def test_pipeline_mistakes_are_one_line_before_any_model_loads():
+    with pytest.raises(UserError, match="unknown benchmark 'toy-33'.*did you mean 'toy-3'"):
+        pipeline.run(STUDENT_DIR, TEACHER_DIR, pipeline.ProblemSet("toy-33"), CFG, None, None)
+    with pytest.raises(UserError, match="student: ./no-such-model does not exist"):
+        pipeline.run("./no-such-model", None, pipeline.ProblemSet("toy-3", toy_size=2), CFG, None, None)
+    with pytest.raises(UserError, match="server backend needs base_url"):
+        pipeline.ModelConfig("server")
+    with pytest.raises(UserError, match="rollouts: n must be at least 1"):
+        RolloutConfig(n=0)
+
+
+# The real toy models on a configuration small enough for seconds: 12 problems x 4 rollouts.
+TOY_ARGS = ["--benchmark", "toy-3,toy-5", "--toy-size", "6", "--rollouts", "4", "--ratios", "0.4", "0.8",
+            "--continuations", "2", "--scratch-samples", "2", "--boundary-samples", "4", "--n-boot", "200"]
+TOY_SHARED = {"temperature": 0.6, "max_new_tokens": cli.TOY_MAX_NEW_TOKENS, "seed": 0}
+TOY_ANALYSIS = {**TOY_SHARED, "n_buckets": 4, "unit_sequences": 1024, "n_boot": 200}
+
+
+@pytest.fixture(scope="module")
+def toy_result(tmp_path_factory):
+    """``pipeline.run`` in memory (no run_dir) with the settings TOY_ARGS give the command line."""
+    torch.set_num_threads(1)
+    scratch = tmp_path_factory.mktemp("tempdir")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(tempfile, "tempdir", str(scratch))
+        result = pipeline.run(
+            STUDENT_DIR, TEACHER_DIR, pipeline.ProblemSet("toy-3,toy-5", toy_size=6),
+            CorrectiveConfig(ratios=(0.4, 0.8), n_continuations=2, separator=";", scratch_samples=2, **TOY_ANALYSIS),
+            BoundaryConfig(n_samples=4, **TOY_ANALYSIS), None,
+            rollouts=RolloutConfig(n=4, unit_sequences=1024, **TOY_SHARED),
+            models=pipeline.ModelConfig(batch_sequences=1024), progress=False)
+    assert list(scratch.glob("scope-analysis-*")) == []  # the in-memory run left no stage folder behind
+    return result
+
+
+def test_pipeline_run_on_the_toy_world(toy_result):
+    result = toy_result
+    assert result.run_dir is None and result.skipped == {}
+    assert len(result.problems) == 12
+    assert len(result.rollouts) == 12 * 4
+    wrong, correct = int((~result.rollouts["correct"]).sum()), int(result.rollouts["correct"].sum())
+    assert wrong >= 4 and correct >= 4
+    recovery = result.recovery
+    assert list(recovery.table.values.index) == [0.4, 0.8]
+    assert list(recovery.table.values.columns) == ["Q1", "Q2", "Q3", "Q4", "Q1−Q4"]
+    per = recovery.per_rollout
+    assert len(per) == wrong * 2 and (per["n_continuations"] == 2).all()
+    assert per["recovery_rate"].between(0, 1).all()
+    np.testing.assert_array_equal(per["recovery_rate"], per["recovered"] / 2)
+    # Buckets are teacher-PPL quartiles: every Q_k rollout sits at or below every Q_k+1 rollout.
+    by_bucket = per.drop_duplicates(["benchmark", "problem_id", "sample_idx"]).groupby("bucket")["teacher_log_ppl"]
+    lows, highs = by_bucket.min(), by_bucket.max()
+    assert all(highs[f"Q{k}"] <= lows[f"Q{k + 1}"] for k in (1, 2, 3))
+    assert recovery.buckets["teacher_ppl_mean"].is_monotonic_increasing
+    assert recovery.buckets["n_rollouts"].sum() == wrong
+    # Two from-scratch samples per problem: every solve rate is 0, 1/2 or 1.
+    solve = result.teacher_solve_rates
+    assert list(solve.columns) == ["benchmark", "problem_id", "teacher_solve_rate"]
+    assert len(solve) == per[["benchmark", "problem_id"]].drop_duplicates().shape[0]
+    assert set(solve["teacher_solve_rate"]) <= {0.0, 0.5, 1.0}
+    edge = result.boundary
+    assert len(edge.per_rollout) == correct and (edge.per_rollout["n_samples"] == 4).all()
+    assert edge.buckets["student_ppl_mean"].is_monotonic_increasing
+    assert list(edge.buckets["bucket"]) == ["Q1", "Q2", "Q3", "Q4"]
+    assert len(result.weights) == len(result.rollouts)
+    assert set(result.weights_summary["path"]) == {"mle", "opd"}
+    assert sorted(result.weights_summary["tau"].unique()) == [0.25, 0.5, 1.0, 2.0, 4.0]
+    assert set(result.timings) == {"load_models_s", "rollouts_s", "corrective_s", "boundary_s", "total_s"}
+
+
+def test_cli_writes_what_the_pipeline_returns(toy_result, tmp_path, capsys):
+    """Same settings, same numbers: the command line's tables equal the in-memory run's, byte for byte."""
+    assert cli.main(["toy", *TOY_ARGS, "--run-dir", str(tmp_path / "run"), "--out", str(tmp_path / "cli"),
+                     "--no-figures", "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    assert printed.startswith(f"12 problems x 4 student rollouts: {int(toy_result.rollouts['correct'].sum())} correct")
+    pipeline.write_tables(toy_result, tmp_path / "api")
+    names = sorted(p.name for p in (tmp_path / "cli").iterdir())
+    assert names == sorted(p.name for p in (tmp_path / "api").iterdir())
+    assert len(names) == 14  # recovery (7 files), boundary (4), weights (2) and the manifest
+    for name in names:
+        if name != "manifest.json":
+            assert (tmp_path / "cli" / name).read_bytes() == (tmp_path / "api" / name).read_bytes(), name
+    cli_manifest, api_manifest = (json.loads((tmp_path / d / "manifest.json").read_text()) for d in ("cli", "api"))
+    assert cli_manifest["config"] == api_manifest["config"] and cli_manifest["files"] == api_manifest["files"]
+    # The teacher solve rate is the share of its graded from-scratch samples that are correct.
+    shards = sorted((tmp_path / "run" / "teacher_scratch").glob("part-*.parquet"))
+    scratch = pd.concat(pd.read_parquet(f) for f in shards)
+    counted = scratch.groupby(["benchmark", "problem_id"])["correct"].agg(["sum", "size"]).reset_index()
+    solve = toy_result.teacher_solve_rates.merge(counted, on=["benchmark", "problem_id"], validate="one_to_one")
+    assert len(solve) == len(counted) and (solve["size"] == 2).all()
+    np.testing.assert_array_equal(solve["teacher_solve_rate"], solve["sum"] / solve["size"])
