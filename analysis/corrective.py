@@ -151,18 +151,17 @@ def truncation_point(response: str, ratio: float, separator: str) -> Cut:
 def quantile_buckets(values: Sequence[float] | np.ndarray, n_buckets: int = 4) -> np.ndarray:
     """Labels "Q1".."Qn" by quantile of ``values`` (Q1 lowest), buckets as equal in size as possible.
 
-    Ties are broken by position after a stable sort, so equal values may straddle a boundary
-    rather than leave buckets empty or unequal.
+    ``pandas.qcut`` of the ranks, ties ranked in order of appearance, so equal values may straddle
+    a boundary rather than leave buckets empty or unequal; when the sizes cannot be equal, the
+    outer buckets take the extra values.
     """
     arr = np.asarray(values, dtype=np.float64)
     if arr.ndim != 1 or arr.size < n_buckets:
         raise ValueError(f"need at least {n_buckets} values to form {n_buckets} buckets, got shape {arr.shape}")
     if not np.all(np.isfinite(arr)):
         raise ValueError("bucketed values must be finite")
-    rank = np.empty(arr.size, dtype=np.int64)
-    rank[np.argsort(arr, kind="stable")] = np.arange(arr.size)
-    index = rank * n_buckets // arr.size
-    return np.array([f"Q{i + 1}" for i in index])
+    ranks = pd.Series(arr).rank(method="first")
+    return pd.qcut(ranks, n_buckets, labels=bucket_labels(n_buckets)).astype(str).to_numpy()
 
 
 def bucket_labels(n_buckets: int) -> list[str]:

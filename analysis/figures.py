@@ -1,8 +1,8 @@
 """Every figure of the workbench, in one house style, regenerated from whatever is under ``results/``.
 
-House style: seaborn's colour-blind palette, single-column width (3.5 in), 8 pt text, vector PDF
-(TrueType fonts, editable) plus a 200 dpi PNG, tight bounding boxes. Numbers from the paper are
-always drawn dashed and labelled "paper"; everything else is this workbench's own measurement.
+The style and the byte-stable PDF + PNG files are ``workbench.plotting``'s, shared with the
+evaluation's Pass@k curves. Numbers from the paper are always drawn dashed and labelled "paper";
+everything else is this workbench's own measurement.
 
 :func:`regenerate` finds the inputs by their file names, so any folder that holds them is drawn:
 
@@ -26,74 +26,42 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import seaborn as sns
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.ticker import MaxNLocator
 
-matplotlib.use("Agg")
-
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import pyarrow.parquet as pq  # noqa: E402
-import seaborn as sns  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-from matplotlib.lines import Line2D  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
-
-from analysis.stats import logistic_regression  # noqa: E402
-from analysis.rollouts import ANALYSIS_KIND  # noqa: E402
-from analysis.weights import (  # noqa: E402
+from analysis.rollouts import ANALYSIS_KIND
+from analysis.stats import logistic_regression
+from analysis.weights import (
     DEFAULT_TAUS, PATH_LABELS, effective_sample_size, prepare, read_snapshots, snapshot_weights, tau_sweep,
 )
-from eval.curves import AVERAGE as CURVE_AVERAGE  # noqa: E402
-from eval.curves import PDF_METADATA, PNG_METADATA, pass_at_k_curves  # noqa: E402
-from eval.reference import PAPER_SOURCE  # noqa: E402
-from workbench.records import read_records  # noqa: E402
-from workbench.runs import MANIFEST, read_manifest, write_manifest  # noqa: E402
+from eval.curves import AVERAGE as CURVE_AVERAGE
+from eval.curves import pass_at_k_curves
+from eval.reference import PAPER_SOURCE
+from workbench.plotting import (
+    COLUMN_WIDTH, PASS_AT_K_LABEL, house_style, legend_columns, method_colours, palette, pass_at_k_panel,
+    save_figure, seed_band, seed_note,
+)
+from workbench.records import read_records
+from workbench.runs import MANIFEST, read_manifest, write_manifest
 
 log = logging.getLogger(__name__)
 
-COLUMN_WIDTH = 3.5
-PNG_DPI = 200
 PAPER_LABEL = "paper"
 SAMPLE_COLUMNS = {"benchmark", "problem_id", "sample_idx", "correct"}
 UNCOMMITTED = "runs"  # results/runs/, results/toy/runs/: git-ignored, absent from a fresh clone
 SNAPSHOT_FILE = "snapshots.parquet"
 FIGURE_SUFFIXES = (".pdf", ".png")
 NOT_EVAL_COLUMNS = {"group_id", "step", "logps", "ratio", "token_ids"}
-
-
-@contextmanager
-def house_style() -> Iterator[None]:
-    """Matplotlib/seaborn settings for every figure, restored afterwards."""
-    rc = {
-        "font.size": 8, "axes.titlesize": 8, "axes.labelsize": 8, "xtick.labelsize": 7, "ytick.labelsize": 7,
-        "legend.fontsize": 6.5, "legend.title_fontsize": 7, "legend.frameon": False, "lines.linewidth": 1.2,
-        "lines.markersize": 3.5, "axes.linewidth": 0.6, "pdf.fonttype": 42, "ps.fonttype": 42,
-        "savefig.bbox": "tight", "savefig.pad_inches": 0.02, "figure.dpi": 100,
-    }
-    with plt.rc_context(), sns.axes_style("ticks"):
-        sns.set_palette("colorblind")
-        plt.rcParams.update(rc)
-        yield
-
-
-def palette(n: int) -> list[tuple[float, float, float]]:
-    return sns.color_palette("colorblind", n)
-
-
-def save(fig: Figure, out_dir: Path, name: str) -> list[Path]:
-    """``name.pdf`` and ``name.png`` in ``out_dir``; the figure is closed."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    paths = [out_dir / f"{name}.pdf", out_dir / f"{name}.png"]
-    fig.savefig(paths[0], metadata=PDF_METADATA)  # same inputs, same bytes
-    fig.savefig(paths[1], dpi=PNG_DPI, metadata=PNG_METADATA)
-    plt.close(fig)
-    return paths
 
 
 def _buckets(columns: Sequence[str]) -> list[str]:
@@ -179,18 +147,30 @@ def ppl_vs_recovery(per_rollout: pd.DataFrame) -> Figure:
     return fig
 
 
+def _percent_errorbar(ax: Any, x: np.ndarray, buckets: pd.DataFrame, name: str, **style: Any) -> None:
+    """``<name>_pct`` per bucket with its ``<name>_ci_lo`` to ``<name>_ci_hi`` interval."""
+    pct = buckets[f"{name}_pct"]
+    err = np.vstack([pct - buckets[f"{name}_ci_lo"], buckets[f"{name}_ci_hi"] - pct])
+    ax.errorbar(x, pct, yerr=err, marker="o", capsize=2, **style)
+
+
+def _bucket_axes(ax: Any, x: np.ndarray, buckets: pd.DataFrame, ppl: str, decimals: int, xlabel: str,
+                 ylabel: str) -> None:
+    """Buckets along x, each labelled with its mean PPL (column ``ppl``), a 0-100 % y axis."""
+    ax.set_xticks(x, [f"{b}\nPPL {p:.{decimals}f}" for b, p in zip(buckets["bucket"], buckets[ppl])])
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_ylim(-3, 103)
+    ax.grid(axis="y", linewidth=0.3, alpha=0.6)
+
+
 def teacher_solve_by_bucket(buckets: pd.DataFrame) -> Figure:
     """The teacher's from-scratch solve rate per teacher-PPL bucket: are high-PPL buckets just harder?"""
     fig, ax = plt.subplots(figsize=(COLUMN_WIDTH, 2.0))
     x = np.arange(len(buckets))
-    err = np.vstack([buckets["teacher_solve_pct"] - buckets["teacher_solve_ci_lo"],
-                     buckets["teacher_solve_ci_hi"] - buckets["teacher_solve_pct"]])
-    ax.errorbar(x, buckets["teacher_solve_pct"], yerr=err, marker="o", capsize=2, color=palette(1)[0], linestyle="-")
-    ax.set_xticks(x, [f"{b}\nPPL {p:.2f}" for b, p in zip(buckets["bucket"], buckets["teacher_ppl_mean"])])
-    ax.set_xlabel("teacher-PPL bucket of the wrong rollouts")
-    ax.set_ylabel("teacher solve rate\nfrom scratch (%)")
-    ax.set_ylim(-3, 103)
-    ax.grid(axis="y", linewidth=0.3, alpha=0.6)
+    _percent_errorbar(ax, x, buckets, "teacher_solve", color=palette(1)[0], linestyle="-")
+    _bucket_axes(ax, x, buckets, "teacher_ppl_mean", 2, "teacher-PPL bucket of the wrong rollouts",
+                 "teacher solve rate\nfrom scratch (%)")
     sns.despine(fig)
     fig.tight_layout()
     return fig
@@ -205,16 +185,10 @@ def boundary_buckets(buckets: pd.DataFrame) -> Figure:
     series = (("solve", "mean solve rate of the problem"), ("sometimes", "problems solved sometimes (0<rate<1)"),
               ("always", "problems always solved"))
     for offset, (name, label), colour in zip((-0.12, 0.0, 0.12), series, colours):
-        if f"{name}_pct" not in buckets.columns:
-            continue
-        err = np.vstack([buckets[f"{name}_pct"] - buckets[f"{name}_ci_lo"],
-                         buckets[f"{name}_ci_hi"] - buckets[f"{name}_pct"]])
-        ax.errorbar(x + offset, buckets[f"{name}_pct"], yerr=err, marker="o", capsize=2, color=colour, label=label)
-    ax.set_xticks(x, [f"{b}\nPPL {p:.3f}" for b, p in zip(buckets["bucket"], buckets["student_ppl_mean"])])
-    ax.set_xlabel("student-PPL bucket of the correct rollouts")
-    ax.set_ylabel("%, mean over the\nbucket's correct rollouts")
-    ax.set_ylim(-3, 103)
-    ax.grid(axis="y", linewidth=0.3, alpha=0.6)
+        if f"{name}_pct" in buckets.columns:
+            _percent_errorbar(ax, x + offset, buckets, name, color=colour, label=label)
+    _bucket_axes(ax, x, buckets, "student_ppl_mean", 3, "student-PPL bucket of the correct rollouts",
+                 "%, mean over the\nbucket's correct rollouts")
     sns.despine(fig)
     fig.tight_layout()
     fig.legend(*ax.get_legend_handles_labels(), loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=1)
@@ -327,32 +301,12 @@ def weight_vs_ppl(weighted: pd.DataFrame) -> Figure:
 RunKey = tuple[str, int]
 
 
-def _band(ax: Any, per_seed: pd.DataFrame, x: str, y: str, colour: Any, label: str) -> None:
-    """Mean over seeds as a line, lowest-to-highest seed as a band (when there are several seeds)."""
-    stats = per_seed.groupby(x)[y].agg(["mean", "min", "max"])
-    ax.plot(stats.index, stats["mean"], color=colour, label=label, marker="o" if len(stats) < 12 else None)
-    if per_seed["seed"].nunique() > 1:
-        ax.fill_between(stats.index, stats["min"], stats["max"], color=colour, alpha=0.2, linewidth=0)
-
-
 def _methods(keys: Sequence[RunKey]) -> list[str]:
     return list(dict.fromkeys(method for method, _ in keys))
 
 
-METHOD_ORDER = ("base", "grpo", "kd", "opd", "scope")
-
-
-def method_colours(methods: Sequence[str]) -> dict[str, Any]:
-    """One colour per method, the same in every figure: known methods keep fixed slots."""
-    extra = [m for m in methods if m not in METHOD_ORDER]
-    colours = palette(len(METHOD_ORDER) + len(extra))
-    slots = {m: i for i, m in enumerate([*METHOD_ORDER, *extra])}
-    return {m: colours[slots[m]] for m in methods}
-
-
 def _seed_note(keys: Sequence[RunKey]) -> str:
-    n = len({seed for _, seed in keys})
-    return f"line: mean over seeds (up to {n}), band: lowest to highest seed" if n > 1 else "one seed"
+    return seed_note(seed for _, seed in keys)
 
 
 def weights_over_steps(runs: dict[RunKey, pd.DataFrame]) -> Figure:
@@ -370,7 +324,7 @@ def weights_over_steps(runs: dict[RunKey, pd.DataFrame]) -> Figure:
         for method in methods:
             part = data[(data["path"] == path) & (data["method"] == method)]
             if not part.empty:
-                _band(ax, part, "step", "ess_frac", colours[method], method)
+                seed_band(ax, part, "step", "ess_frac", colours[method], method)
         ax.set_title(PATH_LABELS[path], fontsize=7)
         ax.set_xlabel("training step")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -419,7 +373,7 @@ def training_dynamics(histories: dict[RunKey, pd.DataFrame]) -> Figure:
                 if m == method and column is not None:
                     parts.append(history[["step", column]].dropna().rename(columns={column: "value"}).assign(seed=seed))
             if parts:
-                _band(ax, pd.concat(parts, ignore_index=True), "step", "value", colours[method], method)
+                seed_band(ax, pd.concat(parts, ignore_index=True), "step", "value", colours[method], method)
         ax.set_ylabel(title)
         ax.grid(axis="y", linewidth=0.3, alpha=0.6)
     axes[-1, 0].set_xlabel("training step")
@@ -443,22 +397,13 @@ def pass_at_k_figure(samples: pd.DataFrame) -> Figure:
     average = curves[curves["benchmark"] == CURVE_AVERAGE]
     methods = list(pd.unique(average["method"]))
     fig, ax = plt.subplots(figsize=(COLUMN_WIDTH, 2.3))
-    colours = method_colours(methods)
-    for method in methods:
-        _band(ax, average[average["method"] == method], "k", "value", colours[method], method)
-    ks = sorted(pd.unique(average["k"]))
-    ax.set_xscale("log", base=2)
-    ax.set_xticks(ks, [str(k) for k in ks])
+    pass_at_k_panel(ax, average, method_colours(methods))
     ax.set_xlabel("k (samples per problem)")
-    ax.set_ylabel("Pass@k (%), unbiased,\nmean over benchmarks")
-    ax.set_ylim(-2, 102)
-    ax.grid(axis="y", linewidth=0.3, alpha=0.6)
+    ax.set_ylabel(f"{PASS_AT_K_LABEL},\nmean over benchmarks")
     sns.despine(fig)
     fig.tight_layout()
-    keys = list(map(tuple, samples[["method", "seed"]].drop_duplicates().to_numpy()))
-    long_labels = max(len(str(m)) for m in methods) > 16
     fig.legend(*ax.get_legend_handles_labels(), loc="lower center", bbox_to_anchor=(0.5, 1.0),
-               ncol=1 if long_labels else min(4, len(methods)), title=_seed_note(keys))
+               ncol=legend_columns(methods, 4), title=seed_note(average["seed"]))
     return fig
 
 
@@ -545,10 +490,9 @@ def find_eval_folders(root: Path, skip: Path | None = None) -> list[Path]:
 
 def _draw(figures: list[dict[str, Any]], out_dir: Path, name: str, make: Any, inputs: Sequence[Path]) -> None:
     with house_style():
-        fig = make()
-        paths = save(fig, out_dir, name)
-    figures.append({"name": name, "files": [p.name for p in paths], "inputs": [_path(p) for p in inputs]})
-    log.info("wrote %s", paths[1])
+        paths = save_figure(make(), out_dir, name)
+    figures.append({"name": name, "files": [p.name for p in paths.values()], "inputs": [_path(p) for p in inputs]})
+    log.info("wrote %s", paths["png"])
 
 
 def _path(path: str | os.PathLike) -> str:

@@ -25,6 +25,7 @@ import pandas as pd
 import torch
 
 from train.scope import WeightConfig, scope_weights
+from train.scope import effective_sample_size as subset_ess
 from workbench.perplexity import log_perplexity, pad_logprobs
 
 log = logging.getLogger(__name__)
@@ -85,20 +86,21 @@ def compute_weights(frame: pd.DataFrame, cfg: WeightConfig = WeightConfig()) -> 
 
 
 def effective_sample_size(frame: pd.DataFrame, weight: str = "weight") -> pd.DataFrame:
-    """Per (tau, step, group, path), whichever exist: subset size ``n``, ``ess`` = (sum w)^2 / sum w^2
-    and ``ess_frac`` = ess / n.
+    """Per (tau, step, group, path), whichever exist: subset size ``n``, ``ess`` (the objective's own
+    ``train.scope.effective_sample_size``) and ``ess_frac`` = ess / n, subsets in order of appearance.
 
     Rollouts with weight 0 (excluded by a NaN PPL or an "off" path) still count in ``n``, so an
     excluded rollout lowers ``ess_frac``. A subset whose weights are all 0 gets ESS 0.
     """
     keys = [k for k in ("tau", "step", "group", "path") if k in frame.columns]
-    w = frame[weight].to_numpy(dtype=np.float64)
-    grouped = frame.assign(_w=w, _w2=w * w).groupby(keys, sort=False)
-    out = grouped.agg(n=("_w", "size"), w_sum=("_w", "sum"), w2_sum=("_w2", "sum")).reset_index()
-    positive = out["w2_sum"] > 0
-    out["ess"] = np.where(positive, out["w_sum"] ** 2 / out["w2_sum"].where(positive, 1.0), 0.0)
+    subset = frame.groupby(keys, sort=False, dropna=False).ngroup()
+    ess, size = subset_ess(torch.tensor(frame[weight].to_numpy(dtype=np.float64)),
+                           torch.tensor(subset.to_numpy(dtype=np.int64)))
+    out = frame[keys][~subset.duplicated().to_numpy()].reset_index(drop=True)
+    out["n"] = size.numpy().astype(np.int64)
+    out["ess"] = ess.numpy()
     out["ess_frac"] = out["ess"] / out["n"]
-    return out.drop(columns=["w_sum", "w2_sum"])
+    return out
 
 
 def tau_sweep(frame: pd.DataFrame, taus: Sequence[float] = DEFAULT_TAUS,

@@ -21,12 +21,7 @@ from eval.metrics import default_ks, macro_average, pass_at_k
 log = logging.getLogger(__name__)
 
 AVERAGE = "Average"
-PALETTE = "colorblind"
 RUN_COLUMNS = ("method", "seed")
-# No dates and no software versions in figure files: the same curves give the same bytes, so a
-# rerun that changes nothing leaves committed figures untouched. (matplotlib drops a key set to None.)
-PDF_METADATA = {"CreationDate": None, "ModDate": None, "Creator": None, "Producer": None}
-PNG_METADATA = {"Software": None}
 
 
 def pass_at_k_curves(samples: pd.DataFrame, ks: Sequence[int] | None = None) -> pd.DataFrame:
@@ -54,60 +49,46 @@ def pass_at_k_curves(samples: pd.DataFrame, ks: Sequence[int] | None = None) -> 
     return pd.DataFrame(rows)
 
 
-def plot_pass_at_k_curves(curves: pd.DataFrame, out_stem: str | Path, *, title: str | None = None) -> dict[str, Path]:
+def plot_pass_at_k_curves(curves: pd.DataFrame, out_stem: str | Path) -> dict[str, Path]:
     """One panel per benchmark (and the Average), one line per method; writes ``<stem>.pdf`` and ``.png``.
 
     Neither file carries a date or a software version, so rebuilding the same curves gives the same bytes.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import seaborn as sns
+
+    from workbench.plotting import (
+        PASS_AT_K_LABEL, TEXT_WIDTH, house_style, legend_columns, method_colours, pass_at_k_panel, save_figure,
+        seed_note,
+    )
 
     if curves.empty:
         raise ValueError("no curves to plot")
     benchmarks = list(pd.unique(curves["benchmark"]))
-    methods = list(pd.unique(curves["method"]))
-    colours = dict(zip(methods, sns.color_palette(PALETTE, len(methods))))
+    colours = method_colours(list(pd.unique(curves["method"])))
     cols = min(4, len(benchmarks))
     rows = int(np.ceil(len(benchmarks) / cols))
-    with sns.axes_style("whitegrid"), sns.plotting_context("paper", font_scale=0.9):
-        fig, axes = plt.subplots(rows, cols, figsize=(1.9 * cols + 0.6, 1.8 * rows + 0.5),
-                                 sharex=True, sharey=True, squeeze=False)
+    stem = Path(out_stem)
+    with house_style():
+        fig, axes = plt.subplots(rows, cols, figsize=(TEXT_WIDTH, 1.6 * rows + 0.3), sharex=True, sharey=True,
+                                 squeeze=False)
         for ax, bench in zip(axes.flat, benchmarks):
-            for method in methods:
-                part = curves[(curves["benchmark"] == bench) & (curves["method"] == method)]
-                stats = part.groupby("k")["value"].agg(["mean", "min", "max"])
-                ax.plot(stats.index, stats["mean"], marker="o", markersize=2.5, linewidth=1.2,
-                        color=colours[method], label=method)
-                if part["seed"].nunique() > 1:
-                    ax.fill_between(stats.index, stats["min"], stats["max"], color=colours[method], alpha=0.2,
-                                    linewidth=0)
-            ax.set_xscale("log", base=2)
-            ks = sorted(pd.unique(curves["k"]))
-            ax.set_xticks(ks, [str(k) for k in ks])
+            pass_at_k_panel(ax, curves[curves["benchmark"] == bench], colours)
             ax.set_title(bench)
-            ax.set_ylim(-2, 102)
         for ax in axes.flat[len(benchmarks):]:
             ax.set_visible(False)
         for ax in axes[:, 0]:
-            ax.set_ylabel("Pass@k, unbiased (%)")
+            ax.set_ylabel(PASS_AT_K_LABEL)
         for col in range(cols):
             lowest = axes[(len(benchmarks) - 1 - col) // cols, col]  # the column's last visible panel
             lowest.tick_params(labelbottom=True)
-            lowest.set_xlabel("k")
-        handles, labels = axes.flat[0].get_legend_handles_labels()
-        fig.legend(handles, labels, loc="lower center", ncol=min(len(methods), 6), frameon=False,
-                   bbox_to_anchor=(0.5, 0.0))
-        if title:
-            fig.suptitle(title)
-        fig.tight_layout(rect=(0, 0.08, 1, 1))
-        stem = Path(out_stem)
-        stem.parent.mkdir(parents=True, exist_ok=True)
-        paths = {"pdf": stem.with_suffix(".pdf"), "png": stem.with_suffix(".png")}
-        fig.savefig(paths["pdf"], metadata=PDF_METADATA)
-        fig.savefig(paths["png"], dpi=200, metadata=PNG_METADATA)
-        plt.close(fig)
+            lowest.set_xlabel("k (samples per problem)")
+        sns.despine(fig)
+        fig.tight_layout()
+        drawn = {label: handle for ax in axes.flat for handle, label in zip(*ax.get_legend_handles_labels())}
+        methods = [m for m in colours if m in drawn]  # a method missing from some benchmarks is still listed
+        fig.legend([drawn[m] for m in methods], methods, loc="lower center", bbox_to_anchor=(0.5, 1.0),
+                   ncol=legend_columns(methods, 6), title=seed_note(curves["seed"]))
+        paths = save_figure(fig, stem.parent, stem.name)
     log.info("wrote Pass@k curves to %s.{pdf,png}", stem)
     return paths

@@ -17,7 +17,7 @@ Values are fractions in [0, 1]; tables convert to percent.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from numbers import Integral
 
 import numpy as np
@@ -25,8 +25,6 @@ from scipy import stats
 
 ArrayLike = np.ndarray | Sequence[float] | float | int
 CorrectnessInput = np.ndarray | Sequence[Sequence[float]]
-
-ESTIMATORS = ("unbiased", "bootstrap")
 
 
 def _as_count_array(values: ArrayLike, name: str) -> np.ndarray:
@@ -125,16 +123,6 @@ def avg_at_k(correct_or_c: CorrectnessInput | ArrayLike, n: ArrayLike | None = N
     return c_arr / n_arr
 
 
-def benchmark_mean(per_problem: ArrayLike) -> float:
-    """A benchmark's score: the unweighted mean over its problems (each problem counts once)."""
-    values = np.asarray(per_problem, dtype=np.float64).ravel()
-    if values.size == 0:
-        raise ValueError("cannot average an empty set of problems")
-    if not np.all(np.isfinite(values)):
-        raise ValueError(f"per-problem values must be finite, got {values!r}")
-    return float(values.mean())
-
-
 def pass_at_k(n: ArrayLike, c: ArrayLike, k: int) -> np.ndarray:
     """Unbiased Pass@k of Chen et al. (2021): 1 - C(n-c, k) / C(n, k), per problem.
 
@@ -212,20 +200,6 @@ def default_ks(n_max: int) -> list[int]:
     return ks
 
 
-def pass_at_k_curve(
-    n: ArrayLike, c: ArrayLike, ks: Iterable[int] | None = None, estimator: str = "unbiased"
-) -> dict[int, float]:
-    """Benchmark-mean Pass@k for several k; by default k = 1, 2, 4, ..., n (smallest n if ragged)."""
-    if estimator not in ESTIMATORS:
-        raise ValueError(f"estimator must be one of {ESTIMATORS}, got {estimator!r}")
-    n_arr, c_arr = _check_counts(n, c)
-    grid = default_ks(int(n_arr.min())) if ks is None else list(ks)
-    if not grid:
-        raise ValueError("ks is empty")
-    fn = pass_at_k if estimator == "unbiased" else pass_at_k_bootstrap
-    return {int(k): benchmark_mean(fn(n_arr, c_arr, k)) for k in grid}
-
-
 def _check_level(level: float) -> float:
     if not 0.0 < level < 1.0:
         raise ValueError(f"level must lie strictly between 0 and 1, got {level!r}")
@@ -247,16 +221,22 @@ def _finite_1d(values: ArrayLike, name: str) -> np.ndarray:
     return arr
 
 
-def _resampled_means(values: np.ndarray, n_boot: int, rng: np.random.Generator) -> np.ndarray:
-    """Means of n_boot resamples of the problems, with replacement."""
-    idx = rng.integers(0, values.size, size=(n_boot, values.size))
-    return values[idx].mean(axis=1)
+def percentile_bootstrap(samples: Sequence[np.ndarray], statistic: Callable[..., np.ndarray], level: float,
+                         n_boot: int, seed: int) -> tuple[float, float]:
+    """scipy's percentile bootstrap interval of ``statistic`` (vectorised, ``axis`` keyword), each
+    sample resampled with replacement on its own, in order, from ``default_rng(seed)``.
+
+    scipy refuses a sample of one value. Such a sample resamples only to itself, as its value taken
+    twice does, so it is passed doubled: the same interval for any statistic of sample means.
+    """
+    data = tuple(np.repeat(s, 2) if s.size == 1 else s for s in samples)
+    result = stats.bootstrap(data, statistic, n_resamples=n_boot, confidence_level=level, method="percentile",
+                             vectorized=True, rng=np.random.default_rng(seed))
+    return float(result.confidence_interval.low), float(result.confidence_interval.high)
 
 
-def _percentile_interval(means: np.ndarray, level: float) -> tuple[float, float]:
-    tail = 100.0 * (1.0 - level) / 2.0
-    lo, hi = np.percentile(means, [tail, 100.0 - tail])
-    return float(lo), float(hi)
+def _mean_of_means(*samples: np.ndarray, axis: int) -> np.ndarray:
+    return np.mean([s.mean(axis=axis) for s in samples], axis=0)
 
 
 def bootstrap_ci(
@@ -269,8 +249,7 @@ def bootstrap_ci(
     """
     values = _finite_1d(per_problem_values, "per_problem_values")
     level, n_boot = _check_level(level), _check_boot(n_boot)
-    means = _resampled_means(values, n_boot, np.random.default_rng(seed))
-    lo, hi = _percentile_interval(means, level)
+    lo, hi = percentile_bootstrap((values,), np.mean, level, n_boot, seed)
     return float(values.mean()), lo, hi
 
 
@@ -284,10 +263,8 @@ def macro_bootstrap_ci(
     if not per_benchmark_values:
         raise ValueError("per_benchmark_values is empty")
     level, n_boot = _check_level(level), _check_boot(n_boot)
-    rng = np.random.default_rng(seed)
     arrays = {name: _finite_1d(v, f"benchmark {name!r}") for name, v in per_benchmark_values.items()}
-    boot = np.mean([_resampled_means(v, n_boot, rng) for v in arrays.values()], axis=0)
-    lo, hi = _percentile_interval(boot, level)
+    lo, hi = percentile_bootstrap(tuple(arrays.values()), _mean_of_means, level, n_boot, seed)
     return macro_average({name: float(v.mean()) for name, v in arrays.items()}), lo, hi
 
 
@@ -310,13 +287,3 @@ def macro_average(per_benchmark: Mapping[str, float]) -> float:
         if not np.isfinite(value):
             raise ValueError(f"benchmark {name!r} has a non-finite score {value!r}")
     return float(np.mean(list(per_benchmark.values())))
-
-
-def relative_improvement(ours: ArrayLike, baseline: ArrayLike) -> float | np.ndarray:
-    """Percent change 100 * (ours - baseline) / baseline, the paper's "Δ% vs OPD" rows."""
-    ours_arr = np.asarray(ours, dtype=np.float64)
-    base_arr = np.asarray(baseline, dtype=np.float64)
-    if np.any(base_arr == 0.0):
-        raise ValueError(f"baseline must be non-zero for a relative improvement, got {baseline!r}")
-    result = 100.0 * (ours_arr - base_arr) / base_arr
-    return float(result) if result.ndim == 0 else result

@@ -53,12 +53,3 @@ def paper_recovery() -> pd.DataFrame:
     """Recovery rate of teacher continuations by teacher-perplexity quartile and truncation ratio."""
     return _read("recovery_by_teacher_ppl.csv")
 
-
-def paper_ablation() -> pd.DataFrame:
-    """Dual-path adaptive weighting ablation on AIME24/25 (main setting), in percent."""
-    return _read("ablation_dpaw.csv")
-
-
-def paper_step_time() -> pd.DataFrame:
-    """Per-step wall-clock seconds by component for GRPO, OPD and SCOPE (NaN: no such component)."""
-    return _read("step_time_seconds.csv")

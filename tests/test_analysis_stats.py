@@ -154,3 +154,10 @@ def test_bootstrap_difference_interval():
     assert lo < diff < hi and -0.2 < lo < 0.4 and 0.6 < hi <= 1.0
     assert bootstrap_difference_ci(a, b, n_boot=4000, seed=1) == (diff, lo, hi)
     assert bootstrap_difference_ci([2.0, 2.0], [1.0, 1.0]) == (1.0, 1.0, 1.0)
+    assert bootstrap_difference_ci([3.0], [1.0, 1.0]) == (2.0, 2.0, 2.0)  # one value resamples to itself
+    # the percentiles of the differences of default_rng(seed) resample means, a's block drawn first
+    rng = np.random.default_rng(3)
+    diffs = (a[rng.integers(0, a.size, (500, a.size))].mean(axis=1)
+             - b[rng.integers(0, b.size, (500, b.size))].mean(axis=1))
+    assert bootstrap_difference_ci(a, b, level=0.9, n_boot=500, seed=3)[1:] == pytest.approx(
+        tuple(np.percentile(diffs, [5.0, 95.0])), abs=1e-9)

@@ -16,6 +16,7 @@ from train.bench_weights import run as run_weights_benchmark
 from train.scope import (
     ABLATIONS,
     WeightConfig,
+    effective_sample_size,
     mle_token_loss,
     opd_token_loss,
     scope_objective,
@@ -247,6 +248,25 @@ def test_float32_inputs_and_int_correctness():
 def test_empty_batch():
     empty = torch.zeros(0)
     assert scope_weights(torch.zeros(0, dtype=torch.long), empty.bool(), empty, empty).shape == (0,)
+
+
+def test_effective_sample_size_by_hand():
+    # subsets 1, 3, 7, 9 (ascending): one rollout; uniform pair; 0.2/0.8 -> 1 / 0.68; all weight 0
+    weights = torch.tensor([0.5, 0.5, 1.0, 0.2, 0.8, 0.0, 0.0])
+    ess, size = effective_sample_size(weights, torch.tensor([3, 3, 1, 7, 7, 9, 9]))
+    assert ess.dtype == size.dtype == torch.float64
+    assert ess.tolist() == pytest.approx([1.0, 2.0, 1 / 0.68, 0.0], abs=1e-12)
+    assert size.tolist() == [1.0, 2.0, 2.0, 2.0]
+    # the weights SCOPE itself gives: every finite subset lies between 1 and its size
+    group = torch.tensor([0, 0, 0, 1, 1, 1, 1, 2])
+    correct = torch.tensor([True, False, True, True, False, False, False, True])
+    lppl = torch.tensor([0.1, 0.9, 0.4, 0.2, 0.3, 2.0, 0.7, 0.5])
+    w = scope_weights(group, correct, lppl, lppl, WeightConfig(tau=0.5))
+    ess, size = effective_sample_size(w, group * 2 + correct.long())
+    assert size.tolist() == [1.0, 2.0, 3.0, 1.0, 1.0]
+    assert ((ess >= 1 - 1e-12) & (ess <= size + 1e-12)).all() and ess[2] < 3
+    with pytest.raises(ValueError, match="1-D of one length"):
+        effective_sample_size(weights, torch.tensor([0, 1]))
 
 
 @pytest.mark.parametrize(

@@ -189,6 +189,25 @@ def scope_weights(
     return weights
 
 
+def effective_sample_size(weights: Tensor, subset_ids: Tensor) -> tuple[Tensor, Tensor]:
+    """Per subset of rollouts: how many its weights really use, ESS = (sum w)^2 / sum w^2, and its size.
+
+    A softmax that puts a subset's whole mass on one rollout learns from one sample (ESS 1); uniform
+    weights use all of them (ESS = size), so ESS / size says how much of a (group, path) subset an
+    update draws on. Subsets are the distinct ``subset_ids`` in ascending order; a subset whose
+    weights are all 0 (a NaN perplexity, an "off" path) has ESS 0. Returns float64 ``(ess, size)``.
+    """
+    if weights.dim() != 1 or subset_ids.shape != weights.shape:
+        raise ValueError(f"weights and subset_ids must be 1-D of one length, got {tuple(weights.shape)} "
+                         f"and {tuple(subset_ids.shape)}")
+    ids, index = torch.unique(subset_ids, return_inverse=True)
+    w = weights.detach().to(torch.float64)
+    zeros = torch.zeros(ids.numel(), dtype=torch.float64, device=w.device)
+    w_sum, w_sq = zeros.index_add(0, index, w), zeros.index_add(0, index, w * w)
+    ess = torch.where(w_sq > 0, w_sum**2 / torch.where(w_sq > 0, w_sq, 1.0), 0.0)
+    return ess, zeros.index_add(0, index, torch.ones_like(w))
+
+
 def mle_token_loss(logp: Tensor, old_logp: Tensor) -> Tensor:
     """Eq. 2 per token: -rho_t, rho_t = exp(log pi_theta - log pi_old).
 

@@ -67,7 +67,9 @@ from trl import GRPOTrainer
 
 from train.config import ROUTED_METHODS, ScopeConfig
 from train.reward import CorrectnessReward
-from train.scope import WeightConfig, authors_objective, scope_objective, scope_weights, step_token_count
+from train.scope import (
+    WeightConfig, authors_objective, effective_sample_size, scope_objective, scope_weights, step_token_count,
+)
 from train.snapshots import FLUSH_ROWS, RowMeta, rollout_row, snapshot_store
 from workbench.grading import Grade
 from workbench.models import Scorer, check_same_vocab
@@ -238,12 +240,6 @@ class ScopeTrainer(GRPOTrainer):
                      student_lppl: torch.Tensor, teacher_lppl: torch.Tensor) -> None:
         """Per-path PPLs and weight statistics of one generation batch, for TRL's logs."""
         metrics = self._metrics[mode]
-        segment = group_ids * 2 + route.long()
-        n_seg = 2 * (int(group_ids.max()) + 1)
-        w = weights.double()
-        w_sum = torch.zeros(n_seg, dtype=w.dtype, device=w.device).index_add(0, segment, w)
-        w_sq = torch.zeros(n_seg, dtype=w.dtype, device=w.device).index_add(0, segment, w * w)
-        size = torch.zeros(n_seg, dtype=w.dtype, device=w.device).index_add(0, segment, torch.ones_like(w))
         for name, on_path in (("mle", True), ("opd", False)):
             rows = route == on_path
             if not bool(rows.any()):
@@ -253,12 +249,12 @@ class ScopeTrainer(GRPOTrainer):
                 ppl = ppl[torch.isfinite(ppl)]
                 if ppl.numel():
                     metrics[f"ppl/{who}_{name}"].append(ppl.mean().item())
-            seg_on_path = (torch.arange(n_seg, device=w.device) % 2 == int(on_path)) & (w_sq > 0)
-            ess = w_sum[seg_on_path] ** 2 / w_sq[seg_on_path]
+            ess, size = effective_sample_size(weights[rows], group_ids[rows])
+            weighted = ess > 0  # subsets with some weight; an all-zero one has no ESS to average
             metrics[f"weights/max_{name}"].append(weights[rows].max().item())
-            if ess.numel():
-                metrics[f"weights/ess_{name}"].append(ess.mean().item())
-                metrics[f"weights/size_{name}"].append(size[seg_on_path].mean().item())
+            if bool(weighted.any()):
+                metrics[f"weights/ess_{name}"].append(ess[weighted].mean().item())
+                metrics[f"weights/size_{name}"].append(size[weighted].mean().item())
 
     def _row_meta(self, inputs: list[dict[str, Any]], correct: torch.Tensor, local: slice, batch_rows: int,
                   group_size: int) -> list[RowMeta]:

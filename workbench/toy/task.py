@@ -39,7 +39,6 @@ _TEST_BUCKETS = 5
 _ENUMERATE_LIMIT = 10_000
 
 _PROMPT_RE = re.compile(r"^Q:(\d(?:[-+*]\d)+)\?A:$")
-_STEP_RE = re.compile(r"^(\d)([-+*])(\d)=(\d)$")
 _BOXED_RE = re.compile(r"\\boxed\{([^{}]*)\}")
 
 
@@ -99,22 +98,6 @@ def reference_solution(problem: str) -> str:
     steps = solution_steps(problem)
     body = "".join(f"{a}{op}{b}={c}{STEP_SEPARATOR}" for a, op, b, c in steps)
     return f"{body}\\boxed{{{steps[-1][3]}}}"
-
-
-def check_chain(problem: str, response: str) -> bool:
-    """Whether a response's worked steps are exactly the reference chain (stricter than the answer)."""
-    return response == reference_solution(problem)
-
-
-def parse_steps(response: str) -> list[tuple[int, str, int, int] | None]:
-    """Split a response into its steps; a malformed step is ``None`` (used to locate first errors)."""
-    body = response.split("\\boxed", 1)[0]
-    parts = [p for p in body.split(STEP_SEPARATOR) if p]
-    steps: list[tuple[int, str, int, int] | None] = []
-    for part in parts:
-        m = _STEP_RE.match(part)
-        steps.append((int(m[1]), m[2], int(m[3]), int(m[4])) if m else None)
-    return steps
 
 
 def boxed_answer(response: str) -> str | None:
