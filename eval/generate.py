@@ -31,6 +31,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from workbench.data import get_spec
+from workbench.errors import UserError
 from workbench.grading import GradeCache, grade_batch
 from workbench.models import Completion, Sampler, SamplingConfig
 from workbench.prompts import render_prompt
@@ -50,7 +51,7 @@ IDENTITY_FIELDS = ("model", "weights_sha256", "sampling", "unit_size", "problems
 MAX_HASHED_WEIGHTS = 64 << 20
 
 
-class ResumeMismatch(ValueError):
+class ResumeMismatch(UserError):
     """The output folder holds samples made with other arguments; continuing would mix two runs."""
 
 
@@ -183,7 +184,8 @@ def check_resume(out_dir: Path, config: Mapping[str, Any]) -> None:
              for k in IDENTITY_FIELDS if previous.get(k) != config[k]]
     if diffs:
         raise ResumeMismatch(
-            f"{out_dir} holds samples made with other arguments; use another folder or the same arguments.\n  "
+            f"{out_dir} holds samples made with other arguments; use the same arguments, another folder, or "
+            "delete it to sample afresh.\n  "
             + "\n  ".join(diffs)
         )
 

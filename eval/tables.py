@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import logging
 import math
+import os
+import uuid
 from collections.abc import Mapping, Sequence
 from numbers import Integral
 from dataclasses import dataclass, replace
@@ -30,7 +32,6 @@ from eval.metrics import (
     macro_bootstrap_ci,
     pass_at_k,
     pass_at_k_bootstrap,
-    relative_improvement,
     seed_ci,
 )
 from eval.reference import paper_table1
@@ -38,7 +39,6 @@ from eval.reference import paper_table1
 logger = logging.getLogger(__name__)
 
 AVERAGE = "Average"
-GAIN_LABEL = "Δ% vs"
 SAMPLE_COLUMNS = ("benchmark", "problem_id", "sample_idx", "correct")
 GROUP_COLUMNS = ("setting", "model", "method", "seed")
 MISSING = "n/a"
@@ -285,30 +285,17 @@ def add_paper(
     return replace(table, paper=aligned)
 
 
-def relative_gains(table: MetricTable, baseline: str, values: pd.DataFrame | None = None) -> pd.DataFrame:
-    """Percent gain of every other row over ``baseline``, column by column (the paper's Δ% rows)."""
-    values = table.values if values is None else values
-    if baseline not in values.index:
-        raise ValueError(f"baseline {baseline!r} is not a row; rows are {list(values.index)}")
-    others = values.drop(index=baseline)
-    gains = relative_improvement(others.to_numpy(), np.broadcast_to(values.loc[baseline].to_numpy(), others.shape))
-    return pd.DataFrame(gains, index=others.index, columns=values.columns)
-
-
-def _fmt(value: float, decimals: int, sign: bool = False, suffix: str = "") -> str:
+def _fmt(value: float, decimals: int, sign: bool = False) -> str:
     """Fixed decimals; a difference that rounds to zero prints as +0.0, never -0.0."""
     if not np.isfinite(value):
         return MISSING
     value = round(float(value), decimals) + 0.0
-    return f"{value:{'+' if sign else ''}.{decimals}f}{suffix}"
+    return f"{value:{'+' if sign else ''}.{decimals}f}"
 
 
-def format_cells(
-    table: MetricTable, *, decimals: int = 1, ci: bool = False, baseline: str | None = None
-) -> pd.DataFrame:
-    """A table of display strings: values (``± half-width`` of the interval when ``ci``), paper
-    columns ``<bench> (paper)`` and ``<bench> Δ`` (ours - paper) when attached, then one
-    ``<row> Δ% vs <baseline>`` row per other row when ``baseline`` is given.
+def format_cells(table: MetricTable, *, decimals: int = 1, ci: bool = False) -> pd.DataFrame:
+    """A table of display strings: values (``± half-width`` of the interval when ``ci``), and paper
+    columns ``<bench> (paper)`` and ``<bench> Δ`` (ours - paper) when attached.
     """
     values = table.values
     cells = pd.DataFrame(index=values.index)
@@ -321,33 +308,19 @@ def format_cells(
         if table.paper is not None:
             cells[f"{col} (paper)"] = [_fmt(v, decimals) for v in table.paper[col]]
             cells[f"{col} Δ"] = [_fmt(v, decimals, sign=True) for v in values[col] - table.paper[col]]
-    if baseline is not None:
-        ours = relative_gains(table, baseline)
-        paper = relative_gains(table, baseline, table.paper) if table.paper is not None else None
-        labels = [f"{label} {GAIN_LABEL} {baseline}" for label in ours.index]
-        gain_rows = pd.DataFrame("", index=labels, columns=cells.columns)
-        for col in values.columns:
-            gain_rows[col] = [_fmt(g, decimals, sign=True, suffix="%") for g in ours[col]]
-            if paper is not None:
-                gain_rows[f"{col} (paper)"] = [_fmt(g, decimals, sign=True, suffix="%") for g in paper[col]]
-        cells = pd.concat([cells, gain_rows])
     cells.index.name = values.index.name
     return cells
 
 
 def to_markdown(cells: pd.DataFrame) -> str:
-    """A GitHub-flavoured pipe table: label column left-aligned, value columns right-aligned."""
+    """A GitHub-flavoured pipe table, padded so its columns also line up as plain text: label column
+    left-aligned, value columns right-aligned, cells written as they are (tabulate parses no numbers)."""
     def esc(text: object) -> str:
         return str(text).replace("|", "\\|")
 
-    header = [esc(cells.index.name or ""), *map(esc, cells.columns)]
-    lines = [
-        "| " + " | ".join(header) + " |",
-        "|" + "|".join([":---", *["---:"] * len(cells.columns)]) + "|",
-    ]
-    for label, row in cells.iterrows():
-        lines.append("| " + " | ".join([esc(label), *map(esc, row)]) + " |")
-    return "\n".join(lines) + "\n"
+    table = cells.rename(index=esc, columns=esc).map(esc).rename_axis(esc(cells.index.name or ""))
+    return table.to_markdown(tablefmt="pipe", colalign=("left", *["right"] * len(cells.columns)),
+                             disable_numparse=True) + "\n"
 
 
 _LATEX_SPECIALS = {
@@ -372,28 +345,14 @@ def latex_escape(text: object) -> str:
 
 
 def to_latex(cells: pd.DataFrame, *, caption: str | None = None, label: str | None = None) -> str:
-    """A booktabs tabular (wrapped in a table float when a caption or label is given).
-
-    Gain rows (``Δ% vs``) sit below a second ``\\midrule``.
-    """
-    spec = "l" + "r" * len(cells.columns)
-    header = [latex_escape(cells.index.name or ""), *map(latex_escape, cells.columns)]
-    body, midrule_done = [], False
-    for row_label, row in cells.iterrows():
-        if GAIN_LABEL in str(row_label) and not midrule_done:
-            body.append(r"\midrule")
-            midrule_done = True
-        body.append(" & ".join([latex_escape(row_label), *map(latex_escape, row)]) + r" \\")
-    tabular = [rf"\begin{{tabular}}{{{spec}}}", r"\toprule", " & ".join(header) + r" \\", r"\midrule", *body,
-               r"\bottomrule", r"\end{tabular}"]
-    if caption is None and label is None:
-        return "\n".join(tabular) + "\n"
-    wrapper = [r"\begin{table}[t]", r"\centering"]
-    if caption is not None:
-        wrapper.append(rf"\caption{{{latex_escape(caption)}}}")
-    if label is not None:
-        wrapper.append(rf"\label{{{label}}}")
-    return "\n".join([*wrapper, *tabular, r"\end{table}"]) + "\n"
+    """A booktabs tabular from pandas' Styler, in a table float when a caption or label is given;
+    every cell, header and the caption go through :func:`latex_escape`."""
+    table = cells.rename_axis(cells.index.name or "").reset_index()
+    styler = table.style.hide(axis="index").format(latex_escape).format_index(latex_escape, axis="columns")
+    wrapped = caption is not None or label is not None
+    return styler.to_latex(column_format="l" + "r" * len(cells.columns), hrules=True,
+                           caption=None if caption is None else latex_escape(caption), label=label,
+                           position="t" if wrapped else None, position_float="centering" if wrapped else None)
 
 
 def numeric_frame(table: MetricTable) -> pd.DataFrame:
@@ -410,6 +369,26 @@ def numeric_frame(table: MetricTable) -> pd.DataFrame:
     return pd.DataFrame(parts, index=table.values.index)
 
 
+def _replace_together(files: Mapping[Path, tuple[str, str | None]]) -> None:
+    """Write each text to a temporary file beside its target, then rename them all into place.
+
+    A full disk, a kill or an exception while writing leaves every target as it was, whole; only
+    the renames, which cannot run out of space, change them. ``files`` maps a path to its text and
+    the ``newline`` argument of :func:`open`.
+    """
+    temps: dict[Path, Path] = {}
+    try:
+        for path, (text, newline) in files.items():
+            temps[path] = path.with_name(f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
+            with open(temps[path], "x", encoding="utf-8", newline=newline) as fh:
+                fh.write(text)
+        for path, temp in temps.items():
+            os.replace(temp, path)
+    finally:
+        for temp in temps.values():
+            temp.unlink(missing_ok=True)
+
+
 def write_tables(
     table: MetricTable,
     out_dir: str | Path,
@@ -417,18 +396,21 @@ def write_tables(
     *,
     decimals: int = 1,
     ci: bool = False,
-    baseline: str | None = None,
     caption: str | None = None,
 ) -> dict[str, Path]:
-    """Write ``<stem>.md`` and ``<stem>.tex`` (display cells) and ``<stem>.csv`` (numbers)."""
+    """Write ``<stem>.md`` and ``<stem>.tex`` (display cells) and ``<stem>.csv`` (numbers), all three
+    or none: a failed write leaves the previous files whole."""
     if not stem or "/" in stem:
         raise ValueError(f"stem must be a plain file name without '/', got {stem!r}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    cells = format_cells(table, decimals=decimals, ci=ci, baseline=baseline)
+    cells = format_cells(table, decimals=decimals, ci=ci)
     paths = {"md": out / f"{stem}.md", "tex": out / f"{stem}.tex", "csv": out / f"{stem}.csv"}
-    paths["md"].write_text(to_markdown(cells), encoding="utf-8")
-    paths["tex"].write_text(to_latex(cells, caption=caption), encoding="utf-8")
-    numeric_frame(table).to_csv(paths["csv"])
+    # pandas ends CSV lines itself, so that text is written without newline translation
+    _replace_together({
+        paths["md"]: (to_markdown(cells), None),
+        paths["tex"]: (to_latex(cells, caption=caption), None),
+        paths["csv"]: (numeric_frame(table).to_csv(), ""),
+    })
     logger.info("wrote %s table to %s/%s.{md,tex,csv}", table.metric, out, stem)
     return paths

@@ -10,13 +10,25 @@ import pandas as pd
 import pytest
 import torch
 
+import eval.reproduce as reproduce
 from eval.metrics import seed_ci
-from eval.reproduce import BASE_METHOD, Checkpoint, build_tables, discover_checkpoints, main, model_label
+from eval.reproduce import (
+    BASE_METHOD,
+    Checkpoint,
+    build_tables,
+    discover_checkpoints,
+    main,
+    model_label,
+    real_settings,
+    toy_settings,
+    toy_tables_dir,
+)
 from workbench.data import REAL_BENCHMARKS, get_spec
+from workbench.errors import UserError
 from workbench.records import read_records
 from workbench.runs import write_manifest
-from workbench.toy import STUDENT_DIR
 
+REPO = Path(__file__).resolve().parents[1]
 STEMS = ("toy_avg@4", "toy_pass@4", "toy_pass@4_unbiased")
 
 
@@ -105,7 +117,7 @@ def test_toy_cli_end_to_end_and_rebuild_is_byte_identical(tmp_path):
     if scope_toy1[0] != scope_toy1[1]:
         assert avg.loc["scope", "Toy-1_ci_lo"] == pytest.approx(seed_ci(scope_toy1)[1])
     md = (tables / "toy_avg@4.md").read_text()
-    assert md.splitlines()[0] == "| method | Toy-1 | Toy-2 | Toy-3 | Toy-4 | Toy-5 | Toy-6 | Average |"
+    assert md.splitlines()[0].split() == "| method | Toy-1 | Toy-2 | Toy-3 | Toy-4 | Toy-5 | Toy-6 | Average |".split()
 
     assert main(["--from-samples", str(samples), "--tables-dir", str(rebuilt), "--quiet", "--no-figure"]) == 0
     for stem in STEMS:
@@ -113,9 +125,9 @@ def test_toy_cli_end_to_end_and_rebuild_is_byte_identical(tmp_path):
             assert (rebuilt / f"{stem}.{ext}").read_bytes() == (tables / f"{stem}.{ext}").read_bytes(), (stem, ext)
 
 
-def test_real_cli_on_a_slice_shows_the_papers_rows_as_reference(tmp_path, tiny_lm, data_dir):
+def test_real_cli_on_a_slice_shows_the_papers_rows_as_reference(tmp_path, tiny_lm, fixture_data_dir):
     samples, tables = tmp_path / "samples", tmp_path / "tables"
-    assert main(["--model", str(tiny_lm), "--data-dir", str(data_dir), "--limit", "1", "--n", "2",
+    assert main(["--model", str(tiny_lm), "--data-dir", str(fixture_data_dir), "--limit", "1", "--n", "2",
                  "--max-new-tokens", "3", "--samples-dir", str(samples), "--tables-dir", str(tables),
                  "--quiet", "--no-figure"]) == 0
     label = model_label(str(tiny_lm))
@@ -128,7 +140,7 @@ def test_real_cli_on_a_slice_shows_the_papers_rows_as_reference(tmp_path, tiny_l
     assert avg.loc[paper_row, "AIME24"] == 29.4 and avg.loc[paper_row, "Average"] == 47.9
     assert not any(c.endswith("_delta") for c in avg.columns)
     md = (tables / "real_pass@2.md").read_text()
-    assert "| paper: qwen3-1.7b-base scope, @32 |" in md and "(paper)" not in md
+    assert "| paper: qwen3-1.7b-base scope, @32 " in md and "(paper)" not in md
     assert "paper" not in (tables / "real_pass@2_unbiased.md").read_text()
 
 
@@ -150,3 +162,88 @@ def test_a_paper_student_at_n32_gets_deltas_against_its_reported_row(tmp_path):
     expected = 100 * (1 - 0.5**32) / 2  # one problem half right, one never right
     assert pass32.loc["base", "MATH500"] == pytest.approx(expected) and pass32.loc["base", "MATH500_paper"] == 97.3
     assert runs[0]["truncated"] == 0
+
+
+# ------------------------------------------------------------------ tables are never silently lost
+def _toy_samples(runs: list[tuple[str, int]], k: int = 4) -> tuple[pd.DataFrame, list[dict]]:
+    """Graded samples of a few toy runs, two problems per tier, the first sample of each problem right."""
+    rows = [dict(benchmark=f"Toy-{t}", problem_id=f"p{p}", sample_idx=i, correct=i == 0, finish_reason="stop",
+                 method=m, seed=s) for m, s in runs for t in range(1, 7) for p in range(2) for i in range(k)]
+    return pd.DataFrame(rows), [{"method": m, "seed": s, "suite": "toy"} for m, s in runs]
+
+
+def _snapshot(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+def test_tables_are_replaced_only_by_tables_of_at_least_the_same_runs(tmp_path):
+    build_tables(*_toy_samples([("base", 0), ("scope", 1)]), tmp_path, figure=False)
+    build_tables(*_toy_samples([("base", 0), ("scope", 1), ("scope", 2)]), tmp_path, figure=False)  # a superset
+    kept = _snapshot(tmp_path)
+    with pytest.raises(UserError, match=r"holds toy tables of 3 runs \(base/seed0, scope/seed1,2\); this run has 2 "
+                                        r"\(base/seed0, scope/seed1\) and would lose the rows of scope/seed2; pass "
+                                        r"--overwrite \(make reproduce-tables OVERWRITE=1\)"):
+        build_tables(*_toy_samples([("base", 0), ("scope", 1)]), tmp_path, figure=False)
+    with pytest.raises(UserError, match="holds toy tables at k=4; this run makes k=8"):
+        build_tables(*_toy_samples([("base", 0), ("scope", 1), ("scope", 2)], k=8), tmp_path, figure=False)
+    assert _snapshot(tmp_path) == kept
+    build_tables(*_toy_samples([("base", 0)]), tmp_path, figure=False, overwrite=True)
+    assert list(pd.read_csv(tmp_path / "toy_avg@4.csv", index_col="method").index) == ["base"]
+
+    (tmp_path / "manifest.json").unlink()
+    with pytest.raises(UserError, match="without a manifest.json, so the runs they show are unknown"):
+        build_tables(*_toy_samples([("base", 0)]), tmp_path, figure=False)
+
+
+def test_a_clone_without_trained_runs_keeps_the_five_method_tables(tmp_path):
+    """`make reproduce-tables` with only the base student must not turn the tables into base-only ones."""
+    tables, samples = tmp_path / "tables", tmp_path / "samples"
+    runs = [("base", 0)] + [(m, s) for m in ("grpo", "kd", "opd", "scope") for s in range(3)]
+    build_tables(*_toy_samples(runs), tables, figure=False)
+    kept = _snapshot(tables)
+    args = ["--runs-root", str(tmp_path / "no-runs"), "--toy-size", "1", "--n", "4", "--max-new-tokens", "20",
+            "--samples-dir", str(samples), "--tables-dir", str(tables), "--quiet", "--no-figure"]
+    with pytest.raises(UserError, match=r"would lose the rows of grpo/seed0,1,2, kd/seed0,1,2, opd/seed0,1,2, "
+                                        r"scope/seed0,1,2 \(no finished checkpoints of theirs under .*no-runs; "
+                                        r"`make train-toy` trains them\); pass --overwrite"):
+        main(args)
+    assert _snapshot(tables) == kept
+    assert not list(samples.rglob("part-*.parquet"))  # refused before anything was sampled
+    assert main([*args, "--overwrite"]) == 0
+    manifest = json.loads((tables / "manifest.json").read_text())
+    assert [(r["method"], r["seed"]) for r in manifest["config"]["runs"]] == [("base", 0)]
+
+
+# -------------------------------------------------------------- each setting has its own folders
+def test_default_toy_settings_keep_the_committed_folders():
+    assert toy_settings(32, 64, 10) is None and toy_tables_dir(None) == REPO / "results" / "tables"
+    assert toy_settings(8, 64, 10) == "n8_tok64_size10"
+    assert toy_settings(32, 64, 10, engine="vllm") == "n32_tok64_size10_vllm"
+    assert toy_settings(32, 64, 10, unit_size="all") == "n32_tok64_size10_unitall"
+    assert toy_tables_dir("n8_tok64_size10") == REPO / "results" / "tables" / "toy" / "n8_tok64_size10"
+    assert real_settings(4, 256, 2, 0) == "n4_tok256_limit2_seed0"
+    assert real_settings(4, 256, None, 1, "vllm") == "n4_tok256_limitall_seed1_vllm"
+    assert real_settings(4, 256, 2, 0, "hf", 8) == "n4_tok256_limit2_seed0"
+    assert real_settings(4, 256, 2, 0, "hf", 3) == "n4_tok256_limit2_seed0_unit3"
+
+
+def test_another_toy_setting_neither_clobbers_nor_is_refused(tmp_path, monkeypatch):
+    """`make reproduce-tables N=8` after the default run: its own folders, then a rerun resumes."""
+    monkeypatch.setattr(reproduce, "TOY_SETTINGS_SAMPLES", tmp_path / "runs" / "toy-eval")
+    monkeypatch.setattr(reproduce, "TABLES_DIR", tmp_path / "tables")
+    common = ["--runs-root", str(tmp_path / "no-runs"), "--toy-size", "1", "--max-new-tokens", "20", "--quiet",
+              "--no-figure"]
+    assert main([*common, "--n", "2"]) == 0
+    first = tmp_path / "tables" / "toy" / "n2_tok20_size1"
+    kept = _snapshot(first)
+    assert main([*common, "--n", "3"]) == 0
+    assert (tmp_path / "tables" / "toy" / "n3_tok20_size1" / "toy_avg@3.md").is_file()
+    assert _snapshot(first) == kept
+    for n in (2, 3):
+        assert len(read_records(tmp_path / "runs" / "toy-eval" / f"n{n}_tok20_size1" / "base" / "seed0")) == 6 * n
+    assert main([*common, "--n", "2"]) == 0  # resumes its own samples: nothing to sample, same tables
+    assert _snapshot(first) == kept
+    # a rebuild from those samples finds the same folder by their settings
+    assert main(["--from-samples", str(tmp_path / "runs" / "toy-eval" / "n2_tok20_size1"), "--quiet",
+                 "--no-figure"]) == 0
+    assert _snapshot(first) == kept

@@ -138,6 +138,9 @@ def _parse_jsonl(path: Path, benchmark: str) -> list[Problem]:
             if not isinstance(meta, dict):
                 raise DataError(f"{where}: field 'meta' must be an object")
             problems.append(Problem(benchmark, row["id"], row["problem"], row["answer"], meta))
+    if not problems:
+        # an empty file would otherwise drop its benchmark from every table and shift the Average
+        raise DataError(f"{path}: the file holds no problems; restore it from the benchmark's source")
     return problems
 
 

