@@ -16,6 +16,7 @@ analysis figures (the benchmark average) both draw it, and must draw it alike.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -28,6 +29,10 @@ import pandas as pd
 import seaborn as sns
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+
+# Subsetting fonts into each PDF logs a dozen INFO lines per figure from fontTools; they say nothing
+# a reader of a run's log needs.
+logging.getLogger("fontTools").setLevel(logging.WARNING)
 
 matplotlib.use("Agg")  # figures go to files: Agg needs no display and renders alike everywhere
 
