@@ -1,0 +1,25 @@
+"""The Makefile refuses a variable it does not read, instead of silently running without it."""
+
+import subprocess
+
+from conftest import REPO
+
+
+def make(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["make", "--no-print-directory", "-C", str(REPO), *args], capture_output=True,
+                          text=True, timeout=60)
+
+
+def test_an_unknown_variable_stops_make_with_the_known_ones_listed():
+    result = make("-n", "reproduce-tables", "TEMPERATURE=0.3")
+    assert result.returncode == 2
+    assert "unknown variable TEMPERATURE" in result.stderr and "MAX_NEW_TOKENS" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_known_variables_reach_the_command():
+    result = make("-n", "reproduce-tables", "N=8", "BACKEND=hf", "OVERWRITE=1")
+    assert result.returncode == 0, result.stderr
+    command = " ".join(result.stdout.replace("\\\n", " ").split())
+    assert "-m eval.reproduce" in command and "--n 8" in command
+    assert "--backend hf" in command and "--overwrite" in command
