@@ -28,7 +28,7 @@ $(error unknown variable $(UNKNOWN_VARS); this Makefile reads only: $(KNOWN_VARS
 endif
 
 .PHONY: setup setup-vllm lab demo test test-engines toy-models toy-check real-smoke real-slice reproduce-tables \
-  train-toy figures bench clean help
+  train-toy figures notebooks notebook-screens bench clean help
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | column -t -s $$'\t'
@@ -110,6 +110,12 @@ train-toy: $(STAMP)  ## train scope, opd, grpo and kd from the toy student, 3 se
 
 figures: $(STAMP)  ## redraw every figure from what is committed in results/ (results/figures/, PDF + PNG)
 	$(PY) -m analysis.cli figures
+
+notebooks: $(STAMP)  ## run every notebook on the toy world, storing its outputs (what JupyterLab shows on open)
+	$(PY) scripts/notebook_screens.py --execute
+
+notebook-screens: $(STAMP)  ## export each notebook to HTML and screenshot it in headless Chromium (results/notebooks/)
+	$(PY) scripts/notebook_screens.py --screens
 
 bench: $(STAMP)  ## benchmarks, each a ratio against a baseline measured in the same run
 	$(PY) -m train.bench_weights
