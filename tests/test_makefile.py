@@ -1,8 +1,9 @@
 """The Makefile refuses a variable it does not read, instead of silently running without it."""
 
 import subprocess
+from pathlib import Path
 
-from conftest import REPO
+REPO = Path(__file__).resolve().parents[1]
 
 
 def make(*args: str) -> subprocess.CompletedProcess:
