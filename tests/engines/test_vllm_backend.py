@@ -47,11 +47,30 @@ def no_engine(monkeypatch) -> list[dict]:
 
 
 # ------------------------------------------------------------------------------ before the engine
+def test_cpu_engine_starts_in_process_unless_the_user_chose(monkeypatch):
+    seen: list[str | None] = []
+
+    def record(**kwargs):
+        seen.append(os.environ.get("VLLM_ENABLE_V1_MULTIPROCESSING"))
+        raise EngineStarted("the engine was started")
+
+    monkeypatch.setattr(vllm, "LLM", record)
+    monkeypatch.delenv("VLLM_ENABLE_V1_MULTIPROCESSING", raising=False)
+    with pytest.raises(EngineStarted):
+        load_backend("vllm", str(TEACHER_DIR)).encode("Q:1+2?A:")
+    assert seen == ["0"] and "VLLM_ENABLE_V1_MULTIPROCESSING" not in os.environ  # set only while starting
+    monkeypatch.setenv("VLLM_ENABLE_V1_MULTIPROCESSING", "1")
+    with pytest.raises(EngineStarted):
+        load_backend("vllm", str(TEACHER_DIR)).encode("Q:1+2?A:")
+    assert seen == ["0", "1"]
+
+
 def test_cpu_defaults_float32_and_a_kv_cache_size(no_engine, monkeypatch, caplog):
     monkeypatch.delenv(CPU_KVCACHE_ENV, raising=False)
     with caplog.at_level(logging.INFO, logger="workbench"), pytest.raises(EngineStarted):
         load_backend("vllm", str(TEACHER_DIR), seed=5).encode("Q:1+2?A:")
-    assert no_engine == [{"model": str(TEACHER_DIR), "tokenizer": None, "seed": 5, "dtype": "float32"}]
+    assert no_engine == [{"model": str(TEACHER_DIR), "tokenizer": None, "seed": 5, "dtype": "float32",
+                          "enable_chunked_prefill": False}]
     assert os.environ[CPU_KVCACHE_ENV] == "1"
     assert "running" in caplog.text and "in float32 (vLLM would pick bfloat16)" in caplog.text
     assert f"${CPU_KVCACHE_ENV} is unset, using 1 GiB of KV cache" in caplog.text
