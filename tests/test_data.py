@@ -100,3 +100,12 @@ def test_a_folder_in_the_benchmark_format_loads_as_the_real_suite(fixture_data_d
     first = suite["minerva"][0]
     assert (first.benchmark, first.problem_id, first.problem, first.answer) == (
         "minerva", "minerva_0", "What is 0 + 1?", "1")
+
+
+def test_a_malformed_file_is_one_line_for_any_command(tmp_path, capsys):
+    from workbench.errors import main_guard
+
+    (tmp_path / "amc23.jsonl").write_text('{"id": "a", "problem": "p"}\n')
+    assert main_guard(lambda argv: len(load_benchmark("amc23", tmp_path))) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "amc23.jsonl" in err and "'answer'" in err and "\n" not in err

@@ -36,6 +36,7 @@ import torch
 from train.config import TOY_TIERS, parse_config
 from train.methods import LOG_JSONL, MODEL_DIR, train_run
 from train.snapshots import SNAPSHOT_DIR
+from workbench.errors import main_guard
 from workbench.runs import REPO_ROOT, read_manifest, run_folder, write_manifest
 
 log = logging.getLogger(__name__)
@@ -183,4 +184,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main_guard(main))

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from workbench.errors import UserError
 from workbench.prompts import PromptStyle
 from workbench.records import Problem
 
@@ -27,7 +28,7 @@ REAL_BENCHMARKS = ("aime24", "aime25", "amc23", "math500", "minerva", "olympiadb
 TOY_TEST_SIZE = 50
 
 
-class DataError(ValueError):
+class DataError(UserError):
     """A data file or hub row that does not fit the registry entry; the message names where."""
 
 

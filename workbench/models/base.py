@@ -13,6 +13,8 @@ from typing import Any, Literal, Protocol, runtime_checkable
 
 import torch
 
+from workbench.errors import UserError
+
 FinishReason = Literal["stop", "length"]
 
 
@@ -87,7 +89,7 @@ def encode_prompt(tokenizer: Any, text: str) -> list[int]:
     return list(tokenizer.encode(text, add_special_tokens=not (templated or has_bos)))
 
 
-class TokenizerMismatch(ValueError):
+class TokenizerMismatch(UserError):
     """Teacher and student do not share a vocabulary, so per-token log-probs are not comparable."""
 
 
