@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 import torch
 
+from rollout_batch import crafted_tokens
 from train.config import ScopeConfig, parse_config
 from train.methods import build_trainer, train_run
 from train.scope import scope_objective, scope_weights
@@ -204,17 +205,10 @@ def test_trainer_loss_is_the_scope_objective_on_the_same_tensors(tmp_path, model
     trainer = build_trainer(cfg)
     trainer.model.train()
     trainer.current_gradient_accumulation_steps = 1
-    tok = trainer._tokenizer
     gen = torch.Generator().manual_seed(0)
-    prompts = [tok("Q:3+5?A:")["input_ids"], tok("Q:1*2-3?A:")["input_ids"]] * 4
-    width = max(len(p) for p in prompts)
-    pad = tok.pad_token_id
-    prompt_ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts])
-    prompt_mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
-    lengths = torch.tensor([5, 3, 7, 7, 1, 4, 6, 2])
-    completion_ids = torch.randint(3, len(tok), (8, 7), generator=gen)
-    completion_mask = (torch.arange(7)[None] < lengths[:, None]).long()
-    completion_ids[completion_mask == 0] = pad
+    tokens = crafted_tokens(trainer._tokenizer, gen)
+    prompt_ids, prompt_mask = tokens["prompt_ids"], tokens["prompt_mask"]
+    completion_ids, completion_mask = tokens["completion_ids"], tokens["completion_mask"]
     logp = direct_logps(trainer.model, prompt_ids, prompt_mask, completion_ids, completion_mask, 0.7)
     old = logp + 0.05 * torch.randn(logp.shape, generator=gen)
     teacher = -torch.rand(logp.shape, generator=gen) * 4

@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from rollout_batch import crafted_tokens
 from train.config import ScopeConfig, parse_config
 from train.methods import build_trainer
 from train.scope import authors_objective, scope_objective, step_token_count
@@ -156,20 +157,11 @@ def test_step_token_count_by_hand():
 
 def crafted_rollouts(trainer) -> dict:
     """Eight fixed rollouts (two prompts x 4) with behaviour, teacher, routing and weights given."""
-    tok = trainer._tokenizer
     gen = torch.Generator().manual_seed(0)
-    prompts = [tok("Q:3+5?A:")["input_ids"], tok("Q:1*2-3?A:")["input_ids"]] * 4
-    width = max(len(p) for p in prompts)
-    pad = tok.pad_token_id
-    prompt_ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts])
-    prompt_mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
-    lengths = torch.tensor([5, 3, 7, 7, 1, 4, 6, 2])
-    completion_ids = torch.randint(3, len(tok), (8, 7), generator=gen)
-    completion_mask = (torch.arange(7)[None] < lengths[:, None]).long()
-    completion_ids[completion_mask == 0] = pad
+    tokens = crafted_tokens(trainer._tokenizer, gen)
+    completion_mask = tokens["completion_mask"]
     return {
-        "prompt_ids": prompt_ids, "prompt_mask": prompt_mask, "completion_ids": completion_ids,
-        "completion_mask": completion_mask,
+        **tokens,
         "old_per_token_logps": -torch.rand(8, 7, generator=gen) * 3,
         "teacher_per_token_logps": -torch.rand(8, 7, generator=gen) * 4,
         "scope_route": torch.tensor([True, False, True, False, False, True, False, False]),
