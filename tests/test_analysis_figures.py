@@ -8,39 +8,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis.boundary import BoundaryConfig, analyse_boundary, solve_counts, write_boundary
-from analysis.corrective import CorrectiveConfig, analyse_recovery, write_recovery
 from analysis.figures import find_eval_folders, regenerate
+from fake_analysis import write_analysis_tables
 from analysis.rollouts import ANALYSIS_KIND
 from workbench.records import ROLLOUT_SCHEMA, SAMPLE_SCHEMA, ShardStore
 from workbench.runs import write_manifest
 
 
 def _analysis_tables(folder, rng):
-    n = 40
-    wrong = pd.DataFrame({"benchmark": "toy-3", "problem_id": [f"p{i}" for i in range(n)], "sample_idx": 0,
-                          "teacher_log_ppl": rng.uniform(0.05, 0.8, n)})
-    rows = []
-    for ratio in (0.2, 0.4, 0.6, 0.8):
-        for i, lp in enumerate(wrong["teacher_log_ppl"]):
-            p = max(0.0, 0.9 - ratio - 0.5 * lp)
-            for j in range(4):
-                rows.append({"benchmark": "toy-3", "problem_id": f"p{i}", "sample_idx": 0, "ratio": ratio,
-                             "cont_idx": j, "correct": bool(rng.random() < p), "prefix_chars": 6,
-                             "response_chars": 21, "at_separator": True})
-    solve = pd.DataFrame({"benchmark": "toy-3", "problem_id": wrong["problem_id"],
-                          "teacher_solve_rate": rng.choice([0.5, 0.75, 1.0], n)})
-    write_recovery(analyse_recovery(wrong, pd.DataFrame(rows), CorrectiveConfig(n_boot=200), solve), folder)
-    correct = pd.DataFrame({"benchmark": "toy-3", "problem_id": [f"q{i}" for i in range(n)], "sample_idx": 1,
-                            "student_log_ppl": rng.uniform(0.01, 0.3, n)})
-    samples = pd.DataFrame([{"benchmark": "toy-3", "problem_id": f"q{i}", "sample_idx": j,
-                             "correct": bool(rng.random() < 0.9 - 2 * lp)}
-                            for i, lp in enumerate(correct["student_log_ppl"]) for j in range(8)])
-    write_boundary(analyse_boundary(correct, solve_counts(samples), BoundaryConfig(n_boot=200)), folder)
-    pd.DataFrame({"benchmark": "toy-3", "problem_id": np.repeat([f"g{i}" for i in range(10)], 4),
-                  "sample_idx": np.tile(np.arange(4), 10), "correct": np.tile([True, True, False, False], 10),
-                  "student_log_ppl": rng.uniform(0.01, 0.3, 40), "teacher_log_ppl": rng.uniform(0.1, 1.0, 40)}
-                 ).to_csv(folder / "weights_rollouts.csv", index=False)
+    write_analysis_tables(folder, rng)
 
 
 def _training_run(folder, rng, steps=(0, 1, 2)):

@@ -12,10 +12,9 @@ import pyarrow.parquet as pq
 import pytest
 
 import workbench.runs as runs
-from analysis.boundary import BoundaryConfig, analyse_boundary, solve_counts, write_boundary
-from analysis.corrective import CorrectiveConfig, analyse_recovery, write_recovery
 from analysis.figures import regenerate
 from eval.curves import pass_at_k_curves, plot_pass_at_k_curves
+from fake_analysis import write_analysis_tables
 from train import toy_suite
 from workbench.records import ROLLOUT_SCHEMA, SAMPLE_SCHEMA, ShardStore
 from workbench.runs import MANIFEST, REPO_ROOT, read_manifest, run_folder, write_manifest
@@ -60,27 +59,9 @@ def _samples(folder, rng, p_correct):
         for b in ("toy-1", "toy-2") for i in range(5) for j in range(8)])
 
 
-def _analysis_tables(folder, rng, n=24):
+def _analysis_tables(folder, rng):
     """What `python -m analysis.cli toy` writes, from made-up rollouts (through the real writers)."""
-    wrong = pd.DataFrame({"benchmark": "toy-3", "problem_id": [f"p{i}" for i in range(n)], "sample_idx": 0,
-                          "teacher_log_ppl": rng.uniform(0.05, 0.8, n)})
-    rows = [{"benchmark": "toy-3", "problem_id": f"p{i}", "sample_idx": 0, "ratio": ratio, "cont_idx": j,
-             "correct": bool(rng.random() < max(0.0, 0.9 - ratio - 0.5 * lp)), "prefix_chars": 6,
-             "response_chars": 21, "at_separator": True}
-            for ratio in (0.2, 0.6) for i, lp in enumerate(wrong["teacher_log_ppl"]) for j in range(4)]
-    solve = pd.DataFrame({"benchmark": "toy-3", "problem_id": wrong["problem_id"],
-                          "teacher_solve_rate": rng.choice([0.5, 0.75, 1.0], n)})
-    write_recovery(analyse_recovery(wrong, pd.DataFrame(rows), CorrectiveConfig(n_boot=100), solve), folder)
-    correct = pd.DataFrame({"benchmark": "toy-3", "problem_id": [f"q{i}" for i in range(n)], "sample_idx": 1,
-                            "student_log_ppl": rng.uniform(0.01, 0.3, n)})
-    samples = pd.DataFrame([{"benchmark": "toy-3", "problem_id": f"q{i}", "sample_idx": j,
-                             "correct": bool(rng.random() < 0.9 - 2 * lp)}
-                            for i, lp in enumerate(correct["student_log_ppl"]) for j in range(8)])
-    write_boundary(analyse_boundary(correct, solve_counts(samples), BoundaryConfig(n_boot=100)), folder)
-    pd.DataFrame({"benchmark": "toy-3", "problem_id": np.repeat([f"g{i}" for i in range(6)], 4),
-                  "sample_idx": np.tile(np.arange(4), 6), "correct": np.tile([True, True, False, False], 6),
-                  "student_log_ppl": rng.uniform(0.01, 0.3, 24), "teacher_log_ppl": rng.uniform(0.1, 1.0, 24)}
-                 ).to_csv(folder / "weights_rollouts.csv", index=False, float_format="%.6g")
+    write_analysis_tables(folder, rng, n=24, ratios=(0.2, 0.6), n_boot=100, groups=6, float_format="%.6g")
 
 
 def _results(tmp_path, rng):
