@@ -27,7 +27,7 @@ ifneq ($(UNKNOWN_VARS),)
 $(error unknown variable $(UNKNOWN_VARS); this Makefile reads only: $(KNOWN_VARS))
 endif
 
-.PHONY: setup setup-vllm lab demo test test-engines toy-models toy-check real-smoke real-slice reproduce-tables \
+.PHONY: setup setup-vllm lab demo test test-engines toy-models toy-check real-smoke real-slice reproduce-tables toy-main toy-dpaw toy-tau toy-experiments \
   train-toy figures notebooks notebook-screens bench clean help
 
 help:  ## list targets
@@ -77,7 +77,7 @@ lab: $(STAMP)  ## install JupyterLab (once) and open the notebooks
 	$(VENV)/bin/jupyter lab $(if $(filter 0,$(shell id -u)),--allow-root) notebooks/
 
 demo: $(STAMP)  ## the main job on the toy world: evaluation, analysis, tables (on vLLM once setup-vllm ran)
-	$(RUN_PY) -m analysis.demo
+	$(RUN_PY) scripts/demo.py
 
 test: $(STAMP)  ## the test suite; its 'data', 'realmodel' and 'engines' groups run when what they need is there
 	@$(PY) -m pytest -q $(PYTEST_ARGS); rc=$$?; \
@@ -88,10 +88,10 @@ test-engines: $(VLLM_STAMP)  ## the vLLM, served-teacher, TRL-vLLM and multi-pro
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: that is a failure here"; exit 1; fi; exit $$rc
 
 toy-models: $(STAMP)  ## rebuild the committed toy tokenizer, teacher and student (deterministic)
-	$(PY) -m workbench.toy.build
+	$(PY) scripts/build_toy.py
 
 toy-check: $(STAMP)  ## rebuild the toy world in a scratch folder and compare it byte for byte with the committed one
-	$(PY) -m workbench.toy.build --check
+	$(PY) scripts/build_toy.py --check
 
 real-smoke: $(STAMP)  ## SmolLM2-135M-Instruct on 2 problems of each real benchmark, n=4 (CPU: 10-40 min)
 	$(MAKE) reproduce-tables MODEL=smollm2 LIMIT=2 N=4 MAX_NEW_TOKENS=256
@@ -106,7 +106,7 @@ reproduce-tables: $(STAMP)  ## Avg@k/Pass@k tables: toy checkpoints (default) | 
 	  $(if $(TOY_SIZE),--toy-size $(TOY_SIZE)) $(if $(filter 1 yes true,$(OVERWRITE)),--overwrite)
 
 train-toy: $(STAMP)  ## train scope, opd, grpo and kd from the toy student, 3 seeds each (results/toy/runs/)
-	$(PY) -m train.toy_suite --check-accuracy 30
+	$(PY) scripts/toy_suite.py --check-accuracy 30
 
 figures: $(STAMP)  ## redraw every figure from what is committed in results/ (results/figures/, PDF + PNG)
 	$(PY) -m analysis.cli figures
@@ -117,11 +117,22 @@ notebooks: $(STAMP)  ## run every notebook on the toy world, storing its outputs
 notebook-screens: $(STAMP)  ## export each notebook to HTML and screenshot it in headless Chromium (results/notebooks/)
 	$(PY) scripts/notebook_screens.py --screens
 
+toy-main: $(STAMP)  ## toy main table (base, GRPO, KD, OPD, SCOPE; 5 seeds, 95% intervals, SCOPE-OPD paired) + Pass@k paradox
+	$(PY) scripts/toy_experiments.py main
+
+toy-dpaw: $(STAMP)  ## toy DPAW ablation: the paper's Figure 5 set plus the authors'-code preset, 5 seeds
+	$(PY) scripts/toy_experiments.py dpaw
+
+toy-tau: $(STAMP)  ## toy tau sweep {0.25, 0.5, 1, 2, 4}, 5 seeds
+	$(PY) scripts/toy_experiments.py tau
+
+toy-experiments: toy-main toy-dpaw toy-tau  ## all three toy experiments (results/toy/experiments/)
+
 bench: $(STAMP)  ## benchmarks, each a ratio against a baseline measured in the same run
-	$(PY) -m train.bench_weights
-	$(PY) -m eval.bench_metrics
-	$(PY) -m eval.bench_grading
-	$(PY) -m train.bench_step
+	$(PY) benchmarks/bench_weights.py
+	$(PY) benchmarks/bench_metrics.py
+	$(PY) benchmarks/bench_grading.py
+	$(PY) benchmarks/bench_step.py
 	$(if $(wildcard $(VLLM_STAMP)),$(VLLM_PY) benchmarks/bench_engines.py,@echo "bench_engines: skipped, needs make setup-vllm")
 
 clean:  ## remove run outputs that are not committed

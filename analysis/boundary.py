@@ -24,13 +24,14 @@ import numpy as np
 import pandas as pd
 
 from analysis.corrective import bucket_labels, quantile_buckets
-from analysis.rollouts import score_rollouts, stable_seed
+from analysis.rollouts import score_rollouts
 from analysis.stats import attempt, jonckheere_terpstra, logistic_regression, monotonicity, spearman
-from eval.generate import generate_samples, model_name
+from eval.generate import generate_samples
 from eval.metrics import bootstrap_ci
 from eval.tables import to_markdown
 from workbench.models import Backend, SamplingConfig
 from workbench.records import SAMPLE_KEY, Problem
+from workbench.stages import derive_seed, model_name
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +65,7 @@ class BoundaryConfig:
     def sampling(self) -> SamplingConfig:
         # Not the rollout stage's seed: the same seed and unit layout would redraw the rollouts themselves.
         return SamplingConfig(n=self.n_samples, temperature=self.temperature, top_p=self.top_p, top_k=self.top_k,
-                              max_new_tokens=self.max_new_tokens, seed=stable_seed(self.seed, "boundary"))
+                              max_new_tokens=self.max_new_tokens, seed=derive_seed(self.seed, "boundary"))
 
 
 @dataclass(frozen=True)

@@ -22,15 +22,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
+from workbench.data import BENCHMARKS, SUITES
 from workbench.errors import UserError, check_model_name, main_guard
-from workbench.runs import REPO_ROOT
+from workbench.layout import FIGURES, RESULTS, RUNS, TOY_MAX_NEW_TOKENS, TOY_RESULTS, TOY_TIERS
 
 if TYPE_CHECKING:  # the rest is imported when a command runs, so --help and argument errors are instant
     from analysis.pipeline import PipelineResult
 
-RESULTS = REPO_ROOT / "results"
-TOY_TIERS = "toy-3,toy-4,toy-5,toy-6"
-TOY_MAX_NEW_TOKENS = 64  # the longest toy reference response (toy-6) is 46 tokens with EOS
+ANALYSIS_TIERS = ",".join(TOY_TIERS[2:])  # the tiers where the base student is wrong most often (Avg@32 19-53%)
 BACKENDS = ("hf", "vllm", "server")
 
 
@@ -69,8 +68,9 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     def experiment_options(p: argparse.ArgumentParser, *, toy: bool) -> None:
-        p.add_argument("--benchmark", default=TOY_TIERS if toy else None, required=not toy,
-                       help="benchmark name(s), comma-separated, or 'toy' / 'real'")
+        p.add_argument("--benchmark", default=ANALYSIS_TIERS if toy else None, required=not toy,
+                       help=f"benchmark name(s), comma-separated, or {' / '.join(map(repr, SUITES))}; "
+                            f"registered: {', '.join(BENCHMARKS)}")
         p.add_argument("--limit", type=_count, default=None, help="problems per benchmark (default: all)")
         p.add_argument("--toy-size", type=_count, default=30, help="problems per toy tier")
         p.add_argument("--rollouts", type=_count, default=4, help="student rollouts per problem")
@@ -91,9 +91,9 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--seed", type=int, default=0)
         p.add_argument("--n-boot", type=_count, default=2000, help="bootstrap resamples for intervals")
         p.add_argument("--grade-workers", type=_count, default=None, help="grader processes (default: cores, <= 8)")
-        p.add_argument("--run-dir", type=Path, default=RESULTS / "runs" / "toy-analysis" if toy else None,
+        p.add_argument("--run-dir", type=Path, default=RUNS / "toy-analysis" if toy else None,
                        required=not toy, help="stage shards (large; resumable)")
-        p.add_argument("--out", type=Path, default=RESULTS / "toy" / "analysis" if toy else None,
+        p.add_argument("--out", type=Path, default=TOY_RESULTS / "analysis" if toy else None,
                        required=not toy, help="small tables and statistics")
         p.add_argument("--device", default=None, help="torch device for the hf backend (default: cuda if present)")
         p.add_argument("--batch-sequences", type=_count, default=1024 if toy else 32,
@@ -106,7 +106,7 @@ def _parser() -> argparse.ArgumentParser:
                      help="another toy student folder, e.g. a trained results/toy/runs/<method>/seed<k>/model")
     toy.add_argument("--teacher", type=Path, default=None, help="another toy teacher folder")
     toy.add_argument("--no-figures", action="store_true", help="skip drawing the figures afterwards")
-    toy.add_argument("--figures-dir", type=Path, default=RESULTS / "figures" / "toy-analysis")
+    toy.add_argument("--figures-dir", type=Path, default=FIGURES / "toy-analysis")
 
     run = sub.add_parser("run", help="both experiments with real models")
     experiment_options(run, toy=False)
@@ -249,10 +249,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "figures":
         from analysis.figures import regenerate
 
+        from analysis.experiment_report import redraw_all
+
         written = regenerate(args.results, args.out)
         print(f"{len(written)} figures written:")
         for path in written:
             print(f"  {path}")
+        experiments = args.results / "toy" / "experiments"
+        redrawn = redraw_all(experiments)
+        if redrawn:
+            print(f"toy experiments redrawn from their counts in {experiments}: {', '.join(redrawn)}")
         return 0
     return run_experiments(args)
 

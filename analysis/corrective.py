@@ -31,16 +31,17 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from analysis.rollouts import WorkUnit, check_identity, run_units, score_rollouts, stable_seed
+from analysis.rollouts import score_rollouts
 from analysis.stats import attempt, bootstrap_difference_ci, jonckheere_terpstra, logistic_regression, monotonicity, spearman
-from eval.generate import generate_samples, grade_rows, model_name, weights_sha256
+from eval.generate import generate_samples
 from eval.metrics import bootstrap_ci
 from eval.reference import PAPER_SOURCE, paper_recovery
 from eval.tables import MetricTable, format_cells, to_markdown, write_tables
 from workbench.grading import GradeCache
 from workbench.models import Backend, SamplingConfig
 from workbench.records import SAMPLE_KEY, Problem, ShardStore
-from workbench.runs import run_folder
+from workbench.sampling import grade_rows
+from workbench.stages import WorkUnit, derive_seed, model_name, run_units, stage, weights_sha256
 
 log = logging.getLogger(__name__)
 
@@ -197,7 +198,6 @@ def continue_from_prefixes(teacher: Backend, wrong: pd.DataFrame, cfg: Correctiv
                 "sampling": asdict(sampling), "ratios": list(cfg.ratios),
                 "separator": cfg.separator, "unit_sequences": cfg.unit_sequences,
                 "rollouts_sha256": _items_hash(wrong, [*SAMPLE_KEY, "response"])}
-    check_identity(out, identity)
     store = ShardStore(out, CONTINUATION_SCHEMA, CONTINUATION_KEY)
     records = wrong.reset_index(drop=True)
     items = [(i, r) for i in range(len(records)) for r in cfg.ratios]
@@ -207,7 +207,8 @@ def continue_from_prefixes(teacher: Backend, wrong: pd.DataFrame, cfg: Correctiv
         chunk = tuple(items[start : start + size])
         keys = tuple((*(records.loc[i, c] for c in SAMPLE_KEY), r, j)
                      for i, r in chunk for j in range(cfg.n_continuations))
-        units.append(WorkUnit(index, chunk, keys, stable_seed(cfg.seed, "continuations", *keys[:: cfg.n_continuations])))
+        seed = derive_seed(cfg.seed, "continuations", *keys[:: cfg.n_continuations])
+        units.append(WorkUnit(index, chunk, keys, seed))
     cache = GradeCache()
 
     def produce(unit: WorkUnit) -> pd.DataFrame:
@@ -235,7 +236,7 @@ def continue_from_prefixes(teacher: Backend, wrong: pd.DataFrame, cfg: Correctiv
             del r["response"], r["answer"]
         return pd.DataFrame(rows)
 
-    with run_folder(out, {"identity": identity}, cfg.seed):
+    with stage(out, identity, cfg.seed):
         run_units(store, units, produce, desc=f"continuations {model_name(teacher)}", progress=progress)
     frame = store.read()
     expected = len(items) * cfg.n_continuations
@@ -250,7 +251,7 @@ def teacher_solve_rates(teacher: Backend, problems: Sequence[Problem], cfg: Corr
                         out_dir: str | os.PathLike, *, grade_workers: int | None = None,
                         progress: bool = True) -> pd.DataFrame:
     """The teacher's from-scratch solve rate per problem (``benchmark, problem_id, teacher_solve_rate``)."""
-    sampling = replace(cfg.sampling(cfg.scratch_samples), seed=stable_seed(cfg.seed, "teacher_scratch"))
+    sampling = replace(cfg.sampling(cfg.scratch_samples), seed=derive_seed(cfg.seed, "teacher_scratch"))
     samples = generate_samples(teacher, problems, sampling, out_dir,
                                unit_size=cfg.items_per_unit(cfg.scratch_samples),
                                grade_workers=grade_workers, progress=progress)

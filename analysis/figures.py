@@ -10,8 +10,9 @@ everything else is this workbench's own measurement.
   ``boundary_rollouts.csv``, ``weights_rollouts.csv``) gives the recovery, PPL-vs-recovery,
   boundary and weight figures;
 * training runs (``.../<method>/seed<k>/``) give weight snapshots over steps (``snapshots.parquet`` or
-  ``snapshots/*.parquet``) and training dynamics (a ``*.jsonl`` or ``*.csv`` log history with a
-  ``step`` column); ``make train-toy`` copies these small files to ``results/toy/training_logs/``;
+  the trainer's ``snapshots/`` shards, see ``train.snapshots.read_snapshots``) and training dynamics
+  (a ``*.jsonl`` or ``*.csv`` log history with a ``step`` column); ``make train-toy`` copies these
+  small files to ``results/toy/training_logs/``;
 * evaluation sample folders (parquet shards with graded samples) give Pass@k curves.
 
 Folders named ``runs`` below the results folder are not read: they hold the git-ignored checkpoints
@@ -41,12 +42,11 @@ from matplotlib.ticker import MaxNLocator
 
 from analysis.rollouts import ANALYSIS_KIND
 from analysis.stats import logistic_regression
-from analysis.weights import (
-    DEFAULT_TAUS, PATH_LABELS, effective_sample_size, prepare, read_snapshots, snapshot_weights, tau_sweep,
-)
+from analysis.weights import DEFAULT_TAUS, PATH_LABELS, effective_sample_size, prepare, snapshot_weights, tau_sweep
 from eval.curves import AVERAGE as CURVE_AVERAGE
 from eval.curves import pass_at_k_curves
 from eval.reference import PAPER_SOURCE
+from train.snapshots import has_snapshots, read_snapshots
 from workbench.plotting import (
     COLUMN_WIDTH, PASS_AT_K_LABEL, house_style, legend_columns, method_colours, palette, pass_at_k_panel,
     save_figure, seed_band, seed_note,
@@ -59,7 +59,6 @@ log = logging.getLogger(__name__)
 PAPER_LABEL = "paper"
 SAMPLE_COLUMNS = {"benchmark", "problem_id", "sample_idx", "correct"}
 UNCOMMITTED = "runs"  # results/runs/, results/toy/runs/: git-ignored, absent from a fresh clone
-SNAPSHOT_FILE = "snapshots.parquet"
 FIGURE_SUFFIXES = (".pdf", ".png")
 NOT_EVAL_COLUMNS = {"group_id", "step", "logps", "ratio", "token_ids"}
 
@@ -449,18 +448,7 @@ def find_training_runs(root: Path, skip: Path | None = None) -> list[Path]:
     """``seed<k>`` folders holding weight snapshots or a training log history."""
     return [folder for folder in committed_folders(root, skip)
             if folder.name.startswith("seed") and folder.name[4:].isdigit()
-            and ((folder / SNAPSHOT_FILE).is_file() or (folder / "snapshots").is_dir()
-                 or any(folder.glob("*.jsonl")) or any(folder.glob("*.csv")))]
-
-
-def read_run_snapshots(run: Path) -> pd.DataFrame | None:
-    """A run's weight snapshots: the single ``snapshots.parquet`` of a committed copy, else the
-    trainer's ``snapshots/*.parquet`` shards; None when there are none."""
-    if (run / SNAPSHOT_FILE).is_file():
-        return pd.read_parquet(run / SNAPSHOT_FILE)
-    if (run / "snapshots").is_dir() and any((run / "snapshots").glob("*.parquet")):
-        return read_snapshots(run)
-    return None
+            and (has_snapshots(folder) or any(folder.glob("*.jsonl")) or any(folder.glob("*.csv")))]
 
 
 def read_history(run: Path) -> pd.DataFrame | None:
@@ -585,9 +573,8 @@ def regenerate(results_dir: str | os.PathLike = "results", out_dir: str | os.Pat
     snapshots: dict[RunKey, pd.DataFrame] = {}
     histories: dict[RunKey, pd.DataFrame] = {}
     for run in runs:
-        frame = read_run_snapshots(run)
-        if frame is not None:
-            snapshots[run_key(run, root)] = snapshot_weights(frame)
+        if has_snapshots(run):
+            snapshots[run_key(run, root)] = snapshot_weights(read_snapshots(run))
         history = read_history(run)
         if history is not None and any(_dynamics_column(history.columns, n) for _, n in DYNAMICS):
             histories[run_key(run, root)] = history

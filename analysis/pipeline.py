@@ -28,12 +28,12 @@ from analysis.boundary import BoundaryAnalysis, BoundaryConfig, run_boundary, wr
 from analysis.corrective import CorrectiveConfig, RecoveryAnalysis, run_corrective, write_recovery
 from analysis.rollouts import ANALYSIS_KIND, RolloutConfig, sample_rollouts
 from analysis.weights import DEFAULT_TAUS, prepare, summarise, tau_sweep
-from eval.generate import model_name, weights_sha256
 from workbench.data import BENCHMARKS, load_benchmark, resolve_suite
 from workbench.errors import UserError, check_model_name, did_you_mean
 from workbench.models import BACKENDS, Backend, check_same_vocab, load_backend
 from workbench.records import SAMPLE_KEY, Problem
 from workbench.runs import run_folder, write_manifest
+from workbench.stages import model_name, weights_sha256
 
 log = logging.getLogger(__name__)
 

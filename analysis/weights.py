@@ -15,10 +15,8 @@ from the log-PPLs, so the numbers here are the objective's own.
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Sequence
 from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -142,18 +140,6 @@ def summarise(weighted: pd.DataFrame, by: Sequence[str] = ("tau", "path")) -> pd
             "spearman_weight_vs_own_log_ppl": rho,
         })
     return pd.DataFrame(rows)
-
-
-def read_snapshots(run_dir: str | os.PathLike) -> pd.DataFrame:
-    """All weight snapshots of one training run (``<run>/snapshots/*.parquet``), with ``step``."""
-    folder = Path(run_dir) / "snapshots"
-    files = sorted(folder.glob("*.parquet")) if folder.is_dir() else []
-    if not files:
-        raise FileNotFoundError(f"no weight snapshots (*.parquet) in {folder}")
-    frame = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
-    if "step" not in frame.columns:
-        raise ValueError(f"snapshots in {folder} lack a 'step' column")
-    return frame
 
 
 def snapshot_weights(snapshots: pd.DataFrame) -> pd.DataFrame:

@@ -41,8 +41,10 @@ from typing import TYPE_CHECKING, Any
 
 # Only light modules at import time: a mistyped flag must be answered before torch, transformers or
 # pandas load (seconds on a laptop). The heavy ones are imported inside the functions that need them.
+from workbench.data import REAL_BENCHMARKS, TOY_BENCHMARKS, Generation, suite_generation
 from workbench.errors import UserError, main_guard
-from workbench.runs import MANIFEST, REPO_ROOT, read_manifest, write_manifest
+from workbench.layout import REAL_EVAL_RUNS, REPO_ROOT, TABLES, TOY_EVAL_RUNS, TOY_RUNS, TOY_SAMPLES
+from workbench.runs import MANIFEST, read_manifest, write_manifest
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -52,18 +54,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-TOY_RUNS = REPO_ROOT / "results" / "toy" / "runs"
-TOY_SAMPLES = REPO_ROOT / "results" / "toy" / "samples"
-TOY_SETTINGS_SAMPLES = REPO_ROOT / "results" / "runs" / "toy-eval"
-REAL_SAMPLES = REPO_ROOT / "results" / "runs" / "eval"
-TABLES_DIR = REPO_ROOT / "results" / "tables"
 BASE_METHOD = "base"
 TOY_SIZE = 10  # problems per tier: 13 checkpoints x 60 problems x 32 samples run in a few minutes on 2 cores
-TOY_MAX_NEW_TOKENS = 64  # the longest toy reference response (tier 6) is 46 tokens with EOS
 TOY_UNIT_SIZE = 20
 TOY_BATCH_SEQUENCES = 1024
-PAPER_N = 32
-PAPER_MAX_NEW_TOKENS = 32768  # the paper's budget, SamplingConfig's default
 # The paper's evaluation uses repetition penalty 1.08 for its Qwen3 student and 1.0 otherwise.
 PAPER_REPETITION_PENALTY = {"qwen3-1.7b-base": 1.08}
 MODEL_ALIASES = {"smollm2": "smollm2-135m-instruct"}
@@ -129,6 +123,16 @@ def discover_checkpoints(runs_root: str | Path = TOY_RUNS, base: str | Path | No
     return found
 
 
+def toy_generation() -> Generation:
+    """The toy tiers' sampling defaults (their registry entries)."""
+    return suite_generation(TOY_BENCHMARKS)
+
+
+def real_generation() -> Generation:
+    """The real benchmarks' sampling defaults: the paper's protocol (their registry entries)."""
+    return suite_generation(REAL_BENCHMARKS)
+
+
 # ------------------------------------------------------------------------------ settings folders
 def toy_settings(n: int, max_new_tokens: int, toy_size: int, unit_size: UnitSize = TOY_UNIT_SIZE,
                  engine: str = "hf") -> str | None:
@@ -137,8 +141,9 @@ def toy_settings(n: int, max_new_tokens: int, toy_size: int, unit_size: UnitSize
     The default settings keep the committed folders; any other setting gets a name of its own, so a
     run at n=8 neither overwrites the n=32 samples nor is refused for disagreeing with them.
     """
-    if (n, max_new_tokens, toy_size, unit_size, engine) == (PAPER_N, TOY_MAX_NEW_TOKENS, TOY_SIZE, TOY_UNIT_SIZE,
-                                                            "hf"):
+    defaults = toy_generation()
+    if (n, max_new_tokens, toy_size, unit_size, engine) == (defaults.n, defaults.max_new_tokens, TOY_SIZE,
+                                                            TOY_UNIT_SIZE, "hf"):
         return None
     return (f"n{n}_tok{max_new_tokens}_size{toy_size}" + ("" if engine == "hf" else f"_{engine}")
             + ("" if unit_size == TOY_UNIT_SIZE else f"_unit{unit_size}"))
@@ -199,8 +204,8 @@ def evaluate_toy(
     samples_root: str | Path = TOY_SAMPLES,
     *,
     toy_size: int = TOY_SIZE,
-    n: int = PAPER_N,
-    max_new_tokens: int = TOY_MAX_NEW_TOKENS,
+    n: int | None = None,
+    max_new_tokens: int | None = None,
     unit_size: UnitSize = TOY_UNIT_SIZE,
     engine: str = "hf",
     problems: Sequence[Problem] | None = None,
@@ -208,18 +213,18 @@ def evaluate_toy(
 ) -> list[Path]:
     """Sample every checkpoint on the six toy tiers into ``<samples_root>/<method>/seed<k>``; returns the folders.
 
-    ``problems`` defaults to the first ``toy_size`` of each tier. One engine is alive at a time: each
-    checkpoint's is dropped before the next loads, which matters for vLLM's preallocated KV cache.
+    ``problems`` defaults to the first ``toy_size`` of each tier; ``n`` and ``max_new_tokens`` to the
+    tiers' registered sampling defaults. One engine is alive at a time: each checkpoint's is dropped
+    before the next loads, which matters for vLLM's preallocated KV cache.
     """
     import gc
 
     from eval.generate import generate_samples
-    from workbench.data import TOY_BENCHMARKS
-    from workbench.models import SamplingConfig
 
     if problems is None:
         problems = load_problems(TOY_BENCHMARKS, toy_size=toy_size)
-    sampling = SamplingConfig(n=n, max_new_tokens=max_new_tokens)
+    defaults = suite_generation({p.benchmark for p in problems})
+    sampling = defaults.sampling(n=n or defaults.n, max_new_tokens=max_new_tokens or defaults.max_new_tokens)
     folders = toy_folders(checkpoints, samples_root)
     for ckpt, out in zip(checkpoints, folders):
         sampler = _toy_sampler(engine, ckpt.path)
@@ -260,33 +265,36 @@ def evaluate_real(
     data_dir: str | Path | None = None,
     benchmarks: Sequence[str] | None = None,
     limit: int | None = None,
-    n: int = PAPER_N,
-    max_new_tokens: int = PAPER_MAX_NEW_TOKENS,
+    n: int | None = None,
+    max_new_tokens: int | None = None,
     repetition_penalty: float | None = None,
     seed: int = 0,
     label: str | None = None,
     gguf_file: str | None = None,
     unit_size: UnitSize | None = None,
-    samples_root: str | Path = REAL_SAMPLES,
+    samples_root: str | Path = REAL_EVAL_RUNS,
     backend_kwargs: dict[str, Any] | None = None,
     problems: Sequence[Problem] | None = None,
     progress: bool = True,
 ) -> Path:
     """Sample one model on the real benchmarks (the first ``limit`` problems of each); returns the folder.
 
-    ``benchmarks`` defaults to the six real ones, ``problems`` to theirs loaded from ``data_dir``.
-    vLLM receives all prompts at once (its scheduler batches best with everything in flight).
+    ``benchmarks`` defaults to the six real ones, ``problems`` to theirs loaded from ``data_dir``;
+    ``n`` and ``max_new_tokens`` to the benchmarks' registered sampling defaults (the paper's
+    protocol). vLLM receives all prompts at once (its scheduler batches best with everything in flight).
     """
     from eval.generate import DEFAULT_UNIT_SIZE, generate_samples
-    from workbench.data import REAL_BENCHMARKS
-    from workbench.models import SamplingConfig, load_backend
+    from workbench.models import load_backend
 
     label = label or model_label(model, gguf_file)
     if repetition_penalty is None:
         repetition_penalty = PAPER_REPETITION_PENALTY.get(label, 1.0)
     if problems is None:
         problems = load_problems(benchmarks or REAL_BENCHMARKS, data_dir, limit=limit)
-    sampling = SamplingConfig(n=n, max_new_tokens=max_new_tokens, repetition_penalty=repetition_penalty, seed=seed)
+    defaults = suite_generation({p.benchmark for p in problems})
+    n, max_new_tokens = n or defaults.n, max_new_tokens or defaults.max_new_tokens
+    sampling = defaults.sampling(n=n, max_new_tokens=max_new_tokens, repetition_penalty=repetition_penalty,
+                                 seed=seed)
     kwargs: dict[str, Any] = {"progress": False, **(backend_kwargs or {})}
     if gguf_file:
         kwargs["gguf_file"] = gguf_file
@@ -332,7 +340,7 @@ def load_samples(dirs: Sequence[str | Path]) -> tuple[pd.DataFrame, list[dict[st
     """
     import pandas as pd
 
-    from workbench.data import BENCHMARKS, get_spec
+    from workbench.data import BENCHMARKS
     from workbench.records import read_records
 
     runs, frames = [], []
@@ -351,7 +359,7 @@ def load_samples(dirs: Sequence[str | Path]) -> tuple[pd.DataFrame, list[dict[st
     unknown = sorted(set(samples["benchmark"]) - set(BENCHMARKS))
     if unknown:
         raise ValueError(f"samples name unregistered benchmarks {unknown}")
-    samples["benchmark"] = samples["benchmark"].map(lambda b: get_spec(b).display)
+    samples["benchmark"] = samples["benchmark"].map(lambda b: BENCHMARKS[b].display)
     return samples, runs
 
 
@@ -359,12 +367,13 @@ def _paper_reference(long: pd.DataFrame, k: int) -> pd.DataFrame:
     """The paper's Table 1 as extra rows of our long frame, labelled as the paper's (reported at n=32)."""
     import pandas as pd
 
+    from eval.reference import PAPER_K
     from eval.tables import avg_metric, bootstrap_pass_metric, paper_long
 
     paper = paper_long()
-    rename = {avg_metric(PAPER_N): avg_metric(k), bootstrap_pass_metric(PAPER_N): bootstrap_pass_metric(k)}
+    rename = {avg_metric(PAPER_K): avg_metric(k), bootstrap_pass_metric(PAPER_K): bootstrap_pass_metric(k)}
     paper = paper[paper["metric"].isin(list(rename))]
-    suffix = "" if k == PAPER_N else f", @{PAPER_N}"
+    suffix = "" if k == PAPER_K else f", @{PAPER_K}"
     rows = pd.DataFrame({
         "method": "paper: " + paper["student"] + " " + paper["method"] + suffix,
         "benchmark": paper["benchmark"], "metric": paper["metric"].map(rename), "value": paper["value"],
@@ -374,9 +383,10 @@ def _paper_reference(long: pd.DataFrame, k: int) -> pd.DataFrame:
 
 def _paper_student(runs: Sequence[dict[str, Any]], k: int) -> str | None:
     """The paper student this table's single run *is* (same model at n = 32), else None."""
+    from eval.reference import PAPER_K
     from eval.tables import paper_long
 
-    if k != PAPER_N or len(runs) != 1:
+    if k != PAPER_K or len(runs) != 1:
         return None
     students = set(paper_long()["setting"])
     return runs[0]["method"] if runs[0]["method"] in students else None
@@ -449,6 +459,7 @@ def build_tables(samples: pd.DataFrame, runs: Sequence[dict[str, Any]], out_dir:
 
     Refuses (:func:`check_replace`) to replace tables of other runs unless ``overwrite``.
     """
+    from eval.reference import PAPER_K
     from eval.tables import (
         MetricTable,
         add_paper,
@@ -460,13 +471,12 @@ def build_tables(samples: pd.DataFrame, runs: Sequence[dict[str, Any]], out_dir:
         summarise_samples,
         write_tables,
     )
-    from workbench.data import BENCHMARKS, get_spec
+    from workbench.data import display_order
 
     suite = "toy" if all(r["suite"] == "toy" for r in runs) else "real"
     k = int(samples.groupby(["method", "seed", "benchmark", "problem_id"]).size().min())
     check_replace(out_dir, suite, k, [(r["method"], r["seed"]) for r in runs], overwrite=overwrite)
-    registry = [get_spec(b).display for b in BENCHMARKS]
-    benchmarks = [b for b in registry if b in set(samples["benchmark"])]
+    benchmarks = display_order(samples["benchmark"].unique())
     long = summarise_samples(samples[["method", "seed", "benchmark", "problem_id", "sample_idx", "correct"]], k)
     several = any(sum(r["method"] == m["method"] for r in runs) > 1 for m in runs)
     problems = samples.groupby("benchmark")["problem_id"].nunique()
@@ -493,7 +503,7 @@ def build_tables(samples: pd.DataFrame, runs: Sequence[dict[str, Any]], out_dir:
         caption = (f"{'Toy world' if suite == 'toy' else 'Real benchmarks'}: {name}, %, {k} samples per problem, "
                    f"{size} problems per benchmark; ± is a {interval}.")
         if suite == "real" and has_paper and student is None:
-            caption += f" Rows 'paper: ...' are the paper's reported numbers for its own models (n={PAPER_N}), for reference."
+            caption += f" Rows 'paper: ...' are the paper's reported numbers for its own models (n={PAPER_K}), for reference."
         written[stem] = {kind: _rel(p) for kind, p in write_tables(table, out, stem, ci=True, caption=caption).items()}
     if figure:
         written["figure"] = {kind: _rel(p) for kind, p in _write_figure(samples, out, f"{suite}_pass_at_k").items()}
@@ -515,16 +525,27 @@ def rebuild(sample_dirs: Sequence[str | Path], out_dir: str | Path, *, figure: b
 
 
 # ------------------------------------------------------------------------------------------- CLI
-def real_tables_dir(dirs: Sequence[Path], root: Path) -> Path:
-    """``results/tables/real/<model>/<run>`` for one real run, ``.../real/<root name>`` for several."""
-    if len(dirs) == 1:
-        return TABLES_DIR / "real" / Path(dirs[0]).resolve().parent.name / Path(dirs[0]).resolve().name
-    return TABLES_DIR / "real" / Path(root).resolve().name
+def real_tables_dir(label: str, settings: str) -> Path:
+    """``results/tables/real/<model>/<settings>``: one real run's tables."""
+    return TABLES / "real" / label / settings
+
+
+def _real_tables_of(dirs: Sequence[Path], root: Path) -> Path:
+    """Where the tables of real sample folders go: one run's own folder, named from its manifest (so a
+    copy of its samples, e.g. committed beside its tables, finds the same tables), else
+    ``results/tables/real/<root name>``."""
+    config = read_manifest(dirs[0]).get("config", {}) if len(dirs) == 1 else {}
+    sampling, extra = config.get("sampling", {}), config.get("extra", {})
+    if not (extra.get("method") and "n" in sampling and "max_new_tokens" in sampling):
+        return TABLES / "real" / Path(root).resolve().name
+    return real_tables_dir(extra["method"], real_settings(
+        sampling["n"], sampling["max_new_tokens"], extra.get("limit"), sampling.get("seed", 0),
+        extra.get("backend", "hf"), config.get("unit_size")))
 
 
 def toy_tables_dir(settings: str | None) -> Path:
     """``results/tables`` for the default toy settings, ``results/tables/toy/<settings>`` for others."""
-    return TABLES_DIR if settings is None else TABLES_DIR / "toy" / settings
+    return TABLES if settings is None else TABLES / "toy" / settings
 
 
 def _toy_settings_of(dirs: Sequence[Path], root: Path) -> str | None:
@@ -613,9 +634,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--backend", default="hf", choices=ENGINES, help="sampling engine (toy and real modes)")
     p.add_argument("--data-dir", type=Path, help="folder of the real benchmarks' JSONL files")
     p.add_argument("--limit", type=int, help="first LIMIT problems of each real benchmark")
-    p.add_argument("--n", type=int, default=PAPER_N, help="samples per problem (k of Avg@k / Pass@k)")
-    p.add_argument("--max-new-tokens", type=int, help=f"default: {PAPER_MAX_NEW_TOKENS} real, "
-                                                      f"{TOY_MAX_NEW_TOKENS} toy")
+    p.add_argument("--n", type=int, help=f"samples per problem (k of Avg@k / Pass@k); default: "
+                                         f"{real_generation().n} real, {toy_generation().n} toy")
+    p.add_argument("--max-new-tokens", type=int, help=f"default: {real_generation().max_new_tokens} real, "
+                                                      f"{toy_generation().max_new_tokens} toy")
     p.add_argument("--repetition-penalty", type=float, help="default: the paper's for the model (1.0 unless Qwen3)")
     p.add_argument("--seed", type=int, default=0, help="sampling seed of a real run")
     p.add_argument("--gguf-file", help="GGUF file inside --model's folder")
@@ -625,9 +647,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--runs-root", type=Path, default=TOY_RUNS, help="trained toy runs to discover")
     p.add_argument("--base", type=Path, help="base toy student (default: the committed one)")
     p.add_argument("--samples-dir", type=Path, help=f"where samples go (default {_rel(TOY_SAMPLES)} toy at the "
-                                                    f"default settings, else {_rel(TOY_SETTINGS_SAMPLES)}/<settings>; "
-                                                    f"{_rel(REAL_SAMPLES)} real)")
-    p.add_argument("--tables-dir", type=Path, help=f"where tables go (default {_rel(TABLES_DIR)}; other toy "
+                                                    f"default settings, else {_rel(TOY_EVAL_RUNS)}/<settings>; "
+                                                    f"{_rel(REAL_EVAL_RUNS)} real)")
+    p.add_argument("--tables-dir", type=Path, help=f"where tables go (default {_rel(TABLES)}; other toy "
                                                    "settings: toy/<settings>; real runs: real/<run>)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace existing tables even when the new ones lack some of their runs")
@@ -692,36 +714,34 @@ def main(argv: Sequence[str] | None = None) -> int:
         dirs = find_sample_dirs(args.from_samples)
         toy = all(read_manifest(d).get("config", {}).get("extra", {}).get("suite") == "toy" for d in dirs)
         tables_dir = args.tables_dir or (toy_tables_dir(_toy_settings_of(dirs, args.from_samples)) if toy
-                                         else real_tables_dir(dirs, args.from_samples))
+                                         else _real_tables_of(dirs, args.from_samples))
         check_writable(tables_dir, "--tables-dir")
         report = rebuild(dirs, tables_dir, figure=not args.no_figure, overwrite=args.overwrite)
     else:
         if args.model:
-            from workbench.data import REAL_BENCHMARKS
-
-            tokens = args.max_new_tokens or PAPER_MAX_NEW_TOKENS
+            defaults = real_generation()
+            n, tokens = args.n or defaults.n, args.max_new_tokens or defaults.max_new_tokens
             label = args.label or model_label(args.model, args.gguf_file)
             problems = load_problems(REAL_BENCHMARKS, args.data_dir, limit=args.limit)
-            folders = [real_folder(args.model, args.samples_dir or REAL_SAMPLES, n=args.n, max_new_tokens=tokens,
+            folders = [real_folder(args.model, args.samples_dir or REAL_EVAL_RUNS, n=n, max_new_tokens=tokens,
                                    limit=args.limit, seed=args.seed, engine=args.backend, label=label,
                                    unit_size=args.unit_size)]
             samples_root = folders[0]
-            tables_dir = args.tables_dir or real_tables_dir(folders, folders[0])
+            tables_dir = args.tables_dir or real_tables_dir(label, folders[0].name)
             suite, rows, hint = "real", [(label, args.seed)], ""
         else:
-            from workbench.data import TOY_BENCHMARKS
-
-            tokens = args.max_new_tokens or TOY_MAX_NEW_TOKENS
+            defaults = toy_generation()
+            n, tokens = args.n or defaults.n, args.max_new_tokens or defaults.max_new_tokens
             unit = args.unit_size or TOY_UNIT_SIZE
-            settings = toy_settings(args.n, tokens, args.toy_size, unit, args.backend)
+            settings = toy_settings(n, tokens, args.toy_size, unit, args.backend)
             checkpoints = discover_checkpoints(args.runs_root, args.base)
             problems = load_problems(TOY_BENCHMARKS, toy_size=args.toy_size)
-            samples_root = args.samples_dir or (TOY_SAMPLES if settings is None else TOY_SETTINGS_SAMPLES / settings)
+            samples_root = args.samples_dir or (TOY_SAMPLES if settings is None else TOY_EVAL_RUNS / settings)
             folders = toy_folders(checkpoints, samples_root)
             tables_dir = args.tables_dir or toy_tables_dir(settings)
             suite, rows = "toy", [(c.method, c.seed) for c in checkpoints]
             hint = f" (no finished checkpoints of theirs under {_rel(args.runs_root)}; `make train-toy` trains them)"
-        check_replace(tables_dir, suite, args.n, rows, overwrite=args.overwrite, missing_hint=hint)
+        check_replace(tables_dir, suite, n, rows, overwrite=args.overwrite, missing_hint=hint)
         check_writable(samples_root, "--samples-dir")
         check_writable(tables_dir, "--tables-dir")
         try:
@@ -731,12 +751,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
                 hf_logging.disable_progress_bar()
             if args.model:
-                evaluate_real(args.model, backend=args.backend, data_dir=args.data_dir, limit=args.limit, n=args.n,
+                evaluate_real(args.model, backend=args.backend, data_dir=args.data_dir, limit=args.limit, n=n,
                               max_new_tokens=tokens, repetition_penalty=args.repetition_penalty, seed=args.seed,
                               label=label, gguf_file=args.gguf_file, unit_size=args.unit_size,
-                              samples_root=args.samples_dir or REAL_SAMPLES, problems=problems, progress=progress)
+                              samples_root=args.samples_dir or REAL_EVAL_RUNS, problems=problems, progress=progress)
             else:
-                evaluate_toy(checkpoints, samples_root, toy_size=args.toy_size, n=args.n, max_new_tokens=tokens,
+                evaluate_toy(checkpoints, samples_root, toy_size=args.toy_size, n=n, max_new_tokens=tokens,
                              unit_size=unit, engine=args.backend, problems=problems, progress=progress)
             report = rebuild(folders, tables_dir, figure=not args.no_figure, overwrite=args.overwrite)
         except KeyboardInterrupt:

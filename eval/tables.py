@@ -34,11 +34,10 @@ from eval.metrics import (
     pass_at_k_bootstrap,
     seed_ci,
 )
-from eval.reference import paper_table1
+from eval.reference import AVERAGE, PAPER_K, paper_table1
 
 logger = logging.getLogger(__name__)
 
-AVERAGE = "Average"
 SAMPLE_COLUMNS = ("benchmark", "problem_id", "sample_idx", "correct")
 GROUP_COLUMNS = ("setting", "model", "method", "seed")
 MISSING = "n/a"
@@ -65,7 +64,7 @@ def paper_long() -> pd.DataFrame:
     ``setting`` is the student's name (one per setting); Pass@32 is filed as ``pass@32/bootstrap``.
     """
     wide = paper_table1()
-    names = {"avg_at_32": avg_metric(32), "pass_at_32": bootstrap_pass_metric(32)}
+    names = {f"avg_at_{PAPER_K}": avg_metric(PAPER_K), f"pass_at_{PAPER_K}": bootstrap_pass_metric(PAPER_K)}
     long = wide.melt(
         id_vars=["student", "teacher", "method", "benchmark", "source"],
         value_vars=list(names),

@@ -1,8 +1,19 @@
-"""Eight fixed toy rollouts (two prompts x 4, ragged lengths), shared by the trainer-loss tests."""
+"""Eight fixed toy rollouts (two prompts x 4, ragged lengths), and the one-thread setting, shared by the
+trainer-loss and training-semantics tests."""
 
 from __future__ import annotations
 
+import pytest
 import torch
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """The tiny models run fastest on one thread; a second one mostly waits on a busy machine."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
 
 
 def crafted_tokens(tok, gen: torch.Generator) -> dict[str, torch.Tensor]:

@@ -26,10 +26,11 @@ from analysis.boundary import BoundaryConfig, run_boundary
 from analysis.corrective import CorrectiveConfig, run_corrective, truncation_point
 from analysis.rollouts import RolloutConfig, sample_rollouts
 from analysis.weights import compute_weights, effective_sample_size, prepare
-from eval.generate import ResumeMismatch, plan_units
+from eval.generate import plan_units
 from workbench.data import load_benchmark
 from workbench.errors import UserError
 from workbench.models import Completion, SamplingConfig
+from workbench.stages import ResumeMismatch
 from workbench.toy import STUDENT_DIR, TEACHER_DIR
 from workbench.toy.task import solution_steps, solve
 
@@ -219,7 +220,7 @@ def test_boundary_and_weights_on_the_same_rollouts(tmp_path):
     # Solve rates come from fresh samples drawn with the boundary's own seeds; recompute them.
     assert analysis.per_rollout["n_samples"].eq(6).all()
     seeds = {p.problem_id: u.seed for u in plan_units(problems, [p.problem for p in problems], cfg.sampling(), 8)
-             for p in u.problems}
+             for p, _ in u.items}
     for row in analysis.per_rollout.itertuples(index=False):
         prompt = next(p.problem for p in problems if p.problem_id == row.problem_id)
         expected = np.mean([student_response(prompt, seeds[row.problem_id], j).endswith(f"{{{solve(prompt)}}}")

@@ -42,7 +42,8 @@ def test_help_is_fast_and_imports_no_heavy_package(module):
 
 def test_train_help_leads_with_what_users_set():
     from train.cli import HELP
-    from train.config import METHODS, config_parser
+    from train.config import config_parser
+    from workbench.layout import METHODS
     from train.scope import ABLATIONS
 
     lines = HELP.splitlines()
@@ -98,7 +99,7 @@ def test_analysis_and_eval_resolve_results_against_the_repository(tmp_path):
     probe = ("import analysis.cli as a, eval.reproduce as e\n"
              "args = a._parser().parse_args(['toy'])\n"
              "print(args.out, args.run_dir, args.figures_dir, a._parser().parse_args(['figures']).results, "
-             "e.TABLES_DIR, e.TOY_SAMPLES)")
+             "e.TABLES, e.TOY_SAMPLES)")
     proc, _ = run(["-c", probe], cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     out, run_dir, figures_dir, results, tables, samples = map(Path, proc.stdout.split())

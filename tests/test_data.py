@@ -2,15 +2,18 @@ import json
 
 import pytest
 
-import workbench.data as data
-from workbench.data import BENCHMARKS, DataError, load_benchmark, resolve_suite
+from workbench.data import BENCHMARKS, TRAIN_SETS, DataError, get_spec, load_benchmark, resolve_suite
 from workbench.prompts import PAPER_INSTRUCTION, render_prompt
 
 SIZES = {"aime24": 30, "aime25": 30, "amc23": 40, "math500": 500, "minerva": 272, "olympiadbench": 675}
 
 
+def load_real(data_dir):
+    return {name: load_benchmark(name, data_dir) for name in resolve_suite("real")}
+
+
 def test_all_six_real_benchmarks_load_from_a_folder(data_dir):
-    suite = data.load_suite("real", data_dir)
+    suite = load_real(data_dir)
     assert {k: len(v) for k, v in suite.items()} == SIZES
     assert sum(SIZES.values()) == 1547
     aime = {p.problem_id: p for p in suite["aime24"]}
@@ -78,10 +81,24 @@ def test_hub_rows_map_through_the_registry(monkeypatch):
     assert calls[1] == ("Hothan/OlympiadBench", "OE_TO_maths_en_COMP", "train")
 
 
-def test_registry_has_the_six_and_the_toy_tiers():
+def test_registry_has_the_six_the_toy_tiers_and_the_training_set():
     assert resolve_suite("real") == ["aime24", "aime25", "amc23", "math500", "minerva", "olympiadbench"]
     assert resolve_suite("toy") == [f"toy-{t}" for t in range(1, 7)]
     assert all(BENCHMARKS[n].prompt_style == "raw" for n in resolve_suite("toy"))
+    assert TRAIN_SETS == ("deepmath",)
+    deepmath = get_spec("deepmath")
+    assert (deepmath.hf_id, deepmath.hf_split, deepmath.problem_field, deepmath.answer_field) == (
+        "zwhe99/DeepMath-103K", "train", "question", "final_answer")
+    assert [get_spec(n).paper_key for n in resolve_suite("real")] == [
+        "AIME24", "AIME25", "AMC23", "MATH500", "Minerva", "OlympiadBench"]
+
+
+def test_toy_tiers_load_either_split():
+    test, train = (load_benchmark("toy-2", toy_size=3, seed=1, toy_split=split) for split in ("test", "train"))
+    assert [p.problem_id for p in test] == [f"toy-2/test/seed1/{i:04d}" for i in range(3)]
+    assert [p.problem_id for p in train] == [f"toy-2/train/seed1/{i:04d}" for i in range(3)]
+    assert not {p.problem for p in test} & {p.problem for p in train}
+    assert all(p.benchmark == "toy-2" and p.answer == p.meta["solution"][-2] for p in train)
 
 
 def test_paper_prompt_plain_and_templated(tiny_lm):
@@ -95,7 +112,7 @@ def test_paper_prompt_plain_and_templated(tiny_lm):
 
 
 def test_a_folder_in_the_benchmark_format_loads_as_the_real_suite(fixture_data_dir):
-    suite = data.load_suite("real", fixture_data_dir)
+    suite = load_real(fixture_data_dir)
     assert sorted(suite) == sorted(SIZES) and all(len(v) == 2 for v in suite.values())
     first = suite["minerva"][0]
     assert (first.benchmark, first.problem_id, first.problem, first.answer) == (

@@ -11,21 +11,13 @@ import pandas as pd
 import pytest
 import torch
 
-from eval.generate import (
-    GRADE_CACHE_FILE,
-    TRUNCATED,
-    UNGRADED,
-    ResumeMismatch,
-    generate_samples,
-    plan_units,
-    render_prompts,
-    unit_seed,
-    weights_sha256,
-)
+from eval.generate import GRADE_CACHE_FILE, generate_samples, plan_units
 from workbench.data import load_benchmark
 from workbench.models import Completion, SamplingConfig, load_backend
 from workbench.records import Problem, ShardStore
 from workbench.runs import read_manifest
+from workbench.sampling import TRUNCATED, UNGRADED, render_prompts
+from workbench.stages import ResumeMismatch, weights_sha256
 from workbench.toy import STUDENT_DIR
 
 TOY = SamplingConfig(n=4, max_new_tokens=24)  # enough for toy-1/2 chains (16 and 22 tokens with EOS)
@@ -93,14 +85,14 @@ def test_units_are_fixed_by_problem_order_and_seeds_by_their_ids():
     problems = _problems(5)
     prompts = [p.problem for p in problems]
     units = plan_units(problems, prompts, TOY, 4)
-    assert [len(u.problems) for u in units] == [4, 4, 2]
-    assert units[1].problems == tuple(problems[4:8]) and units[1].prompts == tuple(prompts[4:8])
-    assert [u.seed for u in units] == [u.seed for u in plan_units(problems, prompts, TOY, 4)]
-    assert len({u.seed for u in units}) == 3
-    assert units[0].seed == unit_seed(0, problems[:4]) != unit_seed(1, problems[:4])
-    assert 0 <= units[0].seed < 2**31
+    assert [len(u.items) for u in units] == [4, 4, 2]
+    assert units[1].items == tuple(zip(problems[4:8], prompts[4:8]))
+    assert units[2].keys == tuple((p.benchmark, p.problem_id, i) for p in problems[8:] for i in range(4))
+    # the seeds every committed sample folder was drawn with: a hash of the base seed and the unit's ids
+    assert [u.seed for u in units] == [1395489882, 653822956, 1431809166]
+    assert plan_units(problems, prompts, replace(TOY, seed=1), 4)[0].seed == 127492343
     (whole,) = plan_units(problems, prompts, TOY, "all")
-    assert len(whole.problems) == 10
+    assert len(whole.items) == 10
     with pytest.raises(ValueError, match="unit_size"):
         plan_units(problems, prompts, TOY, 0)
 
@@ -117,7 +109,7 @@ def test_toy_student_samples_graded_and_reused(tmp_path):
     assert render_prompts(backend, problems[:1]) == [problems[0].problem]  # toy style: the prompt as is
     # each unit is exactly one generate call with its own seed, so a direct call reproduces it
     first = plan_units(problems, render_prompts(backend, problems), TOY, 2)[0]
-    direct = backend.generate(list(first.prompts), replace(TOY, seed=first.seed))
+    direct = backend.generate([prompt for _, prompt in first.items], replace(TOY, seed=first.seed))
     assert frame["response"].tolist()[:8] == [c.text for group in direct for c in group]
     # the student writes chains ending in a boxed digit, graded against the gold answer
     assert frame["response"].str.contains(r"\\boxed\{\d\}$").mean() > 0.9

@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 
 from workbench import grading
-from workbench.grading import Grade, GradeCache, extract_boxed, grade, grade_batch, pool
+from workbench.data import UnknownBenchmark
+from workbench.grading import Grade, GradeCache, grade, grade_batch, pool
 
 BENCHMARKS = ("aime24", "aime25", "amc23", "math500", "minerva", "olympiadbench")
 HOSTILE = "Collecting powers, the value is \\boxed{9^{9^{9^{9}}}}"  # math-verify runs for minutes on it
@@ -43,24 +44,24 @@ def numeric(gold: str) -> Fraction | None:
 # --------------------------------------------------------------------------- extraction
 
 
-def test_extract_boxed_nested_braces():
-    assert extract_boxed("so \\boxed{\\frac{1}{2}} done") == "\\frac{1}{2}"
-    assert extract_boxed("\\boxed{\\{1, 2\\}}") == "\\{1, 2\\}"
+def test_final_box_nested_braces():
+    assert grading.final_boxes("so \\boxed{\\frac{1}{2}} done") == (["\\frac{1}{2}"], None)
+    assert grading.final_boxes("\\boxed{\\{1, 2\\}}") == (["\\{1, 2\\}"], None)
 
 
-def test_extract_boxed_last_box_wins_and_variants():
-    assert extract_boxed("\\boxed{3} no wait \\boxed {4}.") == "4"
-    assert extract_boxed("\\boxed{3} then \\fbox{5}") == "5"
-    assert extract_boxed("\\boxed 7 and \\boxed{8} then \\boxedtext") == "8"
+def test_final_box_after_a_correction_and_variants():
+    assert grading.final_boxes("\\boxed{3} no wait \\boxed {4}.") == (["4"], None)
+    assert grading.final_boxes("\\fbox{5}") == (["5"], None)
+    assert grading.final_boxes("\\boxed 7 and \\boxed{8} then \\boxedtext") == (["8"], None)
 
 
-def test_extract_boxed_missing_or_unbalanced_is_none():
-    assert extract_boxed("the answer is 4") is None
-    assert extract_boxed("\\boxed{3} and finally \\boxed{\\frac{1}{2}") is None
-    assert extract_boxed("\\boxed{\\}") is None  # an escaped brace does not close the box
+def test_missing_or_unbalanced_final_box_is_no_answer():
+    assert grading.final_boxes("the answer is 4") == ([], "no_boxed")
+    assert grading.final_boxes("\\boxed{3} and finally \\boxed{\\frac{1}{2}") == ([], "unclosed_boxed")
+    assert grading.final_boxes("\\boxed{\\}") == ([], "unclosed_boxed")  # an escaped brace does not close the box
 
 
-def test_extract_boxed_huge_inputs_are_fast():
+def test_final_boxes_of_huge_inputs_are_fast():
     hostile = [
         "word " * 1_000_000 + "\\boxed{42}",
         "{" * 2_000_000 + "\\boxed{42}",
@@ -68,9 +69,10 @@ def test_extract_boxed_huge_inputs_are_fast():
         "\\boxed{" + "{" * 2_000_000,
     ]
     start = time.perf_counter()
-    results = [extract_boxed(text) for text in hostile]
+    results = [grading.final_boxes(text) for text in hostile]
     assert time.perf_counter() - start < 1.0
-    assert results == ["42", "42", None, None]
+    # the last: its only box opens before the tail that is read
+    assert results == [(["42"], None), (["42"], None), ([], "unclosed_boxed"), ([], "no_boxed")]
 
 
 def test_reading_hostile_text_is_fast():
@@ -108,8 +110,10 @@ def test_bad_input_is_rejected_clearly():
         grade("\\boxed{7}", "7", "aime24", timeout=0)
     with pytest.raises(TypeError, match=r"items\[1\]"):
         grade_batch([("\\boxed{7}", "7", "aime24"), ("\\boxed{7}", "7")], progress=False)  # type: ignore[list-item]
-    with pytest.raises(ValueError, match="toy gold answer must be an integer"):
+    with pytest.raises(ValueError, match="toy-1: the gold answer must be an integer"):
         grade("\\boxed{7}", "x", "toy-1")
+    with pytest.raises(UnknownBenchmark, match=r"^items\[1\]: unknown benchmark 'gsm8k'; registered: aime24, .*deepmath"):
+        grade_batch([("\\boxed{7}", "7", "aime24"), ("\\boxed{7}", "7", "gsm8k")], progress=False)
 
 
 # --------------------------------------------------------------------------- the real golds
@@ -185,7 +189,7 @@ def test_obvious_wrong_answers_are_graded_wrong(data_dir):
         ("\\boxed{90}", "90^\\circ", "math500", True),
         ("\\boxed{5.5}", "\\frac{11}{2}", "math500", True),
         ("\\boxed{\\text{Navin}}", "\\text{Evelyn}", "math500", False),
-        ("\\boxed{x = 5}", "5", "some-other-benchmark", True),
+        ("\\boxed{x = 5}", "5", "deepmath", True),  # DeepMath's rules: math-verify on the box as written
         ("...\\boxed{7}", "7", "toy-3", True),
         ("...\\boxed{8}", "7", "toy-3", False),
         ("...\\boxed{\\frac{14}{2}}", "7", "toy-3", False),  # toy tiers take integer literals only
@@ -375,3 +379,21 @@ def test_timeouts_are_not_cached(isolated_calls):
     cache = GradeCache()
     grade_batch([(HOSTILE, "1", "math500")], cache=cache, progress=False, **NO_RETRY)
     assert len(cache) == 0
+
+
+def test_a_benchmarks_rules_version_invalidates_only_its_own_cached_verdicts(tmp_path, monkeypatch, isolated_calls):
+    from dataclasses import replace
+
+    from workbench import data
+    from workbench.grading.cache import grader_version
+
+    assert grader_version("math500").startswith("rules 2; math-verify ")  # the keys rows were written under
+    path = tmp_path / "verdicts.sqlite"
+    items = [("\\boxed{0.5}", "\\frac{1}{2}", "math500"), ("\\boxed{0.5}", "\\frac{1}{2}", "minerva")]
+    first = grade_batch(items, cache=GradeCache(path), progress=False)
+    assert len(GradeCache(path)) == 2 and isolated_calls == [2]
+    monkeypatch.setitem(data.BENCHMARKS, "minerva", replace(data.BENCHMARKS["minerva"], rules_version="3"))
+    reopened = GradeCache(path)
+    assert len(reopened) == 1  # math500's verdict still counts, minerva's was written under rules 2
+    assert grade_batch(items, cache=reopened, progress=False) == first
+    assert isolated_calls == [2, 1]

@@ -1,5 +1,7 @@
-"""The Makefile refuses a variable it does not read, instead of silently running without it."""
+"""The Makefile refuses a variable it does not read, instead of silently running without it, and its
+script targets run files that exist."""
 
+import re
 import subprocess
 from pathlib import Path
 
@@ -24,3 +26,15 @@ def test_known_variables_reach_the_command():
     command = " ".join(result.stdout.replace("\\\n", " ").split())
     assert "-m eval.reproduce" in command and "--n 8" in command
     assert "--backend hf" in command and "--overwrite" in command
+
+
+def test_script_targets_run_the_files_of_scripts_and_benchmarks():
+    result = make("-n", "demo", "toy-models", "toy-check", "train-toy", "bench")
+    assert result.returncode == 0, result.stderr
+    ran = set(re.findall(r"(?:^|\s)((?:scripts|benchmarks)/[\w/]+\.py)", result.stdout, flags=re.M))
+    assert {"scripts/demo.py", "scripts/build_toy.py", "scripts/toy_suite.py", "benchmarks/bench_weights.py",
+            "benchmarks/bench_metrics.py", "benchmarks/bench_grading.py", "benchmarks/bench_step.py"} <= ran
+    assert all((REPO / script).is_file() for script in ran), ran
+    assert "scripts/build_toy.py --check" in result.stdout
+    assert not re.search(r"-m (analysis\.demo|train\.(toy_suite|bench_)|eval\.bench_|workbench\.toy\.build)",
+                         result.stdout)

@@ -4,6 +4,7 @@ tests/engines/ runs the same backend on the real engine."""
 
 from __future__ import annotations
 
+import hashlib
 import subprocess
 import sys
 import types
@@ -23,6 +24,7 @@ from workbench.models.vllm import (
     request_seed,
     to_completion,
 )
+from workbench.stages import derive_seed
 
 EOS, BOS = 1, 2
 
@@ -163,6 +165,8 @@ def test_request_seeds_differ_per_prompt_and_are_reproducible():
     assert seeds == [request_seed(0, i) for i in range(100)]
     assert request_seed(1, 0) != request_seed(0, 0)
     assert all(0 <= s < 2**56 for s in seeds)
+    # the workbench's one seed function at 56 bits: the leading 14 hex digits of sha256("0\x003")
+    assert request_seed(0, 3) == derive_seed(0, 3, bits=56) == int(hashlib.sha256(b"0\x003").hexdigest()[:14], 16)
 
 
 def test_generate_is_one_call_over_token_id_prompts(fake_vllm):

@@ -15,14 +15,16 @@ import workbench.runs as runs
 from analysis.figures import regenerate
 from eval.curves import pass_at_k_curves, plot_pass_at_k_curves
 from fake_analysis import write_analysis_tables
-from train import toy_suite
+from repo_scripts import load_script
 from workbench.records import ROLLOUT_SCHEMA, SAMPLE_SCHEMA, ShardStore
 from workbench.runs import MANIFEST, REPO_ROOT, read_manifest, run_folder, write_manifest
+
+toy_suite = load_script("scripts/toy_suite.py")
 
 
 # ----------------------------------------------------------------------------------- inputs
 def _raw_run(folder, method, seed, steps=3, groups=2, size=4):
-    """A finished training run folder as train.toy_suite leaves it (the model aside)."""
+    """A finished training run folder as scripts/toy_suite.py leaves it (the model aside)."""
     rng = np.random.default_rng(seed)
     rows = []
     for step in range(steps):
@@ -308,7 +310,7 @@ def test_a_run_rerun_that_changes_nothing_keeps_its_manifest(tmp_path, monkeypat
 
 
 def test_paths_in_the_repository_are_recorded_relative_to_it(tmp_path, monkeypatch):
-    monkeypatch.setattr(runs.sys, "argv", [str(REPO_ROOT / "analysis" / "demo.py"), "--out",
+    monkeypatch.setattr(runs.sys, "argv", [str(REPO_ROOT / "scripts" / "demo.py"), "--out",
                                            str(REPO_ROOT / "results" / "x"), "--data", str(tmp_path)])
     write_manifest(tmp_path, {"model": str(REPO_ROOT / "workbench" / "toy" / "assets" / "student"),
                               "root": REPO_ROOT, "elsewhere": str(tmp_path)}, None, source=REPO_ROOT / "results")

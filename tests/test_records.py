@@ -3,9 +3,11 @@ import os
 import time
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
-from workbench.records import ROLLOUT_SCHEMA, SAMPLE_SCHEMA, ShardStore, read_records
+from workbench.records import ROLLOUT_SCHEMA, SAMPLE_SCHEMA, TOKEN_IDS, ShardStore, read_records
 
 
 def sample_rows(benchmark, pid, n, **extra):
@@ -61,6 +63,18 @@ def test_rollout_schema_lists(tmp_path):
     df = read_records(tmp_path)
     assert list(df.student_logps[0]) == pytest.approx([-0.1, -0.2])
     assert df.path.tolist() == ["opd", "opd"]
+
+
+def test_token_ids_are_an_optional_int32_column(tmp_path):
+    store = ShardStore(tmp_path)
+    store.append(sample_rows("toy-1", "p0", 2))  # samples without token ids
+    store.append(sample_rows("toy-1", "p1", 1, token_ids=[5, 70000]))  # python ints: int64 until the store casts
+    first, second = (pq.read_schema(p) for p in store.shards())
+    assert "token_ids" not in first.names
+    assert second.field("token_ids") == TOKEN_IDS and second.field("token_ids").type == pa.list_(pa.int32())
+    df = store.read().set_index("problem_id")
+    assert list(df.loc["p1", "token_ids"]) == [5, 70000]
+    assert df.loc["p0", "token_ids"].isna().all()
 
 
 def _writer(path, go):

@@ -229,8 +229,8 @@ def test_default_toy_settings_keep_the_committed_folders():
 
 def test_another_toy_setting_neither_clobbers_nor_is_refused(tmp_path, monkeypatch):
     """`make reproduce-tables N=8` after the default run: its own folders, then a rerun resumes."""
-    monkeypatch.setattr(reproduce, "TOY_SETTINGS_SAMPLES", tmp_path / "runs" / "toy-eval")
-    monkeypatch.setattr(reproduce, "TABLES_DIR", tmp_path / "tables")
+    monkeypatch.setattr(reproduce, "TOY_EVAL_RUNS", tmp_path / "runs" / "toy-eval")
+    monkeypatch.setattr(reproduce, "TABLES", tmp_path / "tables")
     common = ["--runs-root", str(tmp_path / "no-runs"), "--toy-size", "1", "--max-new-tokens", "20", "--quiet",
               "--no-figure"]
     assert main([*common, "--n", "2"]) == 0

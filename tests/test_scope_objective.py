@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from repo_scripts import load_script
 
-from train.bench_weights import run as run_weights_benchmark
 from train.scope import (
     ABLATIONS,
     WeightConfig,
@@ -331,7 +331,7 @@ def test_authors_code_preset_matches_a_per_rollout_loop(seed, tau):
 
 
 def test_weights_benchmark_agrees_on_a_small_batch():
-    result = run_weights_benchmark(n_prompts=8, n_rollouts=4, repeats=1)
+    result = load_script("benchmarks/bench_weights.py").run(n_prompts=8, n_rollouts=4, repeats=1)
     assert result["max_abs_diff"] <= 1e-6
     assert result["n_rollouts_total"] == 32
     assert result["speedup"] > 0

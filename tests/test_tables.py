@@ -42,11 +42,14 @@ def test_reference_frames_are_marked_as_the_papers():
 
 
 def test_reference_dir_override(tmp_path, monkeypatch):
-    (tmp_path / "table1_math.csv").write_text("student,teacher,method,benchmark,avg_at_32,pass_at_32\ns,t,m,B,1.5,2.5\n")
+    (tmp_path / "table1_math.csv").write_text("student,teacher,method,benchmark,avg_at_32,pass_at_32\ns,t,m,AIME24,1.5,2.5\n")
     monkeypatch.setenv("SCOPE_REFERENCE_DIR", str(tmp_path))
     assert paper_table1()["avg_at_32"].tolist() == [1.5]
     with pytest.raises(FileNotFoundError, match="SCOPE_REFERENCE_DIR"):
         paper_recovery()
+    (tmp_path / "table1_math.csv").write_text("student,teacher,method,benchmark,avg_at_32,pass_at_32\ns,t,m,B,1.5,2.5\n")
+    with pytest.raises(ValueError, match=r"benchmarks \['B'\] are no registered benchmark's paper_key"):
+        paper_table1()
 
 
 def _average(student: str, method: str, column: str) -> float:

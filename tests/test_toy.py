@@ -10,10 +10,11 @@ import random
 
 import pytest
 import torch
+from repo_scripts import load_script
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from workbench.toy import ASSETS_DIR, STUDENT_DIR, TEACHER_DIR, TOKENIZER_DIR
-from workbench.toy.build import STUDENT_TRAIN, training_rows
+from workbench.layout import TOY_ASSETS
+from workbench.toy import STUDENT_DIR, TEACHER_DIR, TOKENIZER_DIR
 from workbench.toy.task import (
     TIERS,
     boxed_answer,
@@ -24,6 +25,8 @@ from workbench.toy.task import (
     toy_problems,
 )
 from workbench.toy.tokenizer import CHARACTERS, build_tokenizer
+
+build_toy = load_script("scripts/build_toy.py")
 
 _OPS = {"+": operator.add, "-": operator.sub, "*": operator.mul}
 # Sizes large enough to exercise every tier; toy-1 has only 50 distinct test prompts.
@@ -116,7 +119,7 @@ def test_tokenizer_round_trips_every_task_string(tmp_path):
 
 
 def test_training_rows_come_from_the_train_split():
-    rows = training_rows(dataclasses.replace(STUDENT_TRAIN, max_steps=5, batch_size=12))
+    rows = build_toy.training_rows(dataclasses.replace(build_toy.STUDENT_TRAIN, max_steps=5, batch_size=12))
     assert len(rows) == 60
     for row in rows:
         assert split_of(row["prompt"]) == "train"
@@ -145,13 +148,13 @@ def test_checkpoints_share_one_vocabulary(checkpoints):
 
 def test_checkpoints_match_build_info(checkpoints):
     _, teacher, student = checkpoints
-    info = json.loads((ASSETS_DIR / "build_info.json").read_text())
+    info = json.loads((TOY_ASSETS / "build_info.json").read_text())
     for name, model in (("teacher", teacher), ("student", student)):
         record = info["models"][name]
         assert sum(p.numel() for p in model.parameters()) == record["parameters"]
         assert model.config.num_hidden_layers == record["model"]["num_layers"]
         assert model.config.hidden_size == record["model"]["hidden_size"]
-        weights = ASSETS_DIR / name / "model.safetensors"
+        weights = TOY_ASSETS / name / "model.safetensors"
         assert hashlib.sha256(weights.read_bytes()).hexdigest() == record["sha256"]["model.safetensors"]
     assert info["models"]["student"]["parameters"] < info["models"]["teacher"]["parameters"] / 4
 

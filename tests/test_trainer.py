@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 import torch
 
-from rollout_batch import crafted_tokens
+from rollout_batch import crafted_tokens, one_thread  # noqa: F401 (an autouse fixture)
 from train.config import ScopeConfig, parse_config
 from train.methods import build_trainer, train_run
 from train.scope import scope_objective, scope_weights
@@ -22,15 +22,6 @@ from workbench.perplexity import log_perplexity
 from workbench.records import read_records
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """The tiny models run fastest on one thread; a second one mostly waits on a busy machine."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 RECIPES = REPO / "train" / "recipes"
 
 
@@ -318,8 +309,10 @@ def test_paper_recipes_parse_and_stop_cleanly_offline(tmp_path):
 
 
 def test_toy_suite_skips_finished_runs_and_redoes_unfinished_ones(tmp_path, models):
-    from train.toy_suite import run_one
+    from repo_scripts import load_script
     from workbench.runs import read_manifest, write_manifest
+
+    run_one = load_script("scripts/toy_suite.py").run_one
 
     overrides = ["--model_name_or_path", models[0], "--teacher_model", models[1], "--max_steps", "1",
                  "--toy_tiers", "toy-1", "--toy_problems_per_tier", "4", "--max_completion_length", "16"]

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from rollout_batch import crafted_tokens
+from rollout_batch import crafted_tokens, one_thread  # noqa: F401 (an autouse fixture)
 from train.config import ScopeConfig, parse_config
 from train.methods import build_trainer
 from train.scope import authors_objective, scope_objective, step_token_count
@@ -29,14 +29,6 @@ from workbench.errors import UserError
 REPO = Path(__file__).resolve().parents[1]
 RECIPES = REPO / "train" / "recipes"
 NAN = float("nan")
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 def make_config(tmp_path: Path, **overrides) -> ScopeConfig:

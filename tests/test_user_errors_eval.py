@@ -28,9 +28,10 @@ HEAVY = ("torch", "transformers", "pandas", "pyarrow", "vllm")
 
 
 def _cli(*args: str, module: str = "eval.reproduce", timeout: float = 300) -> tuple[subprocess.CompletedProcess, float]:
+    """``module`` is a module (run with -m) or a script of the repository (``scripts/demo.py``)."""
     start = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", module, *args], cwd=REPO, capture_output=True, text=True,
-                          timeout=timeout)
+    command = [sys.executable, *((module,) if module.endswith(".py") else ("-m", module)), *args]
+    proc = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=timeout)
     return proc, time.perf_counter() - start
 
 
@@ -230,7 +231,7 @@ def test_ctrl_c_says_what_was_kept_and_the_command_that_resumes(tmp_path):
 def test_demo_mistakes_cost_one_line():
     for args, needle in ((["--n", "0"], "--n must be a whole number >= 1, got 0"),
                          (["--toy-size", "-1"], "--toy-size must be a whole number >= 1, got -1")):
-        proc, _ = _cli(*args, module="analysis.demo")
+        proc, _ = _cli(*args, module="scripts/demo.py")
         assert needle in _one_error_line(proc)
 
 
@@ -241,17 +242,21 @@ def test_a_folder_of_other_samples_is_one_line_naming_what_differs(tmp_path):
     assert first.returncode == 0, first.stderr
     proc, _ = _cli(*common, "--n", "3", "--tables-dir", str(tmp_path / "t3"))
     line = _one_error_line(proc)
-    assert line.startswith(f"error: {tmp_path / 'samples' / 'base' / 'seed0'} holds samples made with other "
-                           "arguments; use the same arguments, another folder, or delete it to sample afresh. "
+    assert line.startswith(f"error: {tmp_path / 'samples' / 'base' / 'seed0'} was made with other settings; "
+                           "use the same settings, another folder, or delete it to start afresh. "
                            "sampling: on disk {'n': 2,")
     assert not (tmp_path / "t3").exists() or not list((tmp_path / "t3").glob("*.md"))
 
 
 def test_demo_says_which_engine_samples(tmp_path):
-    from analysis.demo import engine_line, pick_engine
+    from repo_scripts import load_script
+
+    demo = load_script("scripts/demo.py")
+    engine_line, pick_engine = demo.engine_line, demo.pick_engine
 
     proc, _ = _cli("--backend", "hf", "--toy-size", "1", "--n", "2", "--skip-analysis", "--quiet",
-                   "--out-dir", str(tmp_path / "demo"), "--samples-dir", str(tmp_path / "samples"), module="analysis.demo")
+                   "--out-dir", str(tmp_path / "demo"), "--samples-dir", str(tmp_path / "samples"),
+                   module="scripts/demo.py")
     assert proc.returncode == 0, proc.stderr
     engines = [line for line in proc.stdout.splitlines() if line.startswith("sampling engine:")]
     assert engines == [engine_line("hf")] and engines[0].startswith("sampling engine: transformers (HF)")

@@ -65,7 +65,7 @@ def earlier_run(folder: Path) -> Path:
 @pytest.mark.parametrize("case", [
     "flag_num_generations_0", "recipe_num_generations_0", "batch_0", "accumulation_negative", "temperature_negative",
     "recipe_typo", "flag_typo", "ablation_typo", "student_missing", "teacher_missing", "output_uncreatable",
-    "output_holds_run", "no_arguments", "recipe_missing",
+    "output_holds_run", "no_arguments", "recipe_missing", "grader_benchmark_typo",
 ])
 def test_mistakes_fail_fast_in_one_line(case, tmp_path):
     out = str(tmp_path / "out")
@@ -99,6 +99,9 @@ def test_mistakes_fail_fast_in_one_line(case, tmp_path):
                              ["already holds a run (manifest.json, status 'finished')", "pass a fresh --output_dir"]),
         "no_arguments": ([], ["give a recipe"]),
         "recipe_missing": (["--config", str(tmp_path / "none.yaml")], ["none.yaml not found"]),
+        "grader_benchmark_typo": (["--config", TOY, "--grader_benchmark", "deepmaths", "--output_dir", out],
+                                  ["grader_benchmark 'deepmaths' (--grader_benchmark) is not one of aime24,",
+                                   "toy-6, deepmath; did you mean 'deepmath'?"]),
     }[case]
     proc, wall = run_cli(*args)
     line = assert_one_line_error(proc, *fragments)
@@ -134,11 +137,12 @@ def test_option_names_read_from_source_match_trls_parser():
 
 
 def test_named_choices_read_from_source_match_the_code():
-    from train.config import METHODS
     from train.scope import ABLATIONS, Aggregation, PathMode, WeightScale
+    from workbench.data import BENCHMARKS
+    from workbench.layout import METHODS
 
     assert named_choices() == {
-        "method": METHODS, "ablation": tuple(ABLATIONS), "loss_aggregation": get_args(Aggregation),
+        "method": METHODS, "grader_benchmark": tuple(BENCHMARKS), "ablation": tuple(ABLATIONS), "loss_aggregation": get_args(Aggregation),
         "student_weight": get_args(PathMode), "teacher_weight": get_args(PathMode),
         "weight_scale": get_args(WeightScale)}
 

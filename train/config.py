@@ -35,7 +35,6 @@ from trl import GRPOConfig, TrlParser
 
 from train.recipe import (
     CONFIG_FLAG,
-    METHODS,
     TOY_STUDENT,
     TOY_TEACHER,
     check_command_line,
@@ -43,13 +42,16 @@ from train.recipe import (
     split_config_flag,
 )
 from train.scope import ABLATIONS, Aggregation, LossForm, PathMode, TruncatedRule, WeightConfig, WeightScale
+from workbench.data import get_spec
 from workbench.errors import UserError, did_you_mean
+from workbench.layout import METHODS, ROUTED_METHODS, TOY_TIERS
 
 log = logging.getLogger(__name__)
 
-ROUTED_METHODS = ("scope", "opd")
 TOY_DATASET = "toy"
-TOY_TIERS = ("toy-1", "toy-2", "toy-3", "toy-4", "toy-5", "toy-6")
+TRAIN_SET = get_spec("deepmath")
+"""The paper's training data (its registry entry), whose fields and grading rules are the defaults
+for hub data."""
 
 
 def _bf16_supported() -> bool:
@@ -166,18 +168,20 @@ class ScopeConfig(GRPOConfig):
     dataset_name: str = field(
         default=TOY_DATASET,
         metadata={"help": f"Training prompts: '{TOY_DATASET}' (toy train split) or a hub dataset id, e.g. "
-                          "zwhe99/DeepMath-103K."},
+                          f"{TRAIN_SET.hf_id} ({TRAIN_SET.display}, the paper's)."},
     )
-    dataset_config: str | None = field(default=None, metadata={"help": "Hub dataset config name."})
-    dataset_split: str = field(default="train", metadata={"help": "Hub dataset split."})
-    question_field: str = field(default="question", metadata={"help": "Hub dataset field holding the question."})
-    answer_field: str = field(default="final_answer", metadata={"help": "Hub dataset field holding the answer."})
+    dataset_config: str | None = field(default=TRAIN_SET.hf_config, metadata={"help": "Hub dataset config name."})
+    dataset_split: str = field(default=str(TRAIN_SET.hf_split), metadata={"help": "Hub dataset split."})
+    question_field: str = field(default=TRAIN_SET.problem_field,
+                                metadata={"help": "Hub dataset field holding the question."})
+    answer_field: str = field(default=TRAIN_SET.answer_field, metadata={"help": "Hub dataset field holding the answer."})
     max_train_samples: int | None = field(
         default=None, metadata={"help": "Keep this many training prompts (after a seeded shuffle); None: all."}
     )
     grader_benchmark: str = field(
-        default="deepmath",
-        metadata={"help": "Benchmark name the grader uses for hub data (unknown names get plain math-verify)."},
+        default=TRAIN_SET.name,
+        metadata={"help": "Registered benchmark (workbench/data.py) whose prompt style and grading rules hub data "
+                          "takes; toy data takes each tier's own."},
     )
     toy_tiers: list[str] = field(
         default_factory=lambda: list(TOY_TIERS), metadata={"help": "Toy tiers whose train split is used."}

@@ -1,10 +1,11 @@
 """Training prompts as the dataset TRL's trainers read: prompt, answer, benchmark, problem_id.
 
-Prompts follow workbench.prompts, so training asks exactly the question evaluation asks. With a
-chat template the prompt is a one-turn conversation and TRL applies the template (so special
-tokens such as BOS are written once, by the template); without one (the toy models) it is plain
-text. The answer and benchmark columns travel with each row to the reward function, which grades
-with the shared grader.
+Prompts follow workbench.prompts in the prompt style of each row's registered benchmark, so
+training asks exactly the question evaluation asks. With a chat template the prompt is a one-turn
+conversation and TRL applies the template (so special tokens such as BOS are written once, by the
+template); without one (the toy models) it is plain text. The answer and benchmark columns travel
+with each row to the reward function, which grades with the shared grader under that benchmark's
+rules: each toy tier's own, ``grader_benchmark``'s for hub data.
 """
 
 from __future__ import annotations
@@ -17,24 +18,24 @@ from datasets import Dataset
 
 from train.config import TOY_DATASET, ScopeConfig
 from train.resources import ResourceUnavailable, hub_guard
-from workbench.prompts import question_text
+from workbench.data import get_spec, load_benchmark
+from workbench.prompts import PromptStyle, question_text
 
 log = logging.getLogger(__name__)
 
-def _prompt(question: str, tokenizer: Any, style: str) -> Any:
-    text = question_text(question, style)  # type: ignore[arg-type]
+
+def _prompt(question: str, tokenizer: Any, style: PromptStyle) -> Any:
+    text = question_text(question, style)
     if style == "raw" or not getattr(tokenizer, "chat_template", None):
         return text
     return [{"role": "user", "content": text}]
 
 
 def _toy_rows(cfg: ScopeConfig) -> list[dict[str, Any]]:
-    from workbench.toy.task import toy_problems
-
     rows = [
-        {"question": p["problem"], "answer": p["answer"], "benchmark": tier, "problem_id": p["problem_id"]}
+        {"question": p.problem, "answer": p.answer, "benchmark": p.benchmark, "problem_id": p.problem_id}
         for tier in cfg.toy_tiers
-        for p in toy_problems(tier, cfg.toy_problems_per_tier, split="train", seed=cfg.toy_data_seed)
+        for p in load_benchmark(tier, toy_size=cfg.toy_problems_per_tier, seed=cfg.toy_data_seed, toy_split="train")
     ]
     # Interleave tiers so every batch mixes difficulties, whatever the sampler does.
     random.Random(cfg.toy_data_seed).shuffle(rows)
@@ -62,11 +63,9 @@ def _hub_rows(cfg: ScopeConfig) -> list[dict[str, Any]]:
 
 def build_train_dataset(cfg: ScopeConfig, tokenizer: Any) -> Dataset:
     """The training prompts of a config, rendered for ``tokenizer`` and length-filtered."""
-    toy = cfg.dataset_name == TOY_DATASET
-    rows = _toy_rows(cfg) if toy else _hub_rows(cfg)
-    style = "raw" if toy else "paper"
+    rows = _toy_rows(cfg) if cfg.dataset_name == TOY_DATASET else _hub_rows(cfg)
     records = [
-        {"prompt": _prompt(r["question"], tokenizer, style), "answer": r["answer"],
+        {"prompt": _prompt(r["question"], tokenizer, get_spec(r["benchmark"]).prompt_style), "answer": r["answer"],
          "benchmark": r["benchmark"], "problem_id": r["problem_id"]}
         for r in rows
     ]

@@ -17,16 +17,17 @@ import numpy as np
 import torch
 from transformers import TrainerCallback
 
-from workbench.grading import grade_batch
 from workbench.models import SamplingConfig
 from workbench.models.hf import HFBackend
 from workbench.records import Problem
+from workbench.sampling import accuracy, sample_and_grade
 
 log = logging.getLogger(__name__)
 
 
 class HeldOutAccuracy(TrainerCallback):
-    """Sample `n` answers per held-out problem before training and every `every` steps; log the mean."""
+    """Sample `n` answers per held-out problem before training and every `every` steps; log their
+    accuracy, graded as evaluation grades (a truncated answer is wrong)."""
 
     def __init__(self, problems: Sequence[Problem], tokenizer: Any, *, every: int, n: int,
                  max_new_tokens: int, temperature: float, seed: int) -> None:
@@ -48,16 +49,14 @@ class HeldOutAccuracy(TrainerCallback):
         # with or without this measurement.
         py_state, np_state = random.getstate(), np.random.get_state()
         with torch.random.fork_rng(devices=[model.device] if model.device.type == "cuda" else []):
-            groups = backend.generate([p.problem for p in self.problems], self.sampling)
+            samples = sample_and_grade(backend, self.problems, self.sampling)
         random.setstate(py_state)
         np.random.set_state(np_state)
         if was_training:
             model.train()
-        items = [(c.text if c.finish_reason == "stop" else "", p.answer, p.benchmark)
-                 for p, group in zip(self.problems, groups) for c in group]
-        accuracy = sum(g.correct for g in grade_batch(items, progress=False)) / len(items)
-        state.log_history.append({"step": state.global_step, self.key: accuracy})
-        log.info("step %d: %s = %.3f", state.global_step, self.key, accuracy)
+        score = accuracy(samples)
+        state.log_history.append({"step": state.global_step, self.key: score})
+        log.info("step %d: %s = %.3f", state.global_step, self.key, score)
 
     def on_train_begin(self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any) -> None:
         self._measure(model, state)

@@ -24,8 +24,9 @@ from datasets import Dataset
 
 from train.config import ScopeConfig
 from train.resources import hub_guard
-from workbench.grading import grade_batch
 from workbench.models import SamplingConfig, check_same_vocab
+from workbench.records import Problem
+from workbench.sampling import sample_and_grade
 
 log = logging.getLogger(__name__)
 
@@ -59,24 +60,19 @@ def teacher_samples(cfg: ScopeConfig, tokenizer: Any, dataset: Dataset) -> Datas
         max_new_tokens=cfg.max_completion_length, repetition_penalty=cfg.repetition_penalty, seed=cfg.seed,
     )
     prompts = list(dataset["prompt"])
-    groups = teacher.generate([_prompt_text(p, tokenizer) for p in prompts], sampling)
-    items = [(c.text, answer, bench)
-             for group, answer, bench in zip(groups, dataset["answer"], dataset["benchmark"], strict=True)
-             for c in group]
-    grades = iter(grade_batch(items, workers=cfg.grader_workers, timeout=cfg.grader_timeout, progress=False))
-    rows, n_total, n_correct, n_truncated = [], 0, 0, 0
-    for prompt, group in zip(prompts, groups, strict=True):
-        for completion in group:
-            correct = next(grades).correct
-            n_total += 1
-            n_correct += correct
-            if completion.finish_reason != "stop":
-                n_truncated += 1
-                continue
-            if correct or cfg.kd_keep_incorrect:
-                text = completion.text
-                answer = text if isinstance(prompt, str) else [{"role": "assistant", "content": text}]
-                rows.append({"prompt": prompt, "completion": answer})
+    problems = [Problem(bench, pid, _prompt_text(prompt, tokenizer), answer) for prompt, answer, bench, pid
+                in zip(prompts, dataset["answer"], dataset["benchmark"], dataset["problem_id"], strict=True)]
+    samples = sample_and_grade(teacher, problems, sampling, prompts=[p.problem for p in problems],
+                               grade_workers=cfg.grader_workers, grade_timeout=cfg.grader_timeout)
+    n = cfg.kd_samples_per_prompt
+    finished = samples["finish_reason"] == "stop"
+    keep = finished & (samples["correct"] | cfg.kd_keep_incorrect)
+    rows = []
+    for i, text in samples.loc[keep, "response"].items():
+        prompt = prompts[i // n]  # samples come n per problem, in problem order
+        rows.append({"prompt": prompt,
+                     "completion": text if isinstance(prompt, str) else [{"role": "assistant", "content": text}]})
+    n_total, n_correct, n_truncated = len(samples), int(samples["correct"].sum()), int((~finished).sum())
     log.info("kd: %d teacher samples, %d correct, %d truncated; %d kept for SFT", n_total, n_correct,
              n_truncated, len(rows))
     if not rows:

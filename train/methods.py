@@ -28,6 +28,15 @@ log = logging.getLogger(__name__)
 MODEL_DIR = "model"
 LOG_JSONL = "log_history.jsonl"
 LOG_CSV = "log_history.csv"
+RECIPE_DIR = Path(__file__).resolve().parent / "recipes"
+
+
+def toy_recipe(method: str) -> Path:
+    """The committed toy-world recipe of ``method`` (``train/recipes/toy_<method>.yaml``)."""
+    path = RECIPE_DIR / f"toy_{method}.yaml"
+    if not path.is_file():
+        raise FileNotFoundError(f"no toy recipe for method {method!r} at {path}")
+    return path
 
 
 def load_student_tokenizer(cfg: ScopeConfig) -> Any:

@@ -27,10 +27,11 @@ from typing import Any
 
 import yaml
 
+from workbench.data import BENCHMARKS
 from workbench.errors import UserError, check_model_name, did_you_mean
+from workbench.layout import METHODS
 
 CONFIG_FLAG = "--config"
-METHODS = ("scope", "opd", "grpo", "kd")
 TOY_STUDENT = "toy:student"
 TOY_TEACHER = "toy:teacher"
 MODEL_FIELDS = ("model_name_or_path", "teacher_model", "teacher_tokenizer")
@@ -154,9 +155,8 @@ def config_options() -> tuple[frozenset[str], frozenset[str]]:
 
 
 @functools.cache
-def named_choices() -> dict[str, tuple[str, ...]]:
-    """The names each name-valued field accepts: the methods, and the ablation presets, weight modes,
-    scales and aggregations as train/scope.py spells them (its ``Literal`` types and ABLATIONS' keys)."""
+def _scope_names() -> dict[str, tuple[str, ...]]:
+    """The ``Literal`` types and ABLATIONS' keys of train/scope.py, read from its source."""
     tree = ast.parse(Path(__file__).with_name("scope.py").read_text(encoding="utf-8"))
     names: dict[str, tuple[str, ...]] = {}
     for node in tree.body:
@@ -170,7 +170,16 @@ def named_choices() -> dict[str, tuple[str, ...]]:
             names[target.id] = tuple(e.value for e in items if isinstance(e, ast.Constant))
         elif isinstance(value, ast.Dict) and target.id == "ABLATIONS":
             names[target.id] = tuple(k.value for k in value.keys if isinstance(k, ast.Constant))
-    return {"method": METHODS, **{f: names[n] for f, n in _NAMED_IN_SCOPE.items() if names.get(n)}}
+    return names
+
+
+def named_choices() -> dict[str, tuple[str, ...]]:
+    """The names each name-valued field accepts: the methods, the registered benchmarks whose grading
+    rules a hub dataset takes (workbench.data), and the ablation presets, weight modes, scales and
+    aggregations as train/scope.py spells them (its ``Literal`` types and ABLATIONS' keys)."""
+    names = _scope_names()
+    return {"method": METHODS, "grader_benchmark": tuple(BENCHMARKS),
+            **{f: names[n] for f, n in _NAMED_IN_SCOPE.items() if names.get(n)}}
 
 
 def split_config_flag(argv: Sequence[str]) -> tuple[Path | None, list[str]]:

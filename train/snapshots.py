@@ -3,7 +3,7 @@
 Analysis (weight distributions, effective sample size, tau sweeps, PPL-vs-correctness) needs the
 rollouts as the trainer saw them, so they are kept as parquet shards under
 ``<output_dir>/snapshots/`` in workbench.records' ROLLOUT_SCHEMA, readable with
-``workbench.records.read_records(folder)`` or ``analysis.weights.read_snapshots(run_dir)``. Rows are
+:func:`read_snapshots` (``run_dir``) or ``workbench.records.read_records(folder)``. Rows are
 buffered and written a few thousand at a time (and when training ends), because a shard per
 toy-sized step would cost more than the step's loss. Column conventions for training rollouts:
 
@@ -18,6 +18,9 @@ toy-sized step would cost more than the step's loss. Column conventions for trai
   (``snapshot_token_logps: false``) or the teacher did not score the rollout.
 * Extra columns: ``step`` (optimizer steps done when the batch was generated), ``generation``,
   ``student_log_ppl`` and ``teacher_log_ppl`` (NaN where the teacher did not score the rollout).
+
+A committed copy of a run (``results/toy/training_logs/<method>/seed<k>/``) holds instead one
+``snapshots.parquet`` with the columns the weight figures read; :func:`read_snapshots` reads either.
 """
 
 from __future__ import annotations
@@ -26,16 +29,37 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+
 from workbench.grading import Grade
 from workbench.models.base import Completion
 from workbench.records import ROLLOUT_SCHEMA, ShardStore
 
 SNAPSHOT_DIR = "snapshots"
+EXPORT_FILE = "snapshots.parquet"  # a finished run's snapshots in one small file (committed copies)
 FLUSH_ROWS = 4096
 
 
 def snapshot_store(output_dir: str | Path) -> ShardStore:
     return ShardStore(Path(output_dir) / SNAPSHOT_DIR, ROLLOUT_SCHEMA)
+
+
+def has_snapshots(run_dir: str | Path) -> bool:
+    return (Path(run_dir) / EXPORT_FILE).is_file() or bool(snapshot_store(run_dir).shards())
+
+
+def read_snapshots(run_dir: str | Path) -> pd.DataFrame:
+    """A run's weight snapshots, with ``step``: its exported file when it has one, else the trainer's shards."""
+    run = Path(run_dir)
+    if (run / EXPORT_FILE).is_file():
+        frame = pd.read_parquet(run / EXPORT_FILE)
+    elif snapshot_store(run).shards():
+        frame = snapshot_store(run).read()
+    else:
+        raise FileNotFoundError(f"no weight snapshots in {run}: neither {EXPORT_FILE} nor {SNAPSHOT_DIR}/ shards")
+    if "step" not in frame.columns:
+        raise ValueError(f"snapshots in {run} lack a 'step' column")
+    return frame
 
 
 @dataclass(frozen=True)

@@ -38,7 +38,8 @@ Methods behind ``ScopeConfig.method``:
 Rewards: a rollout that reached max_completion_length without EOS gets reward 0 whatever its text
 (``truncated_rollouts: wrong``, the default), as evaluation counts it, so it takes the incorrect
 path (and GRPO's reward 0); ``grade`` keeps the grader's verdict on the cut-off text, as the
-released code does. ``truncated/graded_correct`` logs the share of rollouts the rule decides.
+released code does (the rule is the reward's, ``train.reward``). ``truncated/graded_correct`` logs the share
+of rollouts the rule decides.
 
 Loss scale (``scope_loss: paper``): every micro-batch divides by a count of the whole optimizer
 step on this process, so the accumulated, process-averaged gradient is the same however the
@@ -71,7 +72,6 @@ from train.scope import (
     WeightConfig, authors_objective, effective_sample_size, scope_objective, scope_weights, step_token_count,
 )
 from train.snapshots import FLUSH_ROWS, RowMeta, rollout_row, snapshot_store
-from workbench.grading import Grade
 from workbench.models import Scorer, check_same_vocab
 from workbench.models.base import Completion
 from workbench.perplexity import log_perplexity
@@ -80,8 +80,6 @@ log = logging.getLogger(__name__)
 
 # OPD: every rollout on the incorrect path, uniform inside its group.
 OPD_WEIGHTS = WeightConfig(teacher_mode="uniform")
-# The grade_error of a rollout counted wrong for reaching the length limit, as evaluation names it.
-TRUNCATED = "truncated"
 
 
 class ScopeTrainer(GRPOTrainer):
@@ -109,9 +107,11 @@ class ScopeTrainer(GRPOTrainer):
         if snapshots is not None and snapshots.shards():
             raise ValueError(f"{snapshots.path} already holds snapshots of an earlier run; "
                              "use a fresh output_dir or delete them")
-        self.correctness = CorrectnessReward(args.grader_workers, args.grader_timeout)
+        self.correctness = CorrectnessReward(args.grader_workers, args.grader_timeout,
+                                             truncated_rollouts=args.truncated_rollouts)
         super().__init__(model=model, reward_funcs=[self.correctness], args=args, train_dataset=train_dataset,
                          processing_class=processing_class, callbacks=callbacks)
+        self.correctness.eos_token_ids = set(self.eos_token_ids)
         self.method = args.method
         self.weight_cfg = args.weight_config() if args.method == "scope" else OPD_WEIGHTS
         self.teacher: Scorer | None = None
@@ -124,26 +124,22 @@ class ScopeTrainer(GRPOTrainer):
                 check_same_vocab(self._tokenizer, teacher.tokenizer)  # type: ignore[attr-defined]
             self.teacher = teacher
         self._last_rewards: torch.Tensor | None = None
-        self._last_truncated: list[bool] = []
         self._generation = 0
         self._snapshots = snapshots
         self._snapshot_rows: list[dict[str, Any]] = []
 
     # ------------------------------------------------------------------------ rollouts
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):  # type: ignore[override]
-        """The grader's rewards, gathered, with the truncation rule applied; kept, because routing needs
-        them per rollout and TRL keeps only advantages. A completion is cut off when it does not end
-        on EOS, the rule evaluation's backends use for finish_reason "length"."""
+        """The rewards, gathered (the truncation rule is the reward's, train.reward); kept, because
+        routing needs them per rollout and TRL keeps only advantages."""
         rewards = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
-        eos = set(self.eos_token_ids)
-        self._last_truncated = [not ids or ids[-1] not in eos for ids in completion_ids_list]
-        local = torch.tensor(self._last_truncated, dtype=torch.long, device=rewards.device)
-        truncated = self.accelerator.gather(local).bool()
+        reward = self.correctness
+        local = torch.tensor([cut and right for cut, right in zip(reward.last_truncated, reward.last_graded_correct,
+                                                                  strict=True)],
+                             dtype=torch.long, device=rewards.device)
+        graded_correct = self.accelerator.gather(local).bool()
         mode = "train" if self.model.training else "eval"
-        graded_correct = truncated & (rewards[:, 0] > 0.5)
         self._metrics[mode]["truncated/graded_correct"].append(graded_correct.float().mean().item())
-        if self.args.truncated_rollouts == "wrong":
-            rewards = rewards.masked_fill(truncated.unsqueeze(1), 0.0)
         self._last_rewards = rewards
         return rewards
 
@@ -259,9 +255,6 @@ class ScopeTrainer(GRPOTrainer):
     def _row_meta(self, inputs: list[dict[str, Any]], correct: torch.Tensor, local: slice, batch_rows: int,
                   group_size: int) -> list[RowMeta]:
         grades = self.correctness.last_grades
-        if self.args.truncated_rollouts == "wrong":
-            grades = [Grade(False, g.extracted, TRUNCATED) if cut else g
-                      for g, cut in zip(grades, self._last_truncated, strict=True)]
         if len(grades) != len(inputs) or any(bool(g.correct) != bool(c) for g, c in zip(grades, correct)):
             raise RuntimeError("the grader's last verdicts do not match this batch's rewards")
         first = self._generation * batch_rows + local.start

@@ -1,10 +1,18 @@
-"""The benchmark registry and its loaders: a benchmark is a small entry, not a code path.
+"""The benchmark registry: everything the workbench knows about a benchmark, in one entry.
 
-Each entry says where the problems live on the Hugging Face hub (id, config, split, field names) and in a
-local folder of JSONL files (the layout of the bundled conversion: `{"id", "problem", "answer", ...}` per
-line). Loaders prefer the local folder (`data_dir=` or env `SCOPE_DATA_DIR`) because runs should not
-depend on the network, and fall back to the hub. The toy tiers are registered the same way, so every
-caller treats "toy-3" and "math500" alike.
+A :class:`BenchmarkSpec` says where the problems live (a local JSONL file, a Hugging Face hub id,
+config, split and field names, or the toy generator), how they are asked (prompt style), how they
+are sampled by default (the paper's evaluation protocol, or the toy world's), how answers are
+graded (:class:`AnswerRules`, read by :mod:`workbench.grading`) and under which rules version
+verdicts are cached, and how tables name and order it. Adding a benchmark is adding one entry to
+``BENCHMARKS``; loaders, the grader, prompts, sampling defaults and tables all read it from here.
+
+Loaders prefer the local folder (``data_dir=`` or env ``SCOPE_DATA_DIR``) because runs should not
+depend on the network, and fall back to the hub. The toy tiers and the training sets are registered
+the same way, so every caller treats "toy-3", "math500" and "deepmath" alike.
+
+This module imports nothing heavy (the grading workers and every command line's argument checks
+import it), so records and datasets are imported where problems are built.
 """
 
 from __future__ import annotations
@@ -12,24 +20,91 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from workbench.errors import UserError
-from workbench.prompts import PromptStyle
-from workbench.records import Problem
+from workbench.errors import UserError, did_you_mean
+from workbench.layout import DATA_DIR_ENV, TOY_MAX_NEW_TOKENS, TOY_TIERS
+from workbench.prompts import PromptStyle, render_prompt
+
+if TYPE_CHECKING:
+    from workbench.models import SamplingConfig
+    from workbench.records import Problem
 
 log = logging.getLogger(__name__)
 
-DATA_DIR_ENV = "SCOPE_DATA_DIR"
-REAL_BENCHMARKS = ("aime24", "aime25", "amc23", "math500", "minerva", "olympiadbench")
 TOY_TEST_SIZE = 50
+Suite = Literal["real", "toy", "train"]
 
 
 class DataError(UserError):
     """A data file or hub row that does not fit the registry entry; the message names where."""
+
+
+class UnknownBenchmark(UserError):
+    """A benchmark name that is not registered; the message lists the registered ones."""
+
+
+@dataclass(frozen=True)
+class AnswerRules:
+    """How the grader reads a response's final answer against a gold of this benchmark.
+
+    Each flag switches on one normalisation that both the gold and every boxed answer go through
+    before math-verify compares them (the package docstring of :mod:`workbench.grading` gives the
+    details); with none set, the boxed text is compared as written. Flags exist because benchmarks
+    write their golds differently (OlympiadBench's ``$,$``, Minerva's ``4.5e33``), and a rewriting
+    one benchmark needs can make another's wrong answers match.
+    """
+
+    integers_only: bool = False
+    """The gold is an integer and every box of the final run must be an integer literal equal to
+    it; decided without math-verify (the toy tiers)."""
+    copied_text: bool = False
+    """Drop artefacts of golds copied from running text: ``$,$`` separators, stray ``$``, a
+    trailing period, ``x_{\\text{red}}`` subscripts."""
+    choice_labels: bool = False
+    """Drop an answer-choice label before a value (``\\textbf{(C)}\\ 33``), kept when the gold is
+    itself a choice."""
+    currency_percent: bool = False
+    """Drop currency and percent signs; a percentage is also read as the number over 100."""
+    units: bool = False
+    """Drop trailing ``\\text{}``-style units, and bare unit words after a number when the gold is
+    a plain number (``6630 K``)."""
+    digit_groups: bool = False
+    """Remove thousands grouping (``1 000``, ``10\\,000``, ``1{,}000``, ``58,500``)."""
+    scientific_notation: bool = False
+    """Rewrite ``4.5e33`` as ``4.5 \\times 10^{33}`` and ``-1./3`` as ``-1/3``."""
+
+
+PLAIN_RULES = AnswerRules()
+MATH_RULES = AnswerRules(copied_text=True, choice_labels=True, currency_percent=True, units=True, digit_groups=True)
+MINERVA_RULES = replace(MATH_RULES, scientific_notation=True)
+TOY_RULES = AnswerRules(integers_only=True)
+
+
+@dataclass(frozen=True)
+class Generation:
+    """How a benchmark is sampled unless a command says otherwise. The defaults are the paper's
+    evaluation protocol: 32 samples a problem, temperature 0.6, top-p 0.95, top-k 20, up to 32768
+    new tokens."""
+
+    n: int = 32
+    max_new_tokens: int = 32768
+    temperature: float = 0.6
+    top_p: float = 0.95
+    top_k: int = 20
+
+    def sampling(self, **overrides: Any) -> SamplingConfig:
+        """These defaults as the backends' SamplingConfig, with ``overrides`` (e.g. ``seed``) applied."""
+        from workbench.models import SamplingConfig
+
+        return replace(SamplingConfig(**asdict(self)), **overrides)
+
+
+PAPER_GENERATION = Generation()
+TOY_GENERATION = Generation(max_new_tokens=TOY_MAX_NEW_TOKENS)
 
 
 def _first_str(value: Any) -> str:
@@ -53,60 +128,111 @@ def _olympiad_answer(value: Any) -> str:
 
 @dataclass(frozen=True)
 class BenchmarkSpec:
+    """One benchmark (or training set): where its problems live, how they are asked, sampled and
+    graded, and how tables show it."""
+
     name: str
     display: str
-    source: Literal["files", "toy"]
+    """The name tables and figures show."""
+    suite: Suite
+    """``real`` (the paper's evaluation benchmarks), ``toy`` (generated tiers) or ``train``."""
     local_file: str | None = None
+    """File name inside a data folder of JSONL files (``{"id", "problem", "answer", "meta"}`` a line);
+    None: the hub only."""
     hf_id: str | None = None
     hf_config: str | None = None
     hf_split: str | None = None
     problem_field: str = "problem"
     answer_field: str = "answer"
     id_field: str | None = "id"
+    """Hub field holding a problem id; None numbers the rows ``<name>_<i>``."""
     hf_answer: Callable[[Any], str] = str
+    """Turns a hub answer value into the gold string (e.g. ``27.0`` -> ``27``)."""
     prompt_style: PromptStyle = "paper"
+    generation: Generation = PAPER_GENERATION
+    rules: AnswerRules = MATH_RULES
+    rules_version: str = "2"
+    """Version of this benchmark's grading (the shared answer reading and its rules). Bump it when a
+    change can alter this benchmark's verdicts: cached verdicts of other versions are then ignored,
+    for this benchmark only."""
+    paper_key: str | None = None
+    """The benchmark's name in the paper's tables (``results/reference``); None: not reported there."""
+
+    def prompt(self, question: str, tokenizer: Any | None = None) -> str:
+        """The exact text fed to a model for one of this benchmark's questions."""
+        return render_prompt(question, tokenizer, self.prompt_style)
 
 
 BENCHMARKS: dict[str, BenchmarkSpec] = {
     spec.name: spec
     for spec in (
-        BenchmarkSpec("aime24", "AIME24", "files", "aime24.jsonl", "HuggingFaceH4/aime_2024", None, "train",
-                      hf_answer=_number_str),
-        BenchmarkSpec("aime25", "AIME25", "files", "aime25.jsonl", "math-ai/aime25", None, "test",
-                      hf_answer=_number_str),
-        BenchmarkSpec("amc23", "AMC23", "files", "amc23.jsonl", "math-ai/amc23", None, "test",
-                      problem_field="question", hf_answer=_number_str),
-        BenchmarkSpec("math500", "MATH500", "files", "math500.jsonl", "HuggingFaceH4/MATH-500", None, "test",
-                      id_field="unique_id"),
-        BenchmarkSpec("minerva", "Minerva", "files", "minerva.jsonl", "math-ai/minervamath", None, "test",
-                      problem_field="question", id_field=None),
-        BenchmarkSpec("olympiadbench", "OlympiadBench", "files", "olympiadbench.jsonl", "Hothan/OlympiadBench",
+        BenchmarkSpec("aime24", "AIME24", "real", "aime24.jsonl", "HuggingFaceH4/aime_2024", None, "train",
+                      hf_answer=_number_str, paper_key="AIME24"),
+        BenchmarkSpec("aime25", "AIME25", "real", "aime25.jsonl", "math-ai/aime25", None, "test",
+                      hf_answer=_number_str, paper_key="AIME25"),
+        BenchmarkSpec("amc23", "AMC23", "real", "amc23.jsonl", "math-ai/amc23", None, "test",
+                      problem_field="question", hf_answer=_number_str, paper_key="AMC23"),
+        BenchmarkSpec("math500", "MATH500", "real", "math500.jsonl", "HuggingFaceH4/MATH-500", None, "test",
+                      id_field="unique_id", paper_key="MATH500"),
+        BenchmarkSpec("minerva", "Minerva", "real", "minerva.jsonl", "math-ai/minervamath", None, "test",
+                      problem_field="question", id_field=None, rules=MINERVA_RULES, paper_key="Minerva"),
+        BenchmarkSpec("olympiadbench", "OlympiadBench", "real", "olympiadbench.jsonl", "Hothan/OlympiadBench",
                       "OE_TO_maths_en_COMP", "train", problem_field="question", answer_field="final_answer",
-                      hf_answer=_olympiad_answer),
-        *(BenchmarkSpec(f"toy-{t}", f"Toy-{t}", "toy", prompt_style="raw") for t in range(1, 7)),
+                      hf_answer=_olympiad_answer, paper_key="OlympiadBench"),
+        *(BenchmarkSpec(tier, tier.capitalize(), "toy", prompt_style="raw", generation=TOY_GENERATION,
+                        rules=TOY_RULES) for tier in TOY_TIERS),
+        # The paper's training data: boxed answers and golds go to math-verify as written.
+        BenchmarkSpec("deepmath", "DeepMath-103K", "train", None, "zwhe99/DeepMath-103K", None, "train",
+                      problem_field="question", answer_field="final_answer", id_field=None, rules=PLAIN_RULES),
     )
 }
-TOY_BENCHMARKS = tuple(n for n, s in BENCHMARKS.items() if s.source == "toy")
+REAL_BENCHMARKS = tuple(n for n, s in BENCHMARKS.items() if s.suite == "real")
+TOY_BENCHMARKS = tuple(n for n, s in BENCHMARKS.items() if s.suite == "toy")
+TRAIN_SETS = tuple(n for n, s in BENCHMARKS.items() if s.suite == "train")
+SUITES: dict[str, tuple[str, ...]] = {"real": REAL_BENCHMARKS, "toy": TOY_BENCHMARKS}
+"""The names a command line may give for a whole suite of evaluation benchmarks."""
 
 
 def get_spec(name: str) -> BenchmarkSpec:
+    """The registered entry of ``name``; an unknown name is one line listing the registered ones."""
     try:
         return BENCHMARKS[name]
-    except KeyError:
-        raise ValueError(f"unknown benchmark {name!r}; registered: {', '.join(BENCHMARKS)}") from None
+    except (KeyError, TypeError):
+        raise UnknownBenchmark(f"unknown benchmark {name!r}; registered: {', '.join(BENCHMARKS)}"
+                               f"{did_you_mean(str(name), BENCHMARKS)}") from None
 
 
 def resolve_suite(names: str | Sequence[str]) -> list[str]:
     """'real' / 'toy' / comma list -> benchmark names, validated."""
     if isinstance(names, str):
-        if names == "real":
-            return list(REAL_BENCHMARKS)
-        if names == "toy":
-            return list(TOY_BENCHMARKS)
+        if names in SUITES:
+            return list(SUITES[names])
         names = [n.strip() for n in names.split(",") if n.strip()]
     for n in names:
         get_spec(n)
     return list(names)
+
+
+def suite_generation(names: Iterable[str]) -> Generation:
+    """The sampling defaults several benchmarks share: one evaluation samples them with one config."""
+    found = {get_spec(n).generation: n for n in names}
+    if len(found) > 1:
+        raise UserError(f"benchmarks {', '.join(found.values())} have different sampling defaults "
+                        "(their registry entries' generation); evaluate them separately")
+    if not found:
+        raise UserError("no benchmarks given")
+    return next(iter(found))
+
+
+def display_order(displays: Iterable[str]) -> list[str]:
+    """Display names in registry order (the order of ``BENCHMARKS``), so every table lists the
+    benchmarks the same way however its samples were gathered; unregistered names raise."""
+    order = {spec.display: i for i, spec in enumerate(BENCHMARKS.values())}
+    wanted = set(displays)
+    unknown = sorted(wanted - set(order))
+    if unknown:
+        raise UnknownBenchmark(f"no registered benchmark is displayed as {', '.join(map(repr, unknown))}")
+    return sorted(wanted, key=order.__getitem__)
 
 
 def default_data_dir() -> Path | None:
@@ -115,6 +241,8 @@ def default_data_dir() -> Path | None:
 
 
 def _parse_jsonl(path: Path, benchmark: str) -> list[Problem]:
+    from workbench.records import Problem
+
     problems: list[Problem] = []
     seen: set[str] = set()
     with open(path, encoding="utf-8") as fh:
@@ -148,6 +276,8 @@ def _parse_jsonl(path: Path, benchmark: str) -> list[Problem]:
 def _from_hub(spec: BenchmarkSpec) -> list[Problem]:
     from datasets import load_dataset
 
+    from workbench.records import Problem
+
     log.info("loading %s from the hub: %s (%s, %s)", spec.name, spec.hf_id, spec.hf_config, spec.hf_split)
     rows = load_dataset(spec.hf_id, spec.hf_config, split=spec.hf_split)
     problems = []
@@ -162,12 +292,13 @@ def _from_hub(spec: BenchmarkSpec) -> list[Problem]:
     return problems
 
 
-def _toy(spec: BenchmarkSpec, size: int, seed: int) -> list[Problem]:
+def _toy(spec: BenchmarkSpec, size: int, seed: int, split: str) -> list[Problem]:
+    from workbench.records import Problem
     from workbench.toy.task import toy_problems
 
     return [
         Problem(spec.name, row["problem_id"], row["problem"], row["answer"], {"solution": row["solution"]})
-        for row in toy_problems(spec.name, size, split="test", seed=seed)
+        for row in toy_problems(spec.name, size, split=split, seed=seed)
     ]
 
 
@@ -178,38 +309,26 @@ def load_benchmark(
     limit: int | None = None,
     toy_size: int = TOY_TEST_SIZE,
     seed: int = 0,
+    toy_split: Literal["test", "train"] = "test",
 ) -> list[Problem]:
     """Problems of one benchmark, in source order; `limit` keeps the first `limit`.
 
-    Real benchmarks come from `data_dir` (or $SCOPE_DATA_DIR) when given, else from the hub. A data dir
-    that lacks the benchmark's file is an error, not a silent hub download.
+    Benchmarks with a local file come from `data_dir` (or $SCOPE_DATA_DIR) when given, else from the
+    hub. A data dir that lacks the benchmark's file is an error, not a silent hub download. Toy tiers
+    are generated: `toy_size` problems of `toy_split` drawn with `seed`.
     """
     spec = get_spec(name)
     if limit is not None and limit < 1:
         raise ValueError(f"limit must be >= 1, got {limit}")
-    if spec.source == "toy":
-        problems = _toy(spec, toy_size if limit is None else min(limit, toy_size), seed)
+    if spec.suite == "toy":
+        problems = _toy(spec, toy_size if limit is None else min(limit, toy_size), seed, toy_split)
     else:
         folder = Path(data_dir) if data_dir is not None else default_data_dir()
-        if folder is not None:
-            path = folder / str(spec.local_file)
+        if folder is not None and spec.local_file is not None:
+            path = folder / spec.local_file
             if not path.is_file():
                 raise FileNotFoundError(f"{name}: expected {path} (data dir {folder}); see README 'Real benchmarks'")
             problems = _parse_jsonl(path, name)
         else:
             problems = _from_hub(spec)
     return problems[:limit] if limit is not None else problems
-
-
-def load_suite(names: str | Sequence[str], data_dir: str | os.PathLike | None = None,
-               **kwargs: Any) -> dict[str, list[Problem]]:
-    return {n: load_benchmark(n, data_dir, **kwargs) for n in resolve_suite(names)}
-
-
-def spec_table() -> list[Mapping[str, Any]]:
-    """The registry as rows, for the README and notebooks."""
-    return [
-        {"benchmark": s.name, "display": s.display, "hub": s.hf_id, "config": s.hf_config, "split": s.hf_split,
-         "local_file": s.local_file, "problem_field": s.problem_field, "answer_field": s.answer_field}
-        for s in BENCHMARKS.values()
-    ]

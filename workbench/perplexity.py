@@ -27,32 +27,12 @@ def pad_logprobs(seqs: Sequence[torch.Tensor | Sequence[float]]) -> tuple[torch.
     return out, mask
 
 
-def _check(logps: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+def log_perplexity(logps: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean negative log-likelihood of each row's unmasked tokens: log PPL, the quantity SCOPE's
+    softmax acts on (PPL is its exponential)."""
     if logps.shape != mask.shape:
         raise ValueError(f"log-probs {tuple(logps.shape)} and mask {tuple(mask.shape)} differ in shape")
-    return mask.to(torch.bool)
-
-
-def sequence_logprob(logps: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Sum of unmasked log-probs per row (log pi(y|x)); 0 for an empty row."""
-    mask = _check(logps, mask)
-    return torch.where(mask, logps, torch.zeros_like(logps)).sum(-1)
-
-
-def token_count(mask: torch.Tensor) -> torch.Tensor:
-    return mask.to(torch.bool).sum(-1)
-
-
-def mean_logprob(logps: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    n = token_count(_check(logps, mask))
-    total = sequence_logprob(logps, mask)
-    return torch.where(n > 0, total / n.clamp(min=1), torch.full_like(total, float("nan")))
-
-
-def log_perplexity(logps: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Mean negative log-likelihood per token: log PPL, the quantity SCOPE's softmax acts on."""
-    return -mean_logprob(logps, mask)
-
-
-def perplexity(logps: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    return torch.exp(log_perplexity(logps, mask))
+    mask = mask.to(torch.bool)
+    n = mask.sum(-1)
+    total = torch.where(mask, logps, torch.zeros_like(logps)).sum(-1)
+    return -torch.where(n > 0, total / n.clamp(min=1), torch.full_like(total, float("nan")))

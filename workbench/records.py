@@ -12,7 +12,7 @@ import logging
 import os
 import uuid
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +51,12 @@ SAMPLE_SCHEMA = pa.schema(
     ]
 )
 
+TOKEN_IDS = pa.field("token_ids", pa.list_(pa.int32()))
+"""The sampled token ids: an optional column of samples and rollouts, kept when a stage needs the exact
+tokens (a teacher scoring the student's own tokens, not a re-tokenised text)."""
+OPTIONAL_FIELDS = pa.schema([TOKEN_IDS])
+"""Columns no schema requires that keep their declared type whenever a store writes them."""
+
 ROLLOUT_SCHEMA = pa.schema(
     list(SAMPLE_SCHEMA)
     + [
@@ -63,11 +69,6 @@ ROLLOUT_SCHEMA = pa.schema(
 )
 
 
-def problems_frame(problems: Sequence[Problem]) -> pd.DataFrame:
-    """Problems as a frame (meta kept as a dict column) for joins with samples."""
-    return pd.DataFrame([asdict(p) for p in problems])
-
-
 def _table(rows: pd.DataFrame | Sequence[Mapping[str, Any]], schema: pa.Schema) -> pa.Table:
     df = rows if isinstance(rows, pd.DataFrame) else pd.DataFrame(list(rows))
     missing = [name for name in schema.names if name not in df.columns]
@@ -75,7 +76,8 @@ def _table(rows: pd.DataFrame | Sequence[Mapping[str, Any]], schema: pa.Schema) 
         raise ValueError(f"records are missing required columns {missing}; have {list(df.columns)}")
     extra = [c for c in df.columns if c not in schema.names]
     table = pa.Table.from_pandas(df[schema.names + extra], preserve_index=False)
-    fields = [schema.field(c) if c in schema.names else table.schema.field(c) for c in table.column_names]
+    fields = [schema.field(c) if c in schema.names else OPTIONAL_FIELDS.field(c) if c in OPTIONAL_FIELDS.names
+              else table.schema.field(c) for c in table.column_names]
     return table.cast(pa.schema(fields))
 
 
@@ -84,7 +86,8 @@ class ShardStore:
 
     Each `append` writes one new shard under a temporary name and renames it into place, so readers
     never see half a file. Reading concatenates the shards and drops repeated keys (first write wins),
-    which makes an interrupted-then-rerun job idempotent even if it re-appended rows.
+    which makes an interrupted-then-rerun job idempotent even if it re-appended rows. Columns beyond
+    the schema are kept, an optional one (``OPTIONAL_FIELDS``, e.g. ``token_ids``) with its declared type.
     """
 
     def __init__(self, path: str | os.PathLike, schema: pa.Schema = SAMPLE_SCHEMA, key: Sequence[str] = SAMPLE_KEY):

@@ -29,9 +29,10 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from workbench.layout import REPO_ROOT
+
 log = logging.getLogger(__name__)
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 MANIFEST = "manifest.json"
 # What a manifest describes; every other field says when and how it was made.
 IDENTITY = ("config", "seed", "status", "files")

@@ -30,26 +30,33 @@ How a run is graded depends on what the gold asks for:
   gold, i.e. only if they are the same answer written differently; otherwise it is wrong with
   error ``multiple_answers``, even when one of them is right.
 
-Per-benchmark handling (the six named benchmarks; unknown names get plain math-verify)
--------------------------------------------------------------------------------------
-* ``toy-N``: the gold is a small integer; every box of the run must be an integer literal equal
-  to it.
-* Integer answers compare as numbers without sympy (``025`` = ``25`` = ``25.0``).
-* Artefacts of golds copied from running text go: OlympiadBench's ``$,$`` separators, stray
-  ``$``, trailing periods, ``x_{\\text{red}}`` subscripts.
-* **Numbers**: thousands grouping by a space, a thin or no-break space (U+2009, U+202F, U+00A0),
+Per-benchmark rules (:class:`workbench.data.AnswerRules`, one set per registered benchmark)
+-----------------------------------------------------------------------------------------
+Each benchmark's entry in :mod:`workbench.data` names the rewritings its answers get, applied to
+the gold and to every boxed answer before math-verify compares them; an unregistered benchmark
+name is an error. The six evaluation benchmarks take all of the following except scientific
+notation, which only Minerva takes; the training set (DeepMath) takes none; the toy tiers take
+``integers_only``.
+
+* ``integers_only`` (``toy-N``): the gold is a small integer; every box of the run must be an
+  integer literal equal to it.
+* Whatever the rules, integer answers compare as numbers without sympy (``025`` = ``25`` = ``25.0``).
+* ``copied_text``: artefacts of golds copied from running text go: OlympiadBench's ``$,$``
+  separators, stray ``$``, trailing periods, ``x_{\\text{red}}`` subscripts.
+* ``digit_groups``: thousands grouping by a space, a thin or no-break space (U+2009, U+202F, U+00A0),
   ``\\,``, ``\\;``, ``\\:``, ``\\ ``, ``~``, ``{,}`` or ``,\\!`` is removed when the first group has
   one to three digits and every later group exactly three, with one separator throughout
   (``1 000``, ``10\\,000``, ``1{,}000{,}000``); ``2 \\, 3`` or ``12\\,34`` are left alone. A plain
   comma groups only when the whole answer is that number (``58,500``, ``1,000.99 m^2``), since
   elsewhere it separates values (``(2,251,252)``).
-* Currency symbols (``\\$``, ``€``, ``£``, ``¥``, ``\\euro``, ...) and percent signs (``\\%``,
-  ``\\text{percent}``) are dropped on both sides, as the Qwen2.5-Math and MATH harnesses do
-  (``62.5\\%`` = ``62.5``); so are trailing units in ``\\text{}``/``\\mathrm{}``, and, when the gold
-  is a plain number, bare unit words after a number (``6630 K``, ``1,000.99 m^2``; single letters
-  that are usually mathematics, like ``x`` or ``i``, and function names are kept). An answer-choice
-  label before a value (``\\textbf{(C)}\\ 33``) is dropped.
-* ``minerva``: scientific notation (``4.5e33``, ``-1./3``) is rewritten as LaTeX on both sides.
+* ``currency_percent``: currency symbols (``\\$``, ``€``, ``£``, ``¥``, ``\\euro``, ...) and percent
+  signs (``\\%``, ``\\text{percent}``) are dropped on both sides, as the Qwen2.5-Math and MATH
+  harnesses do (``62.5\\%`` = ``62.5``). ``units``: so are trailing units in
+  ``\\text{}``/``\\mathrm{}``, and, when the gold is a plain number, bare unit words after a number
+  (``6630 K``, ``1,000.99 m^2``; single letters that are usually mathematics, like ``x`` or ``i``,
+  and function names are kept). ``choice_labels``: an answer-choice label before a value
+  (``\\textbf{(C)}\\ 33``) is dropped.
+* ``scientific_notation`` (Minerva): ``4.5e33`` and ``-1./3`` are rewritten as LaTeX on both sides.
 
 Numerical tolerance is math-verify's default (6 significant decimals after rounding).
 
@@ -80,11 +87,11 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from workbench.data import UnknownBenchmark, get_spec
 from workbench.grading.answers import (
     MAX_TAIL_CHARS,
     MULTIPLE_ANSWERS,
     Prepared,
-    extract_boxed,
     final_boxes,
     prepare,
     prepare_gold,
@@ -100,7 +107,6 @@ __all__ = [
     "GradeCache",
     "GradeList",
     "GraderUnavailable",
-    "extract_boxed",
     "final_boxes",
     "grade",
     "grade_batch",
@@ -185,6 +191,10 @@ def _check_item(response: object, answer: object, benchmark: object, where: str 
             raise TypeError(f"{where}{name} must be str, not {type(value).__name__}")
     if not answer.strip():
         raise ValueError(f"{where}gold answer is empty")
+    try:
+        get_spec(benchmark)
+    except UnknownBenchmark as exc:
+        raise UnknownBenchmark(f"{where}{exc}") from None
 
 
 def _check_seconds(name: str, value: object) -> None:

@@ -13,6 +13,8 @@ import re
 from dataclasses import dataclass
 from decimal import Decimal
 
+from workbench.data import AnswerRules, get_spec
+
 MAX_TAIL_CHARS = 10_000
 """Only the last this-many characters of a response are searched for the final answer: final
 answers sit at the end, and the cap keeps extraction cheap on runaway generations."""
@@ -21,10 +23,6 @@ MAX_GAP_CHARS = 300
 """Boxes further apart than this are separate statements, not parts of one answer."""
 
 MAX_BOXES_JOINED = 16
-
-TOY_BENCHMARK = re.compile(r"toy-\d+")
-INTEGER_BENCHMARKS = frozenset({"aime24", "aime25", "amc23"})
-NAMED_BENCHMARKS = INTEGER_BENCHMARKS | {"math500", "minerva", "olympiadbench"}
 
 NO_BOXED, UNCLOSED_BOXED, EMPTY_BOXED = "no_boxed", "unclosed_boxed", "empty_boxed"
 MULTIPLE_ANSWERS = "multiple_answers"
@@ -50,22 +48,6 @@ def _box_span(text: str, opener: re.Match[str], end: int | None = None) -> tuple
             if depth == 0:
                 return opener.end(), token.start()
     return opener.end(), _UNCLOSED
-
-
-def extract_boxed(text: str) -> str | None:
-    """Content of the last ``\\boxed{...}`` / ``\\fbox{...}`` with nested braces, else None.
-
-    An unclosed last box (a truncated generation) yields None rather than an earlier box: the
-    response did not finish its final answer. Only the last ``MAX_TAIL_CHARS`` characters count.
-    """
-    if not isinstance(text, str):
-        raise TypeError(f"text must be str, not {type(text).__name__}")
-    tail = text[-MAX_TAIL_CHARS:]
-    openers = list(_BOX_OPENER.finditer(tail))
-    if not openers:
-        return None
-    start, end = _box_span(tail, openers[-1])
-    return None if end == _UNCLOSED else tail[start:end].strip()
 
 
 _RUN_BREAK = re.compile(
@@ -232,27 +214,31 @@ def _strip_choice_label(latex: str, gold_is_choice: bool) -> str:
     return latex[: match.end()].strip() if gold_is_choice else latex[match.end() :]
 
 
-def _minerva_notation(latex: str) -> str:
+def _scientific_notation(latex: str) -> str:
     """``4.5e33`` -> ``4.5 \\times 10^{33}`` and ``-1./3`` -> ``-1/3``, as math-verify reads
     ``e`` as Euler's number and ``1.`` oddly."""
     return _DIGIT_DOT.sub(r"\1", _SCIENTIFIC.sub(r"\1 \\times 10^{\2}", latex))
 
 
-def _normalise(latex: str, benchmark: str, *, gold: Gold | None) -> tuple[str, bool]:
+def _normalise(latex: str, rules: AnswerRules, *, gold: Gold | None) -> tuple[str, bool]:
     """One answer as handed to math-verify, and whether it carried a percent sign: the gold
-    itself (``gold`` None), or one boxed part of a response read against ``gold``."""
-    if benchmark not in NAMED_BENCHMARKS:
-        return latex, False
-    latex = _clean(latex)
-    if gold is not None:
+    itself (``gold`` None), or one boxed part of a response read against ``gold``. Each step runs
+    when the benchmark's rules ask for it, in this order."""
+    percents = 0
+    if rules.copied_text:
+        latex = _clean(latex)
+    if rules.choice_labels and gold is not None:
         latex = _strip_choice_label(latex, gold.is_choice)
-    latex, percents = _PERCENT.subn("", _CURRENCY.sub("", latex))
-    latex = _strip_wrapped_units(latex).strip()
-    if gold is not None and gold.is_number:
-        latex = _strip_bare_unit(latex)
-    latex = _ungroup_digits(latex)
-    if benchmark == "minerva":
-        latex = _minerva_notation(latex)
+    if rules.currency_percent:
+        latex, percents = _PERCENT.subn("", _CURRENCY.sub("", latex))
+    if rules.units:
+        latex = _strip_wrapped_units(latex).strip()
+        if gold is not None and gold.is_number:
+            latex = _strip_bare_unit(latex)
+    if rules.digit_groups:
+        latex = _ungroup_digits(latex)
+    if rules.scientific_notation:
+        latex = _scientific_notation(latex)
     return latex, percents > 0
 
 
@@ -326,7 +312,8 @@ class Gold:
 @functools.lru_cache(maxsize=8192)
 def prepare_gold(answer: str, benchmark: str) -> Gold:
     """The gold as math-verify will see it (cached: a batch grades many responses per gold)."""
-    latex, percent = _normalise(answer, benchmark, gold=None)
+    rules = get_spec(benchmark).rules
+    latex, percent = _normalise(answer, rules, gold=None)
     brackets = _outer_brackets(latex)
     several = brackets is not None or _has_top_level_comma(latex) or _PLUS_MINUS.search(latex) is not None
     return Gold(
@@ -335,7 +322,7 @@ def prepare_gold(answer: str, benchmark: str) -> Gold:
         is_number=_NUMERIC_GOLD.fullmatch(latex) is not None,
         percent=percent,
         is_choice=_CHOICE.fullmatch(latex) is not None,
-        multi=not TOY_BENCHMARK.fullmatch(benchmark) and several,
+        multi=not rules.integers_only and several,
         brackets=brackets,
         has_equation="=" in latex,
     )
@@ -416,13 +403,14 @@ def prepare(response: str, answer: str, benchmark: str) -> Prepared:
     if error is not None:
         return Prepared(None if error != EMPTY_BOXED else "", error, False)
     extracted = ", ".join(parts)
+    rules = get_spec(benchmark).rules
     gold = prepare_gold(answer, benchmark)
-    if TOY_BENCHMARK.fullmatch(benchmark):
+    if rules.integers_only:
         if gold.integer is None:
-            raise ValueError(f"toy gold answer must be an integer, got {answer!r}")
+            raise ValueError(f"{benchmark}: the gold answer must be an integer, got {answer!r}")
         correct = all(integer_literal(part) == gold.integer for part in parts)
         return Prepared(extracted, MULTIPLE_ANSWERS if len(parts) > 1 and not correct else None, correct)
-    normalised = [_normalise(part, benchmark, gold=gold) for part in parts]
+    normalised = [_normalise(part, rules, gold=gold) for part in parts]
     if len(parts) > 1 and gold.multi:
         values = [latex for latex, _ in normalised]
         if not gold.has_equation:

@@ -2,24 +2,31 @@
 
 from __future__ import annotations
 
+import functools
 import importlib.metadata
 import logging
 import os
 import sqlite3
 import threading
 
-logger = logging.getLogger(__name__)
+from workbench.data import BENCHMARKS, get_spec
 
-RULES_VERSION = "2"
-"""Bump when answer handling changes, so persisted verdicts from older rules are ignored."""
+logger = logging.getLogger(__name__)
 
 CacheKey = tuple[str, str, str]  # (benchmark, gold as math-verify sees it, predictions as math-verify sees them)
 Verdict = tuple[bool, "str | None"]  # (correct, error)
 
 
-def grader_version() -> str:
-    versions = (importlib.metadata.version(p) for p in ("math-verify", "latex2sympy2_extended"))
-    return f"rules {RULES_VERSION}; math-verify {'; '.join(versions)}"
+@functools.cache
+def _library_versions() -> str:
+    return "; ".join(importlib.metadata.version(p) for p in ("math-verify", "latex2sympy2_extended"))
+
+
+def grader_version(benchmark: str) -> str:
+    """What a verdict on ``benchmark`` depends on beyond its strings: the benchmark's rules version
+    (``rules_version`` of its registry entry) and the math-verify libraries. Each benchmark has its
+    own, so changing one benchmark's rules invalidates only that benchmark's cached verdicts."""
+    return f"rules {get_spec(benchmark).rules_version}; math-verify {_library_versions()}"
 
 
 class GradeCache:
@@ -27,29 +34,27 @@ class GradeCache:
 
     Samples repeat final answers a lot (32 samples of a problem share a handful of answers), and
     different spellings that normalise alike (``1 000`` and ``1{,}000``) share an entry. With
-    ``path``, verdicts persist in a sqlite file across runs; rows written under other grading
-    rules or library versions are ignored. Only load-independent verdicts are stored: never a
-    timeout or a crash.
+    ``path``, verdicts persist in a sqlite file across runs; a stored row counts only while its
+    benchmark is registered and the row's version is the benchmark's current :func:`grader_version`.
+    Only load-independent verdicts are stored: never a timeout or a crash.
     """
 
     def __init__(self, path: str | os.PathLike | None = None) -> None:
         self.path = None if path is None else os.fspath(path)
-        self.version = grader_version()
         self._verdicts: dict[CacheKey, Verdict] = {}
         self._lock = threading.Lock()
         if self.path is not None:
+            current = {name: grader_version(name) for name in BENCHMARKS}
             with sqlite3.connect(self.path) as db:
                 db.execute(
                     "CREATE TABLE IF NOT EXISTS verdicts (version TEXT, benchmark TEXT, gold TEXT, "
                     "extracted TEXT, correct INTEGER, error TEXT, "
                     "PRIMARY KEY (version, benchmark, gold, extracted))"
                 )
-                rows = db.execute(
-                    "SELECT benchmark, gold, extracted, correct, error FROM verdicts WHERE version = ?",
-                    (self.version,),
-                )
-                for benchmark, gold, extracted, correct, error in rows:
-                    self._verdicts[(benchmark, gold, extracted)] = (bool(correct), error)
+                rows = db.execute("SELECT version, benchmark, gold, extracted, correct, error FROM verdicts")
+                for version, benchmark, gold, extracted, correct, error in rows:
+                    if current.get(benchmark) == version:
+                        self._verdicts[(benchmark, gold, extracted)] = (bool(correct), error)
             logger.info("grade cache %s: %d verdicts loaded", self.path, len(self._verdicts))
 
     def __len__(self) -> int:
@@ -69,7 +74,7 @@ class GradeCache:
                 with sqlite3.connect(self.path) as db:
                     db.executemany(
                         "INSERT OR REPLACE INTO verdicts VALUES (?, ?, ?, ?, ?, ?)",
-                        [(self.version, *key, int(c), e) for key, (c, e) in verdicts.items()],
+                        [(grader_version(key[0]), *key, int(c), e) for key, (c, e) in verdicts.items()],
                     )
 
 

@@ -54,7 +54,6 @@ prompt log-probs that agree with the transformers scorer to float32 rounding.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import time
@@ -65,6 +64,7 @@ import torch
 
 from workbench.errors import UserError
 from workbench.models.base import Completion, SamplingConfig, encode_prompt
+from workbench.stages import derive_seed
 
 log = logging.getLogger(__name__)
 
@@ -96,8 +96,7 @@ def request_seed(seed: int, prompt_index: int) -> int:
     prompt its own stream, reproducible from (seed, position) whatever the batching; 56 bits leave
     room for `seed + i` below vLLM's int64 bound.
     """
-    digest = hashlib.blake2b(f"{seed}/{prompt_index}".encode(), digest_size=7).digest()
-    return int.from_bytes(digest, "big")
+    return derive_seed(seed, prompt_index, bits=56)
 
 
 def to_completion(text: str, token_ids: Sequence[int], finish_reason: str | None,

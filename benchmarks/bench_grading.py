@@ -25,7 +25,7 @@ of the batch); plus timeouts and retries. The machine's load average is printed 
 other processes may share the cores: math-verify's CPU seconds do not depend on that load, wall
 seconds do.
 
-Run: ``python -m eval.bench_grading [--problems 8] [--samples 32] [--repeat 3]``.
+Run: ``python benchmarks/bench_grading.py [--problems 8] [--samples 32] [--repeat 3]``.
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ in the same process on the same random grades and must agree to 1e-12, so the ti
 equal work. The authors' Monte-Carlo Pass@k is checked bit for bit on a slice, since their loop
 (1000 seeded draws per problem) is slow by design.
 
-Run: ``python -m eval.bench_metrics``.
+Run: ``python benchmarks/bench_metrics.py``.
 """
 
 from __future__ import annotations
@@ -59,15 +59,16 @@ def naive(grades: np.ndarray, ks: list[int]) -> dict[str, np.ndarray]:
     return {name: np.array(values) for name, values in out.items()}
 
 
-def authors_mc(grades: np.ndarray, k: int, draws: int = 1000, seed: int = 42) -> np.ndarray:
-    """The authors' per-problem loop (``bootstrap_metric`` in machine981/SCOPE scripts/eval/eval_benchmark.py).
+def authors_mc(grades: np.ndarray | list[list[int]], k: int, draws: int = 1000, seed: int = 42) -> np.ndarray:
+    """The authors' per-problem loop (``bootstrap_metric`` in machine981/SCOPE scripts/eval/eval_benchmark.py),
+    over a problems x samples matrix or ragged rows.
 
     It reseeds numpy's global generator per problem; the caller's global state is saved and restored.
     """
     saved = np.random.get_state()
     try:
         values = []
-        for row in grades.tolist():
+        for row in (grades.tolist() if isinstance(grades, np.ndarray) else grades):
             np.random.seed(seed)
             best = []
             for _ in range(draws):

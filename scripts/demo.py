@@ -33,17 +33,10 @@ from eval.tables import (
 )
 from workbench.data import TOY_BENCHMARKS, load_benchmark
 from workbench.errors import UserError, main_guard
+from workbench.layout import DEMO_SAMPLES, DEMO_TABLES, REPO_ROOT, TOY_MAX_NEW_TOKENS
 from workbench.models import SamplingConfig, load_backend
-from workbench.runs import REPO_ROOT, write_manifest
+from workbench.runs import write_manifest
 from workbench.toy import STUDENT_DIR, TEACHER_DIR
-
-log = logging.getLogger("analysis.demo")
-
-# Each engine samples its own numbers, so each keeps its own tables: a vLLM demo never rewrites the
-# committed transformers tables, and the other way round.
-OUT = {"hf": REPO_ROOT / "results" / "toy" / "demo", "vllm": REPO_ROOT / "results" / "toy" / "demo-vllm"}
-SAMPLES = {"hf": REPO_ROOT / "results" / "runs" / "demo", "vllm": REPO_ROOT / "results" / "runs" / "demo-vllm"}
-MAX_NEW_TOKENS = 64  # the longest toy reference response (tier 6) is 46 tokens with EOS
 
 
 def pick_engine(requested: str = "auto") -> str:
@@ -77,13 +70,14 @@ def _sampler(engine: str, folder: Path):
 
 
 def tier_accuracy(toy_size: int, n: int, seed: int, progress: bool, engine: str = "hf",
-                  samples_dir: Path = SAMPLES["hf"]) -> pd.DataFrame:
+                  samples_dir: Path = DEMO_SAMPLES["hf"]) -> pd.DataFrame:
     """Sample and grade teacher and student on every toy tier; one row per graded sample."""
     try:
         problems = [p for tier in TOY_BENCHMARKS for p in load_benchmark(tier, toy_size=toy_size)]
     except ValueError as exc:
         raise UserError(f"--toy-size {toy_size}: {exc}") from None
-    sampling = SamplingConfig(n=n, temperature=0.6, top_p=1.0, top_k=0, max_new_tokens=MAX_NEW_TOKENS, seed=seed)
+    sampling = SamplingConfig(n=n, temperature=0.6, top_p=1.0, top_k=0, max_new_tokens=TOY_MAX_NEW_TOKENS,
+                              seed=seed)
     run = f"size{toy_size}_n{n}_seed{seed}" + ("" if engine == "hf" else f"_{engine}")
     frames = []
     for role, folder in (("teacher", TEACHER_DIR), ("student", STUDENT_DIR)):
@@ -97,7 +91,7 @@ def tier_accuracy(toy_size: int, n: int, seed: int, progress: bool, engine: str 
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = UserArgumentParser(prog="python -m analysis.demo", description=__doc__,
+    parser = UserArgumentParser(prog="python scripts/demo.py", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--toy-size", type=int, default=20, help="problems per toy tier")
     parser.add_argument("--n", type=int, default=8, help="samples per problem")
@@ -117,8 +111,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.seed < 0:
         raise UserError(f"--seed must be a whole number >= 0, got {args.seed}")
     engine = pick_engine(args.backend)
-    args.out_dir = args.out_dir or OUT[engine]
-    args.samples_dir = args.samples_dir or SAMPLES[engine]
+    args.out_dir = args.out_dir or DEMO_TABLES[engine]
+    args.samples_dir = args.samples_dir or DEMO_SAMPLES[engine]
     if args.quiet:
         os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,

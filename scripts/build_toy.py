@@ -1,8 +1,8 @@
 """Build the toy world's committed assets: tokenizer, teacher and student, bit for bit.
 
-    python -m workbench.toy.build            # rebuild into workbench/toy/assets
-    python -m workbench.toy.build --out DIR  # build elsewhere
-    python -m workbench.toy.build --check    # rebuild into a temporary folder and compare bytes
+    python scripts/build_toy.py            # rebuild into workbench/toy/assets
+    python scripts/build_toy.py --out DIR  # build elsewhere
+    python scripts/build_toy.py --check    # rebuild into a temporary folder and compare bytes
 
 Both models are trained with TRL's ``SFTTrainer`` on prompt/completion rows with
 ``completion_only_loss=True`` (TRL 1.16 tokenizes prompt and prompt+completion, appends EOS to the
@@ -15,6 +15,10 @@ The teacher trains to convergence. The student is a sixth of its size and is sto
 of learning (at a target accuracy, see ``TrainSpec``): it solves short chains more often than long
 ones, its groups of rollouts mix right and wrong answers, and it is under-trained rather than
 capacity-starved, so on-policy training has room to improve it.
+
+Accuracy, for the stopping rule and for ``build_info.json``, is measured the way the rest of the
+workbench measures it: ``workbench.sampling.sample_and_grade`` on the model being trained, graded
+by the one grader with the one truncation rule.
 """
 
 from __future__ import annotations
@@ -28,9 +32,13 @@ import random
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import torch
 import transformers
 import trl
@@ -38,17 +46,20 @@ from datasets import Dataset
 from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast, TrainerCallback
 from trl import SFTConfig, SFTTrainer
 
-from workbench.toy import ASSETS_DIR
-from workbench.toy.task import TIERS, boxed_answer, reference_solution, sample_prompts, toy_problems
+from workbench.layout import TOY_ASSETS, TOY_MAX_NEW_TOKENS
+from workbench.models import SamplingConfig
+from workbench.models.hf import HFBackend
+from workbench.records import Problem
+from workbench.sampling import accuracy, sample_and_grade
+from workbench.toy.task import TIERS, reference_solution, sample_prompts, toy_problems
 from workbench.toy.tokenizer import build_tokenizer
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("build_toy")
 
 # One thread: these models are too small to gain from more, a single thread cannot be slowed by
 # its sibling being descheduled on a busy machine, and the result cannot depend on how a kernel
 # splits work between threads.
 NUM_THREADS = 1
-MAX_NEW_TOKENS = 64  # the longest reference response (toy-6) is 46 tokens with EOS
 # Files whose bytes a rebuild must reproduce (build_info.json holds wall times, so it cannot).
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
 REPRODUCIBLE_FILES = ("model.safetensors", "config.json", "generation_config.json", *TOKENIZER_FILES)
@@ -151,38 +162,32 @@ def training_rows(spec: TrainSpec) -> Dataset:
     return Dataset.from_dict({"prompt": prompts, "completion": [reference_solution(p) for p in prompts]})
 
 
-@torch.no_grad()
-def sample_accuracy(
+def tier_problems(tier: str, n: int, split: str = "test", seed: int = 0) -> list[Problem]:
+    """``n`` problems of one tier and split, as the workbench's problem records."""
+    return [Problem(tier, row["problem_id"], row["problem"], row["answer"])
+            for row in toy_problems(tier, n, split=split, seed=seed)]
+
+
+def sample_tier(
     model: LlamaForCausalLM,
     tokenizer: PreTrainedTokenizerFast,
-    problems: list[dict],
+    problems: list[Problem],
     n_samples: int = 8,
     temperature: float = 0.6,
     seed: int = 0,
-) -> list[list[bool]]:
-    """Correctness of ``n_samples`` sampled responses per problem (a build-time sanity measure).
+) -> pd.DataFrame:
+    """``n_samples`` sampled and graded responses per problem of one tier (a build-time measure).
 
-    All prompts of a tier have the same length, so one unpadded batch holds them all.
+    All prompts of a tier have the same length, so one unpadded batch holds them all; the batch
+    is part of the random stream, so it stays one batch whatever the backend's default.
     """
-    if len({len(p["problem"]) for p in problems}) != 1:
-        raise ValueError("sample_accuracy expects prompts of one length (one tier)")
-    torch.manual_seed(seed)
+    if len({len(p.problem) for p in problems}) != 1:
+        raise ValueError("sample_tier expects prompts of one length (one tier)")
     model.eval()
-    enc = tokenizer([p["problem"] for p in problems], return_tensors="pt")
-    out = model.generate(
-        **enc,
-        do_sample=True,
-        temperature=temperature,
-        top_p=1.0,
-        top_k=0,
-        num_return_sequences=n_samples,
-        max_new_tokens=MAX_NEW_TOKENS,
-    )
-    texts = tokenizer.batch_decode(out[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
-    return [
-        [boxed_answer(texts[i * n_samples + j]) == p["answer"] for j in range(n_samples)]
-        for i, p in enumerate(problems)
-    ]
+    backend = HFBackend.wrap(model, tokenizer, max_batch_sequences=len(problems) * n_samples)
+    sampling = SamplingConfig(n=n_samples, temperature=temperature, top_p=1.0, top_k=0,
+                              max_new_tokens=TOY_MAX_NEW_TOKENS, seed=seed)
+    return sample_and_grade(backend, problems, sampling)
 
 
 def evaluate(
@@ -191,13 +196,24 @@ def evaluate(
     """Per-tier mean accuracy and fraction of groups that mix right and wrong answers."""
     report = {}
     for tier in TIERS:
-        groups = sample_accuracy(model, tokenizer, toy_problems(tier, n_problems), n_samples)
-        hits = [sum(g) for g in groups]
+        frame = sample_tier(model, tokenizer, tier_problems(tier, n_problems), n_samples)
+        hits = frame.groupby("problem_id", sort=False)["correct"].sum()
         report[tier] = {
-            "accuracy": round(sum(hits) / (len(groups) * n_samples), 4),
-            "mixed_groups": round(sum(0 < h < n_samples for h in hits) / len(groups), 4),
+            "accuracy": round(accuracy(frame), 4),
+            "mixed_groups": round(float(((hits > 0) & (hits < n_samples)).mean()), 4),
         }
     return report
+
+
+@contextmanager
+def private_rng() -> Iterator[None]:
+    """Sampling reseeds torch's, numpy's and Python's generators; all three are put back afterwards,
+    so measuring never changes what training does next."""
+    python_state, numpy_state = random.getstate(), np.random.get_state()
+    with torch.random.fork_rng():
+        yield
+    random.setstate(python_state)
+    np.random.set_state(numpy_state)
 
 
 class StopAtAccuracy(TrainerCallback):
@@ -205,7 +221,7 @@ class StopAtAccuracy(TrainerCallback):
 
     def __init__(self, tokenizer: PreTrainedTokenizerFast, target: float, every: int, seed: int) -> None:
         self.tokenizer, self.target, self.every = tokenizer, target, every
-        self.problems = {tier: toy_problems(tier, STOP_CHECK_PROBLEMS, split="train", seed=seed) for tier in TIERS}
+        self.problems = [tier_problems(tier, STOP_CHECK_PROBLEMS, split="train", seed=seed) for tier in TIERS]
         self.history: list[tuple[int, float]] = []
         self.reached = False
 
@@ -213,17 +229,14 @@ class StopAtAccuracy(TrainerCallback):
         step = state.global_step
         if step % self.every:
             return control
-        # A private RNG stream, so checking never changes what training does next.
-        with torch.random.fork_rng():
-            hits = [
-                sum(map(sum, sample_accuracy(model, self.tokenizer, problems, STOP_CHECK_SAMPLES, seed=step)))
-                for problems in self.problems.values()
-            ]
+        with private_rng():
+            frames = [sample_tier(model, self.tokenizer, problems, STOP_CHECK_SAMPLES, seed=step)
+                      for problems in self.problems]
         model.train()
-        accuracy = sum(hits) / (len(TIERS) * STOP_CHECK_PROBLEMS * STOP_CHECK_SAMPLES)
-        self.history.append((step, round(accuracy, 4)))
-        logger.info("step %d: mean sampled accuracy %.3f (target %.2f)", step, accuracy, self.target)
-        if accuracy >= self.target:
+        score = accuracy(pd.concat(frames, ignore_index=True))
+        self.history.append((step, round(score, 4)))
+        logger.info("step %d: mean sampled accuracy %.3f (target %.2f)", step, score, self.target)
+        if score >= self.target:
             self.reached = True
             control.should_training_stop = True
         return control
@@ -279,7 +292,7 @@ def save_model(model: LlamaForCausalLM, tokenizer: PreTrainedTokenizerFast, out_
     model.generation_config = GenerationConfig(
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
-        max_new_tokens=MAX_NEW_TOKENS,
+        max_new_tokens=TOY_MAX_NEW_TOKENS,
     )
     model.config.eos_token_id = tokenizer.eos_token_id
     model.config.use_cache = True  # SFTTrainer switches it off for training
@@ -360,13 +373,14 @@ def check(reference_dir: Path) -> bool:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=ASSETS_DIR, help="where to write the assets")
+    parser.add_argument("--out", type=Path, default=TOY_ASSETS, help="where to write the assets")
     parser.add_argument(
         "--check", action="store_true", help="rebuild in a temporary folder and compare with --out byte for byte"
     )
     parser.add_argument("--eval-problems", type=int, default=50, help="test problems per tier for build_info.json")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    logging.getLogger("workbench.grading").setLevel(logging.WARNING)  # a batch summary per accuracy check
     if args.check:
         return 0 if check(args.out) else 1
     build(args.out, n_eval_problems=args.eval_problems)

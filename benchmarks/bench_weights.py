@@ -3,7 +3,7 @@
 The released code computes the dual-path weights with Python dictionaries and a loop over
 rollouts, once per training step. This script measures what the segment softmax saves on a
 paper-sized batch (256 prompts x 8 rollouts) and checks on the same data that both give the
-same weights. Run with ``python -m train.bench_weights``.
+same weights. Run with ``python benchmarks/bench_weights.py``.
 """
 
 import argparse

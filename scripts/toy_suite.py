@@ -1,4 +1,4 @@
-"""Train every method on the toy world, three seeds each: ``python -m train.toy_suite``.
+"""Train every method on the toy world, three seeds each: ``python scripts/toy_suite.py``.
 
 Runs scope, opd, grpo and kd from the toy base student with the recipes in train/recipes/toy_*.yaml,
 seeds 0-2, into ``results/toy/runs/<method>/seed<k>/`` (model/, log_history.jsonl/.csv,
@@ -33,21 +33,17 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from train.config import TOY_TIERS, parse_config
-from train.methods import LOG_JSONL, MODEL_DIR, train_run
-from train.snapshots import SNAPSHOT_DIR
+from train.config import parse_config
+from train.methods import LOG_JSONL, MODEL_DIR, toy_recipe, train_run
+from train.snapshots import EXPORT_FILE, snapshot_store
 from workbench.errors import main_guard
-from workbench.runs import REPO_ROOT, read_manifest, run_folder, write_manifest
+from workbench.layout import METHODS, TOY_MAX_NEW_TOKENS, TOY_RUNS, TOY_TIERS, TOY_TRAINING_LOGS
+from workbench.runs import read_manifest, run_folder, write_manifest
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("toy_suite")
 
-METHODS = ("scope", "opd", "grpo", "kd")
 SEEDS = (0, 1, 2)
-RECIPE_DIR = Path(__file__).resolve().parent / "recipes"
-DEFAULT_ROOT = REPO_ROOT / "results" / "toy" / "runs"
-LOGS_DIR_NAME = "training_logs"  # beside the runs folder: results/toy/training_logs
 LOG_FILE = "log_history.csv"
-SNAPSHOT_FILE = "snapshots.parquet"
 # What the weight figures read from a snapshot row; the texts and per-token log-prob lists stay behind.
 SNAPSHOT_COLUMNS = ("step", "benchmark", "problem_id", "sample_idx", "group_id", "correct", "path", "weight",
                     "student_log_ppl", "teacher_log_ppl")
@@ -55,13 +51,6 @@ SNAPSHOT_COLUMNS = ("step", "benchmark", "problem_id", "sample_idx", "group_id",
 # the committed copy change when nothing else did.
 WALL_CLOCK_PREFIXES = ("timing/", "step_time", "train_runtime", "train_samples_per_second",
                        "train_steps_per_second")
-
-
-def recipe_path(method: str) -> Path:
-    path = RECIPE_DIR / f"toy_{method}.yaml"
-    if not path.is_file():
-        raise FileNotFoundError(f"no toy recipe for method {method!r} at {path}")
-    return path
 
 
 def is_finished(folder: Path) -> bool:
@@ -77,7 +66,7 @@ def run_one(method: str, seed: int, root: Path, overrides: Sequence[str] = ()) -
     if folder.exists():
         log.info("%s: unfinished run found, starting it again", folder)
         shutil.rmtree(folder)
-    cfg = parse_config(["--config", str(recipe_path(method)), "--seed", str(seed),
+    cfg = parse_config(["--config", str(toy_recipe(method)), "--seed", str(seed),
                         "--output_dir", str(folder), *overrides])
     with run_folder(folder, cfg.to_dict(), seed, method=method):
         return train_run(cfg)
@@ -95,16 +84,15 @@ def export_logs(run: Path, dest: Path) -> list[Path]:
     history = history.drop(columns=[c for c in history.columns if str(c).startswith(WALL_CLOCK_PREFIXES)])
     history.to_csv(dest / LOG_FILE, index=False, float_format="%.6g")
     written = [dest / LOG_FILE]
-    shards = sorted((run / SNAPSHOT_DIR).glob("*.parquet"))
-    if shards:
-        frame = pd.concat([pd.read_parquet(shard, columns=list(SNAPSHOT_COLUMNS)) for shard in shards],
-                          ignore_index=True).sort_values(["step", "sample_idx"], kind="stable")
+    snapshots = snapshot_store(run)
+    if snapshots.shards():
+        frame = snapshots.read()[list(SNAPSHOT_COLUMNS)].sort_values(["step", "sample_idx"], kind="stable")
         # No pandas metadata: the file's bytes then depend on the rows, not on the pandas version.
         table = pa.Table.from_pandas(frame, preserve_index=False).replace_schema_metadata(None)
-        pq.write_table(table, dest / SNAPSHOT_FILE, compression="zstd")
-        written.append(dest / SNAPSHOT_FILE)
-    elif (dest / SNAPSHOT_FILE).exists():
-        (dest / SNAPSHOT_FILE).unlink()  # from an earlier run of this method that kept snapshots
+        pq.write_table(table, dest / EXPORT_FILE, compression="zstd")
+        written.append(dest / EXPORT_FILE)
+    elif (dest / EXPORT_FILE).exists():
+        (dest / EXPORT_FILE).unlink()  # from an earlier run of this method that kept snapshots
     write_manifest(dest, source.get("config", {}), source.get("seed"), kind="training-logs", source=run,
                    method=source.get("method"),
                    trained={key: source.get(key) for key in ("git", "command", "started_at", "finished_at")})
@@ -112,24 +100,19 @@ def export_logs(run: Path, dest: Path) -> list[Path]:
 
 
 def accuracy_check(models: dict[str, Path], n_per_tier: int, samples: int = 4, seed: int = 0) -> pd.DataFrame:
-    """Mean correctness per (model, tier) of ``samples`` samples on the first test problems of each tier."""
+    """Accuracy per (model, tier) of ``samples`` samples on the first test problems of each tier."""
     from workbench.data import load_benchmark
-    from workbench.grading import grade_batch
     from workbench.models import SamplingConfig
     from workbench.models.hf import HFBackend
+    from workbench.sampling import accuracy, sample_and_grade
 
     problems = [p for tier in TOY_TIERS for p in load_benchmark(tier, toy_size=n_per_tier)]
-    sampling = SamplingConfig(n=samples, max_new_tokens=64, seed=seed)
+    sampling = SamplingConfig(n=samples, max_new_tokens=TOY_MAX_NEW_TOKENS, seed=seed)
     rows = []
     for name, path in models.items():
-        backend = HFBackend(str(path), device="cpu", progress=False)
-        groups = backend.generate([p.problem for p in problems], sampling)
-        items = [(c.text, p.answer, p.benchmark) for p, group in zip(problems, groups, strict=True) for c in group]
-        grades = grade_batch(items, progress=False)
-        tiers = [p.benchmark for p in problems for _ in range(samples)]
-        frame = pd.DataFrame({"tier": tiers, "correct": [g.correct for g in grades]})
-        for tier, acc in frame.groupby("tier")["correct"].mean().items():
-            rows.append({"model": name, "tier": tier, "accuracy": float(acc)})
+        frame = sample_and_grade(HFBackend(str(path), device="cpu", progress=False), problems, sampling)
+        for tier, part in frame.groupby("benchmark", sort=False):
+            rows.append({"model": name, "tier": tier, "accuracy": accuracy(part)})
     table = pd.DataFrame(rows).pivot(index="model", columns="tier", values="accuracy")
     table["mean"] = table.mean(axis=1)
     return table
@@ -141,9 +124,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         epilog="Other --field value flags override every recipe (a run that finished earlier is still skipped).")
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     parser.add_argument("--seeds", nargs="+", type=int, default=list(SEEDS))
-    parser.add_argument("--root", type=Path, default=DEFAULT_ROOT, help="where the runs go")
+    parser.add_argument("--root", type=Path, default=TOY_RUNS, help="where the runs go")
     parser.add_argument("--logs-dir", type=Path, default=None,
-                        help=f"where the small logs of finished runs are copied (default: <root>/../{LOGS_DIR_NAME})")
+                        help="where the small logs of finished runs are copied (default: "
+                             f"<root>/../{TOY_TRAINING_LOGS.name})")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch CPU threads; the toy models are too small to gain from more, and a second "
                              "thread on a busy machine makes each tiny op wait for it")
@@ -166,14 +150,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(pd.DataFrame(timings).to_string(index=False))
     print(f"total wall time {total:.0f} s")
 
-    logs_dir = args.logs_dir or args.root.parent / LOGS_DIR_NAME
+    logs_dir = args.logs_dir or args.root.parent / TOY_TRAINING_LOGS.name
     exported = [path for method in args.methods for seed in args.seeds
                 for path in export_logs(args.root / method / f"seed{seed}", logs_dir / method / f"seed{seed}")]
     print(f"logs of {len(args.methods) * len(args.seeds)} runs copied to {logs_dir} "
           f"({sum(p.stat().st_size for p in exported) / 1e3:.0f} kB)")
 
     if args.check_accuracy:
-        base = parse_config(["--config", str(recipe_path(args.methods[0])), *overrides]).resolved_student()
+        base = parse_config(["--config", str(toy_recipe(args.methods[0])), *overrides]).resolved_student()
         models = {"base": Path(base)}
         models.update({f"{m}/seed{s}": args.root / m / f"seed{s}" / MODEL_DIR
                        for m in args.methods for s in args.seeds})

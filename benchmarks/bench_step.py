@@ -1,6 +1,6 @@
 """Benchmark: wall time of a SCOPE training step against a GRPO step on the toy recipe.
 
-``python -m train.bench_step`` trains both methods from the toy base student with the same batch
+``python benchmarks/bench_step.py`` trains both methods from the toy base student with the same batch
 (4 prompts x 8 rollouts, toy_scope.yaml / toy_grpo.yaml) in one process, alternating short runs so
 that load from other processes falls on both alike, and reports their step times and ratio (goal:
 SCOPE <= 1.25x GRPO; the paper's step-time table has 1.40x). A step is everything between the
@@ -31,8 +31,7 @@ import torch
 from transformers import PrinterCallback, TrainerCallback, set_seed
 
 from train.config import parse_config
-from train.methods import build_trainer
-from train.toy_suite import recipe_path
+from train.methods import build_trainer, toy_recipe
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +53,7 @@ class StepTimer(TrainerCallback):
 def _timed_run(method: str, steps: int, folder: Path, seed: int,
                overrides: Sequence[str]) -> tuple[list[float], list[dict[str, Any]]]:
     extra = ["--beta", "0"] if method == "grpo" else []
-    cfg = parse_config(["--config", str(recipe_path(method)), "--max_steps", str(steps), "--seed", str(seed),
+    cfg = parse_config(["--config", str(toy_recipe(method)), "--max_steps", str(steps), "--seed", str(seed),
                         "--output_dir", str(folder), "--logging_steps", "1", "--learning_rate", "0",
                         *extra, *overrides])
     trainer = build_trainer(cfg)

@@ -1,0 +1,224 @@
+"""Tables and figures of the toy experiments, drawn from their committed counts, beside the paper's numbers.
+
+Every cell is "mean ± half-width of the 95 % t interval over seeds", so a reader sees at once whether two
+rows differ by more than the seeds do. The paper's numbers come from ``eval.reference`` and are labelled as
+the paper's: they are for 1.5B-8B models on AIME, not for the toy world, so only their direction compares.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+
+import dataclasses
+
+from analysis.experiments import (
+    BASE, COUNTS_FILE, EXPERIMENT_RESULTS, EXPERIMENTS, PAIRED, ExperimentConfig, ExperimentResult, analyse,
+    manifest_config, read_counts, variants_of,
+)
+from workbench.data import suite_generation
+from workbench.runs import run_folder
+from eval.reference import PAPER_SOURCE, reference_dir
+from workbench.plotting import (
+    TEXT_WIDTH, house_style, method_colours, palette, pass_at_k_panel, save_figure,
+)
+
+METRICS = {"avg": "Avg@{n}", "pass": "Pass@{n}"}
+NOTE = ("Toy world, {seeds} seeds of {steps} steps each; every checkpoint sampled n={n} times with the toy "
+        "tiers' evaluation settings (temperature {g.temperature:g}, top-p {g.top_p:g}, top-k {g.top_k}, at most "
+        "{g.max_new_tokens} tokens) on {problems} test problems per tier. Cells: mean over seeds ± half-width of "
+        "the 95 % Student-t interval (the base student is one model, sampled once).")
+
+
+def _cell(mean: float, half: float) -> str:
+    return f"{mean:.1f}" if not np.isfinite(half) else f"{mean:.1f} ± {half:.1f}"
+
+
+def wide_table(result: ExperimentResult, n: int) -> pd.DataFrame:
+    """One row per variant, one column per (metric, tier), cells "mean ± CI"."""
+    s = result.summary
+    tiers = list(dict.fromkeys(s["benchmark"]))
+    rows = []
+    for label, part in s.groupby("label", sort=False):
+        row = {"variant": label, "seeds": int(part["seeds"].max())}
+        for metric, name in METRICS.items():
+            for tier in tiers:
+                cell = part[part["benchmark"] == tier]
+                if not cell.empty:
+                    row[f"{name.format(n=n)} {tier}"] = _cell(cell[metric].iat[0], cell[f"{metric}_ci"].iat[0])
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def paired_table(result: ExperimentResult, n: int) -> pd.DataFrame | None:
+    if result.paired is None or result.paired.empty:
+        return None
+    a, b = PAIRED[result.name]
+    p = result.paired.copy()
+    p.insert(0, "comparison", f"{a} - {b}")
+    p["metric"] = p["metric"].map(lambda m: METRICS[m].format(n=n))
+    return p.round({"difference": 2, "ci": 2, "p_value": 3, "detectable": 2})
+
+
+def paper_ablation() -> pd.DataFrame:
+    """The paper's DPAW ablation (AIME24/25, R1-Distill-1.5B student), labelled as the paper's."""
+    frame = pd.read_csv(reference_dir() / "ablation_dpaw.csv")
+    frame.insert(0, "source", PAPER_SOURCE)
+    return frame
+
+
+def markdown(result: ExperimentResult, n: int, note: str) -> str:
+    parts = [f"# Toy experiment: {result.name}\n", note, "", wide_table(result, n).to_markdown(index=False), ""]
+    paired = paired_table(result, n)
+    if paired is not None:
+        parts += ["## Paired difference over seeds (same seed, same prompts)", "",
+                  paired.to_markdown(index=False), "",
+                  "`detectable`: the smallest true difference a paired t-test over these seeds finds with 80 % "
+                  "power at the 5 % level, from the spread of the per-seed differences.", ""]
+    if result.name == "dpaw":
+        parts += ["## The paper's ablation (AIME, 1.5B student; not the toy world)", "",
+                  paper_ablation().to_markdown(index=False), ""]
+    if result.curves is not None:
+        parts += ["## Pass@k paradox: macro Pass@k (%) by k, mean over seeds", "", paradox_table(result).to_markdown(), ""]
+    return "\n".join(parts)
+
+
+def paradox_table(result: ExperimentResult) -> pd.DataFrame:
+    """Mean Pass@k per method and k, with each method's change from the base student."""
+    curves = result.curves
+    table = curves.groupby(["method", "k"], sort=False)["value"].mean().unstack("k")
+    if BASE in table.index:
+        delta = (table - table.loc[BASE]).drop(index=BASE)
+        delta.index = [f"{m} - base" for m in delta.index]
+        table = pd.concat([table, delta])
+    table = table.round(1)
+    table.columns = [f"Pass@{k}" for k in table.columns]
+    return table
+
+
+def _points(ax: plt.Axes, summary: pd.DataFrame, metric: str, labels: list[str], colours: dict) -> None:
+    tiers = list(dict.fromkeys(summary["benchmark"]))
+    width = 0.8 / max(1, len(labels))
+    for i, label in enumerate(labels):
+        part = summary[summary["label"] == label].set_index("benchmark").reindex(tiers)
+        x = np.arange(len(tiers)) + (i - (len(labels) - 1) / 2) * width
+        ax.errorbar(x, part[metric], yerr=part[f"{metric}_ci"].fillna(0), fmt="o", ms=3, capsize=2,
+                    color=colours[label], label=label)
+    ax.set_xticks(np.arange(len(tiers)), tiers, rotation=30)
+    ax.set_ylim(-2, 102)  # an interval wider than the scale (two seeds) is cut at it
+    ax.grid(axis="y", linewidth=0.3, alpha=0.6)
+
+
+def figure(result: ExperimentResult, n: int, folder: Path) -> dict[str, Path]:
+    """The experiment's figure: per-tier points with intervals (main, dpaw), a curve over tau (tau),
+    and the Pass@k curves (main's paradox figure is separate: :func:`paradox_figure`)."""
+    labels = [v.display for v in variants_of(result.name) if v.display in set(result.summary["label"])]
+    with house_style():
+        if result.name == "tau":
+            fig, axes = plt.subplots(1, 2, figsize=(TEXT_WIDTH, 2.6))
+            avg = result.summary[result.summary["benchmark"] == "Average"].set_index("label").reindex(labels)
+            taus = [float(label.split("=")[1]) for label in labels]
+            for ax, metric in zip(axes, METRICS):
+                ax.errorbar(taus, avg[metric], yerr=avg[f"{metric}_ci"], marker="o", capsize=3, color=palette(1)[0])
+                ax.set_xscale("log", base=2)
+                ax.set_xticks(taus, [f"{t:g}" for t in taus])
+                ax.set_xlabel("τ")
+                ax.set_ylabel(f"{METRICS[metric].format(n=n)} Average (%)")
+                ax.grid(axis="y", linewidth=0.3, alpha=0.6)
+        else:
+            colours = dict(zip(labels, method_colours([v.name for v in variants_of(result.name)
+                                                       if v.display in labels]).values()))
+            fig, axes = plt.subplots(1, 2, figsize=(TEXT_WIDTH, 2.8), sharey=False)
+            for ax, metric in zip(axes, METRICS):
+                _points(ax, result.summary, metric, labels, colours)
+                ax.set_ylabel(f"{METRICS[metric].format(n=n)} (%)")
+            axes[1].legend(fontsize=6, frameon=False, loc="lower left")
+        fig.suptitle(f"toy {result.name}: mean over seeds, 95 % t interval", fontsize=8)
+        return save_figure(fig, folder, f"toy_{result.name}")
+
+
+def paradox_figure(result: ExperimentResult, folder: Path) -> dict[str, Path]:
+    """Pass@k against k for the base student and each trained method (band: lowest to highest seed)."""
+    curves = result.curves
+    methods = [v.name for v in variants_of("main")]
+    with house_style():
+        fig, axes = plt.subplots(1, 2, figsize=(TEXT_WIDTH, 2.6))
+        pass_at_k_panel(axes[0], curves, method_colours(methods))
+        axes[0].set_ylabel("macro Pass@k (%), unbiased")
+        axes[0].set_xlabel("k")
+        axes[0].legend(fontsize=6, frameon=False)
+        base = curves[curves["method"] == BASE].groupby("k")["value"].mean()
+        delta = curves.assign(value=curves["value"] - curves["k"].map(base))
+        colours = method_colours(methods)
+        for method in methods[1:]:
+            part = delta[delta["method"] == method]
+            mean = part.groupby("k")["value"].mean()
+            axes[1].plot(mean.index, mean.values, marker="o", color=colours[method], label=method)
+        axes[1].axhline(0, color="0.5", linewidth=0.6)
+        axes[1].set_xscale("log", base=2)
+        ks = sorted(pd.unique(curves["k"]))
+        axes[1].set_xticks(ks, [str(k) for k in ks])
+        axes[1].set_xlabel("k")
+        axes[1].set_ylabel("change from base (points)")
+        axes[1].grid(axis="y", linewidth=0.3, alpha=0.6)
+        fig.suptitle("toy Pass@k paradox: Pass@1 vs Pass@k after training", fontsize=8)
+        return save_figure(fig, folder, "toy_paradox")
+
+
+def write(result: ExperimentResult, n: int, folder: Path, note: str) -> list[Path]:
+    """Markdown + CSV tables and the figures into ``folder`` (the experiment's results folder)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "table.md").write_text(markdown(result, n, note))
+    result.summary.round(3).to_csv(folder / "summary.csv", index=False)
+    written = [folder / "table.md", folder / "summary.csv"]
+    if result.paired is not None:
+        result.paired.round(4).to_csv(folder / "paired.csv", index=False)
+        written.append(folder / "paired.csv")
+    written += list(figure(result, n, folder).values())
+    if result.curves is not None:
+        result.curves.round(4).to_csv(folder / "pass_at_k.csv", index=False)
+        written += [folder / "pass_at_k.csv", *paradox_figure(result, folder).values()]
+    return written
+
+
+def note(cfg: ExperimentConfig) -> str:
+    return NOTE.format(seeds=len(cfg.seeds), steps=cfg.max_steps, n=cfg.n, g=suite_generation(cfg.tiers),
+                       problems=cfg.problems_per_tier)
+
+
+def save(result: ExperimentResult, cfg: ExperimentConfig) -> Path:
+    """Counts, tables and figures of one experiment into its results folder, with a manifest."""
+    out = cfg.results / result.name
+    with run_folder(out, manifest_config(result.name, cfg), cfg.sample_seed, kind="toy-experiment"):
+        result.counts.to_csv(out / COUNTS_FILE, index=False)
+        write(result, cfg.n, out, note(cfg))
+    return out
+
+
+def config_of(name: str, results: Path = EXPERIMENT_RESULTS) -> ExperimentConfig:
+    """The settings experiment ``name``'s committed counts were made with (from its manifest)."""
+    _, config = read_counts(name, results)
+    fields = {f.name for f in dataclasses.fields(ExperimentConfig)}
+    return ExperimentConfig(results=results, **{k: tuple(v) if isinstance(v, list) else v
+                                                for k, v in config.items() if k in fields})
+
+
+def redraw(name: str, results: Path = EXPERIMENT_RESULTS) -> ExperimentResult:
+    """Tables and figures of experiment ``name`` again from its committed counts, without sampling."""
+    counts, _ = read_counts(name, results)
+    cfg = config_of(name, results)
+    result = analyse(name, counts, cfg.n)
+    save(result, cfg)
+    return result
+
+
+def redraw_all(results: Path = EXPERIMENT_RESULTS) -> list[str]:
+    """Every experiment that has committed counts; returns their names."""
+    done = [name for name in EXPERIMENTS if (results / name / COUNTS_FILE).is_file()]
+    for name in done:
+        redraw(name, results)
+    return done
+

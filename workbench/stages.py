@@ -1,0 +1,182 @@
+"""Resumable stages: work cut into seeded units, each written as one atomic shard, refused when resumed
+with other settings.
+
+Sampling at the paper's protocol, continuing thousands of rollouts or scoring them all takes hours, so
+every such stage must survive being killed. A stage cuts its work, in a fixed order, into units whose
+seeds depend only on what the unit holds (:func:`derive_seed`), writes each finished unit as one shard
+of a :class:`~workbench.records.ShardStore`, and skips the units already on disk when rerun. A rerun
+with the same settings therefore ends with exactly the rows of an uninterrupted run. The settings that
+decide those rows (the stage's *identity*) are recorded in the folder's manifest, and a rerun whose
+identity differs is refused (:class:`ResumeMismatch`) instead of mixing two runs in one folder.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time
+from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from tqdm.auto import tqdm
+
+from workbench.errors import UserError
+from workbench.layout import REPO_ROOT
+from workbench.records import ShardStore
+from workbench.runs import MANIFEST, read_manifest, run_folder
+
+log = logging.getLogger(__name__)
+
+IDENTITY = "identity"
+"""The manifest config entry holding a stage's identity, unless the config lists it as its own fields."""
+MAX_HASHED_WEIGHTS = 64 << 20
+
+
+class ResumeMismatch(UserError):
+    """The folder holds rows made with other settings; continuing would mix two runs."""
+
+
+def derive_seed(*parts: object, bits: int = 31) -> int:
+    """A seed from a sha256 of ``parts`` (as text, NUL-separated): the same parts give the same seed on
+    every machine and rerun, whatever ran before.
+
+    31 bits by default, because numpy's global seeding (used by transformers' ``set_seed``) takes at
+    most 32; the leading ``ceil(bits / 4)`` hex digits of the digest, masked to ``bits``.
+    """
+    if not 1 <= bits <= 256:
+        raise ValueError(f"bits must be in 1..256, got {bits}")
+    digest = hashlib.sha256("\0".join(map(str, parts)).encode("utf-8")).hexdigest()
+    return int(digest[: -(-bits // 4)], 16) & ((1 << bits) - 1)
+
+
+def sha256_lines(lines: Sequence[str]) -> str:
+    """sha256 of the lines, each followed by a NUL byte: a digest of a list that no regrouping of its
+    text can imitate."""
+    h = hashlib.sha256()
+    for line in lines:
+        h.update(line.encode("utf-8"))
+        h.update(b"\0")
+    return h.hexdigest()
+
+
+def model_name(backend: Any) -> str:
+    """How a backend identifies its model in manifests (``name`` attribute, else the class).
+
+    A local folder inside the repository is named relative to it, so committed outputs of a committed
+    checkpoint still resume in a clone at another path.
+    """
+    name = str(getattr(backend, "name", type(backend).__name__))
+    path = Path(name)
+    if not path.is_dir():
+        return name
+    try:
+        return str(path.resolve().relative_to(REPO_ROOT))
+    except ValueError:
+        return str(path.resolve())
+
+
+def weights_sha256(name: str) -> str | None:
+    """A digest of a local checkpoint's safetensors, when small enough to read in a moment.
+
+    Retraining a toy model keeps its folder name; without the digest a rerun would silently keep the
+    old model's outputs. Large (real) checkpoints are not hashed: None.
+    """
+    path = Path(name) if Path(name).is_dir() else REPO_ROOT / name
+    files = sorted(path.glob("*.safetensors")) if path.is_dir() else []
+    if not files or sum(f.stat().st_size for f in files) > MAX_HASHED_WEIGHTS:
+        return None
+    h = hashlib.sha256()
+    for f in files:
+        h.update(f.name.encode())
+        h.update(f.read_bytes())
+    return h.hexdigest()
+
+
+def check_identity(folder: str | os.PathLike, identity: Mapping[str, Any]) -> None:
+    """Refuse to add to a stage folder whose manifest records another identity.
+
+    The identity is read where :func:`stage` wrote it: the config's ``identity`` entry, or, in a
+    folder whose manifest config describes more than its identity (a sample folder also lists its
+    benchmarks and the caller's notes), the config's own fields named by ``identity``. A folder with
+    shards but no manifest cannot be checked, so it is refused too.
+    """
+    folder = Path(folder)
+    if not (folder / MANIFEST).is_file():
+        if ShardStore(folder).shards():
+            raise ResumeMismatch(f"{folder} holds shards but no {MANIFEST}; use an empty folder")
+        return
+    config = read_manifest(folder).get("config", {})
+    current = json.loads(json.dumps(dict(identity), default=str))
+    if IDENTITY in config:
+        recorded = config[IDENTITY] or {}
+        names = sorted(set(recorded) | set(current))
+    else:
+        recorded, names = config, list(current)
+    diffs = [f"{k}: on disk {recorded.get(k)!r}, now {current.get(k)!r}"
+             for k in names if recorded.get(k) != current.get(k)]
+    if diffs:
+        raise ResumeMismatch(f"{folder} was made with other settings; use the same settings, another folder, "
+                             "or delete it to start afresh.\n  " + "\n  ".join(diffs))
+
+
+@contextmanager
+def stage(folder: str | os.PathLike, identity: Mapping[str, Any], seed: int | None, *,
+          config: Mapping[str, Any] | None = None, **extra: Any) -> Iterator[Path]:
+    """A stage folder, checked against ``identity`` first, whose manifest says "running" until the body
+    finishes, then "finished" or "failed".
+
+    The manifest config is ``{"identity": identity}``, or ``config`` when given, which must then hold
+    the identity's fields as its own (see :func:`check_identity`). ``extra`` goes into the manifest
+    beside the config (e.g. a ``kind``).
+    """
+    if config is not None:
+        missing = [k for k in identity if k not in config or config[k] != identity[k]]
+        if missing:
+            raise ValueError(f"config must hold the identity fields {missing} as they are")
+    check_identity(folder, identity)
+    with run_folder(folder, {IDENTITY: dict(identity)} if config is None else config, seed, **extra) as path:
+        yield path
+
+
+@dataclass(frozen=True)
+class WorkUnit:
+    """One shard's worth of work: the rows it must produce are named by ``keys`` (the store's key)."""
+
+    index: int
+    items: tuple[Any, ...]
+    keys: tuple[tuple[Hashable, ...], ...]
+    seed: int
+
+
+def run_units(store: ShardStore, units: Sequence[WorkUnit], produce: Callable[[WorkUnit], pd.DataFrame], *,
+              desc: str, progress: bool = True, unit: str = "row") -> None:
+    """Produce and append every unit whose keys are not all on disk yet, one atomic shard each.
+
+    Rows already stored are filtered out before appending, so a unit cut differently on a rerun can
+    never write a key twice. The progress bar counts rows (named ``unit``), and tokens per second
+    when the rows have ``n_tokens``.
+    """
+    on_disk = store.keys()
+    todo = [u for u in units if not all(k in on_disk for k in u.keys)]
+    if len(todo) < len(units):
+        log.info("%s: %d of %d units already on disk, %d to do", desc, len(units) - len(todo), len(units), len(todo))
+    total = sum(len(u.keys) for u in units)
+    bar = tqdm(total=total, initial=total - sum(len(u.keys) for u in todo), unit=unit, desc=desc,
+               disable=not progress)
+    tokens, start = 0, time.perf_counter()
+    for work in todo:
+        rows = produce(work)
+        fresh = ~pd.Series([tuple(r) in on_disk for r in rows[list(store.key)].itertuples(index=False)],
+                           index=rows.index, dtype=bool)
+        store.append(rows[fresh])
+        bar.update(len(work.keys))
+        if "n_tokens" in rows:
+            tokens += int(rows["n_tokens"].sum())
+            bar.set_postfix(tok_per_s=f"{tokens / max(time.perf_counter() - start, 1e-9):.0f}")
+    bar.close()
