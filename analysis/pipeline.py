@@ -27,7 +27,7 @@ import pandas as pd
 from analysis.boundary import BoundaryAnalysis, BoundaryConfig, run_boundary, write_boundary
 from analysis.corrective import CorrectiveConfig, RecoveryAnalysis, run_corrective, write_recovery
 from analysis.rollouts import ANALYSIS_KIND, RolloutConfig, sample_rollouts
-from analysis.weights import DEFAULT_TAUS, prepare, summarise, tau_sweep
+from analysis.weights import DEFAULT_TAUS, case_study, prepare, summarise, tau_sweep
 from workbench.data import BENCHMARKS, load_benchmark, resolve_suite
 from workbench.errors import UserError, check_model_name, did_you_mean
 from workbench.models import BACKENDS, Backend, check_same_vocab, load_backend
@@ -38,6 +38,7 @@ from workbench.stages import model_name, weights_sha256
 log = logging.getLogger(__name__)
 
 TABLES_KIND = "perplexity-analysis-tables"
+CASE_STUDY_GROUPS = 4  # groups shown in the weights case study
 
 ModelRef = Union[Backend, str, os.PathLike]
 """A loaded backend, or a hub id / local folder that :class:`ModelConfig` says how to load."""
@@ -137,6 +138,14 @@ class PipelineResult:
     skipped: dict[str, str] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
     run_dir: Path | None = None
+
+    def case_study(self, tau: float = 1.0, groups: int = CASE_STUDY_GROUPS) -> pd.DataFrame | None:
+        """The highest- and lowest-weighted rollouts of each path in a few groups, as text (None
+        without weights); see :func:`analysis.weights.case_study`."""
+        if self.weights is None:
+            return None
+        texts = self.rollouts[[*SAMPLE_KEY, "prompt", "response"]]
+        return case_study(self.weights.merge(texts, on=list(SAMPLE_KEY)), tau, groups)
 
     @property
     def teacher_solve_rates(self) -> pd.DataFrame | None:
@@ -288,6 +297,16 @@ def write_tables(result: PipelineResult, out_dir: str | os.PathLike) -> dict[str
         result.weights.to_csv(paths["weights.rollouts"], index=False, float_format="%.6g")
         paths["weights.summary"] = out / "weights_summary.csv"
         result.weights_summary.to_csv(paths["weights.summary"], index=False)
+        case = result.case_study()
+        if case is not None and not case.empty:
+            paths["weights.case_study"] = out / "weights_case_study.md"
+            paths["weights.case_study"].write_text(
+                "# Case study: the highest- and lowest-weighted rollout of each path (tau = 1)\n\n"
+                "MLE path (correct rollouts): weight from the student's PPL^(+1/tau), so an unsure but right "
+                "answer counts more. OPD path (wrong rollouts): weight from the teacher's PPL^(-1/tau), so a "
+                "mistake the teacher finds plausible counts more. Groups whose paths both hold two or more "
+                "rollouts, widest weight range first.\n\n"
+                + case.to_markdown(index=False, floatfmt=".3f") + "\n")
     paths["manifest"] = write_manifest(out, result.config, result.config["rollouts"]["seed"], kind=TABLES_KIND,
                                        run_dir=None if result.run_dir is None else str(result.run_dir),
                                        timings=result.timings)

@@ -137,6 +137,9 @@ def summarise(weighted: pd.DataFrame, by: Sequence[str] = ("tau", "path")) -> pd
             "weight_p10": float(q10), "weight_median": float(q50), "weight_p90": float(q90),
             "max_weight_mean": float(part.groupby(subset_keys, sort=False)["weight"].max().mean()),
             "ess_frac_mean": float(sub["ess_frac"].mean()), "n_subsets": len(sub),
+            # a subset of one rollout has ESS/n = 1 whatever the weights; these are where weights can act
+            "ess_frac_mean_2plus": float(sub.loc[sub["n"] >= 2, "ess_frac"].mean()),
+            "n_subsets_2plus": int((sub["n"] >= 2).sum()),
             "spearman_weight_vs_own_log_ppl": rho,
         })
     return pd.DataFrame(rows)
@@ -149,3 +152,33 @@ def snapshot_weights(snapshots: pd.DataFrame) -> pd.DataFrame:
     if "weight" not in frame.columns or frame["weight"].isna().all():
         frame["weight"] = compute_weights(frame)
     return frame
+
+
+def case_study(frame: pd.DataFrame, tau: float = 1.0, groups: int = 4) -> pd.DataFrame:
+    """The highest- and lowest-weighted rollout of each path in a few groups, with their text (the
+    paper's Appendix D): what the weights prefer, read off the responses themselves.
+
+    ``frame`` is a per-rollout frame with ``prompt`` and ``response`` besides what :func:`prepare`
+    reads. Groups are those whose paths both hold at least two rollouts (where a weight can choose),
+    the ones with the widest weight range first.
+    """
+    missing = [c for c in ("prompt", "response") if c not in frame.columns]
+    if missing:
+        raise ValueError(f"a case study needs the rollouts' {missing}")
+    weighted = tau_sweep(prepare(frame), [tau])
+    sizes = weighted.groupby(["group", "path"]).size().unstack(fill_value=0)
+    eligible = sizes[(sizes.get("mle", 0) >= 2) & (sizes.get("opd", 0) >= 2)].index
+    part = weighted[weighted["group"].isin(eligible)]
+    spread = part.groupby(["group", "path"])["weight"].agg(lambda w: w.max() - w.min()).groupby("group").sum()
+    chosen = spread.sort_values(ascending=False, kind="stable").index[:groups]
+    rows = []
+    for group in chosen:
+        for path, rollouts in part[part["group"] == group].groupby("path", sort=True):
+            ordered = rollouts.sort_values("weight", ascending=False, kind="stable")
+            for rank, row in (("highest", ordered.iloc[0]), ("lowest", ordered.iloc[-1])):
+                own = row["student_log_ppl"] if path == "mle" else row["teacher_log_ppl"]
+                rows.append({"group": int(group), "prompt": row["prompt"], "path": path, "rank": rank,
+                             "weight": float(row["weight"]), "subset_size": len(rollouts),
+                             "ppl": float(np.exp(own)), "response": row["response"]})
+    return pd.DataFrame(rows)
+
