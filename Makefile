@@ -27,7 +27,7 @@ ifneq ($(UNKNOWN_VARS),)
 $(error unknown variable $(UNKNOWN_VARS); this Makefile reads only: $(KNOWN_VARS))
 endif
 
-.PHONY: setup setup-vllm lab demo test test-engines toy-models toy-check real-smoke real-slice reproduce-tables toy-main toy-dpaw toy-tau toy-experiments \
+.PHONY: setup setup-vllm lab demo test test-engines toy-models toy-check real-smoke real-slice reproduce-tables toy-spread toy-main toy-dpaw toy-tau toy-experiments \
   train-toy figures notebooks notebook-screens bench clean help
 
 help:  ## list targets
@@ -117,13 +117,16 @@ notebooks: $(STAMP)  ## run every notebook on the toy world, storing its outputs
 notebook-screens: $(STAMP)  ## export each notebook to HTML and screenshot it in headless Chromium (results/notebooks/)
 	$(PY) scripts/notebook_screens.py --screens
 
-toy-main: $(STAMP)  ## toy main table (base, GRPO, KD, OPD, SCOPE; 5 seeds, 95% intervals, SCOPE-OPD paired) + Pass@k paradox
+toy-spread: $(STAMP)  ## ESS/n of SCOPE's weights per path and tau on the toy student's rollouts, and a case study
+	$(PY) scripts/toy_spread.py
+
+toy-main: $(STAMP)  ## toy main table (base, GRPO, KD, OPD, SCOPE; 10 seeds, 95% intervals, SCOPE-OPD paired) + Pass@k paradox
 	$(PY) scripts/toy_experiments.py main
 
-toy-dpaw: $(STAMP)  ## toy DPAW ablation: the paper's Figure 5 set plus the authors'-code preset, 5 seeds
+toy-dpaw: $(STAMP)  ## toy DPAW ablation: the paper's Figure 5 set plus the authors'-code preset, 10 seeds
 	$(PY) scripts/toy_experiments.py dpaw
 
-toy-tau: $(STAMP)  ## toy tau sweep {0.25, 0.5, 1, 2, 4}, 5 seeds
+toy-tau: $(STAMP)  ## toy tau sweep {0.25, 0.5, 1, 2, 4}, 10 seeds
 	$(PY) scripts/toy_experiments.py tau
 
 toy-experiments: toy-main toy-dpaw toy-tau  ## all three toy experiments (results/toy/experiments/)

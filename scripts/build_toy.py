@@ -11,9 +11,10 @@ Seeds are fixed, ``full_determinism`` switches on PyTorch's deterministic algori
 stays in-process and the thread count is pinned, so two builds with the same library versions on
 the same kind of CPU write identical files (``--check`` verifies it).
 
-The teacher trains to convergence. The student is a sixth of its size and is stopped in the middle
-of learning (at a target accuracy, see ``TrainSpec``): it solves short chains more often than long
-ones, its groups of rollouts mix right and wrong answers, and it is under-trained rather than
+The teacher trains to convergence, writes in the full style and has learnt to start again after a
+flawed start. The student is a sixth of its size, writes in all three styles of ``task.STYLES`` and
+is stopped in the middle of learning (at a target accuracy, see ``TrainSpec``): its groups of
+rollouts mix right and wrong answers and styles, and it is under-trained rather than
 capacity-starved, so on-policy training has room to improve it.
 
 Accuracy, for the stopping rule and for ``build_info.json``, is measured the way the rest of the
@@ -51,7 +52,15 @@ from workbench.models import SamplingConfig
 from workbench.models.hf import HFBackend
 from workbench.records import Problem
 from workbench.sampling import accuracy, sample_and_grade
-from workbench.toy.task import TIERS, reference_solution, sample_prompts, toy_problems
+from workbench.toy.task import (
+    STYLES,
+    TIERS,
+    corrected_solution,
+    sample_prompts,
+    solution_steps,
+    styled_solution,
+    toy_problems,
+)
 from workbench.toy.tokenizer import build_tokenizer
 
 logger = logging.getLogger("build_toy")
@@ -99,28 +108,51 @@ class TrainSpec:
     weight_decay: float = 0.01
     stop_at_accuracy: float | None = None
     check_every: int = 25
+    style_weights: tuple[float, ...] = (1.0, 0.0, 0.0)
+    """How often each of ``task.STYLES`` writes a training response (or a step, see below)."""
+    style_per_step: bool = False
+    """Draw the style for every step rather than once a response: a writer with no fixed habit,
+    whose rare forms stay isolated slips of style instead of whole responses."""
+    correction_fraction: float = 0.0
+    """Share of rows that teach self-correction: the prompt carries a flawed start
+    (``task.corrected_solution``) and the completion is the correction marker and a fresh solution."""
 
 
-# The teacher converges (about 100% on every tier by step 400 of this schedule); long chains get
-# more weight because they are where a model fails last.
+# The teacher converges (95-100% on every tier with this schedule); long chains get more weight
+# because they are where a model fails last. It writes almost always in the full style, with an
+# isolated step in another form now and then (``style_per_step``), so a student response written
+# wholly in another style reads as implausible to it: the teacher-perplexity spread SCOPE's
+# incorrect-path weights feed on. A quarter of its rows teach it to start again after a flawed
+# start, so that it can recover from a wrong student prefix; it learns the habit only weakly (it
+# starts again after about 7% of flawed student prefixes and 1-2% of clean ones: checking every
+# written step against the prompt is more than this teacher learns in this schedule).
 TEACHER_MODEL = ModelSpec(hidden_size=96, num_layers=3, num_heads=3, intermediate_size=384)
 TEACHER_TRAIN = TrainSpec(
-    max_steps=500, batch_size=64, learning_rate=2e-3, tier_weights=(1, 1, 1, 2, 2, 3), seed=1
+    max_steps=600,
+    batch_size=64,
+    learning_rate=2e-3,
+    tier_weights=(1, 1, 1, 2, 2, 3),
+    seed=1,
+    style_weights=(0.96, 0.03, 0.01),
+    style_per_step=True,
+    correction_fraction=0.25,
 )
-# The student has the capacity to solve every tier (this shape reaches 100% after about 1400
-# steps at this learning rate) but stops in the middle of learning to copy operands from the
-# prompt: a snapshot of a run at constant learning rate, so further training keeps improving it.
-# Long chains weigh more in its data, so that when the stopping rule fires every tier from toy-2 to
-# toy-6 sits between 20% and 70% (with uniform weights toy-2 was at 73% and toy-6 at 13%).
+# The student has the capacity to solve every tier but stops in the middle of learning to copy
+# operands from the prompt: a snapshot of a run at constant learning rate, so further training keeps
+# improving it. It writes each response wholly in one of the three styles, equally often, and learns
+# them unevenly (the full style best), so its correct rollouts of one problem differ in its own
+# perplexity and its wrong ones in the teacher's. Long chains weigh more in its data, so that when
+# the stopping rule fires every tier from toy-2 to toy-6 sits between 20% and 70%.
 STUDENT_MODEL = ModelSpec(hidden_size=48, num_layers=2, num_heads=2, intermediate_size=192)
 STUDENT_TRAIN = TrainSpec(
     max_steps=1500,
     batch_size=64,
     learning_rate=2e-3,
-    tier_weights=(1, 1, 1, 2, 3, 4),
+    tier_weights=(1, 1, 1, 2, 3, 5),
     seed=2,
     lr_scheduler="constant_with_warmup",
     stop_at_accuracy=0.45,
+    style_weights=(0.34, 0.33, 0.33),
 )
 # Problems the stopping rule measures: from the train split, so the test split stays unseen by
 # every choice the build makes.
@@ -149,7 +181,8 @@ def make_model(spec: ModelSpec, tokenizer: PreTrainedTokenizerFast, seed: int) -
 
 
 def training_rows(spec: TrainSpec) -> Dataset:
-    """Prompt/completion rows from the train split; the completion is the reference response."""
+    """Prompt/completion rows from the train split: a right response in the spec's styles, or, for
+    a correction row, the prompt with a flawed start and the marker plus a fresh solution."""
     if len(spec.tier_weights) != len(TIERS):
         raise ValueError(f"tier_weights needs one weight per tier ({len(TIERS)})")
     rng = random.Random(f"toy-train/{spec.seed}")
@@ -159,7 +192,21 @@ def training_rows(spec: TrainSpec) -> Dataset:
     for tier, weight in zip(TIERS, spec.tier_weights):
         prompts += sample_prompts(tier, round(total * weight / weight_sum), "train", rng)
     rng.shuffle(prompts)
-    return Dataset.from_dict({"prompt": prompts, "completion": [reference_solution(p) for p in prompts]})
+    if len(spec.style_weights) != len(STYLES):
+        raise ValueError(f"style_weights needs one weight per style {STYLES}")
+    rows: dict[str, list[str]] = {"prompt": [], "completion": []}
+    for prompt in prompts:
+        n_steps = len(solution_steps(prompt))
+        style = (rng.choices(STYLES, weights=spec.style_weights, k=n_steps) if spec.style_per_step
+                 else rng.choices(STYLES, weights=spec.style_weights)[0])
+        if rng.random() < spec.correction_fraction:
+            prefix, completion = corrected_solution(prompt, style, rng)
+            prompt += prefix
+        else:
+            completion = styled_solution(prompt, style, rng)
+        rows["prompt"].append(prompt)
+        rows["completion"].append(completion)
+    return Dataset.from_dict(rows)
 
 
 def tier_problems(tier: str, n: int, split: str = "test", seed: int = 0) -> list[Problem]:

@@ -216,11 +216,12 @@ def test_a_clone_without_trained_runs_keeps_the_five_method_tables(tmp_path):
 
 # -------------------------------------------------------------- each setting has its own folders
 def test_default_toy_settings_keep_the_committed_folders():
-    assert toy_settings(32, 64, 10) is None and toy_tables_dir(None) == REPO / "results" / "tables"
-    assert toy_settings(8, 64, 10) == "n8_tok64_size10"
-    assert toy_settings(32, 64, 10, engine="vllm") == "n32_tok64_size10_vllm"
-    assert toy_settings(32, 64, 10, unit_size="all") == "n32_tok64_size10_unitall"
-    assert toy_tables_dir("n8_tok64_size10") == REPO / "results" / "tables" / "toy" / "n8_tok64_size10"
+    assert toy_settings(32, 96, 10) is None and toy_tables_dir(None) == REPO / "results" / "tables"
+    assert toy_settings(32, 64, 10) == "n32_tok64_size10"
+    assert toy_settings(8, 96, 10) == "n8_tok96_size10"
+    assert toy_settings(32, 96, 10, engine="vllm") == "n32_tok96_size10_vllm"
+    assert toy_settings(32, 96, 10, unit_size="all") == "n32_tok96_size10_unitall"
+    assert toy_tables_dir("n8_tok96_size10") == REPO / "results" / "tables" / "toy" / "n8_tok96_size10"
     assert real_settings(4, 256, 2, 0) == "n4_tok256_limit2_seed0"
     assert real_settings(4, 256, None, 1, "vllm") == "n4_tok256_limitall_seed1_vllm"
     assert real_settings(4, 256, 2, 0, "hf", 8) == "n4_tok256_limit2_seed0"

@@ -13,15 +13,20 @@ import torch
 from repo_scripts import load_script
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from workbench.layout import TOY_ASSETS
+from workbench.layout import TOY_ASSETS, TOY_MAX_NEW_TOKENS
 from workbench.toy import STUDENT_DIR, TEACHER_DIR, TOKENIZER_DIR
 from workbench.toy.task import (
+    CORRECTION_MARKER,
+    STYLES,
     TIERS,
     boxed_answer,
+    corrected_solution,
     reference_solution,
     sample_prompts,
+    solution_steps,
     solve,
     split_of,
+    styled_solution,
     toy_problems,
 )
 from workbench.toy.tokenizer import CHARACTERS, build_tokenizer
@@ -93,6 +98,89 @@ def test_solutions_are_correct_chains(tier):
         assert boxed_answer(p["solution"]) == p["answer"]
 
 
+def _step_values(problem: str, body: str, complete: bool = True) -> list[int]:
+    """Check every written step of a response body against the prompt; return the values it carries.
+
+    A step may be ``a op b=c``, ``c=a op b``, either with the operands swapped when ``op`` commutes,
+    or the bare result ``c``; its left operand must be the value carried so far. A complete body
+    has one step per operation; otherwise it is a start of one.
+    """
+    chain = problem[2:-3]
+    steps = body.split(";")
+    assert steps[-1] == ""
+    value, values = int(chain[0]), []
+    assert len(steps) - 1 == len(chain) // 2 if complete else len(steps) - 1 <= len(chain) // 2
+    for step, op, b in zip(steps[:-1], chain[1::2], chain[2::2]):
+        want = _OPS[op](value, int(b)) % 10
+        if len(step) == 1:
+            assert int(step) == want
+        else:
+            left, right = step.split("=")
+            expression, result = (left, right) if len(left) == 3 else (right, left)
+            x, written_op, y = expression
+            assert written_op == op and int(result) == want
+            assert (int(x), int(y)) == (value, int(b)) or (op in "+*" and (int(y), int(x)) == (value, int(b)))
+        value = want
+        values.append(value)
+    return values
+
+
+@pytest.mark.parametrize("tier", TIERS)
+def test_every_style_writes_a_right_solution(tier):
+    rng = random.Random(0)
+    for p in toy_problems(tier, 20, split="train"):
+        for style in STYLES:
+            text = styled_solution(p["problem"], style, rng)
+            body, boxed = text.split("\\boxed", 1)
+            assert _step_values(p["problem"], body)[-1] == int(p["answer"])
+            assert boxed == f"{{{p['answer']}}}" and boxed_answer(text) == p["answer"]
+        per_step = rng.choices(STYLES, k=int(tier[-1]))
+        text = styled_solution(p["problem"], per_step, rng)
+        assert _step_values(p["problem"], text.split("\\boxed")[0])[-1] == int(p["answer"])
+    assert styled_solution("Q:3+5*2?A:", "full", rng) == reference_solution("Q:3+5*2?A:")
+    assert styled_solution("Q:3+5*2?A:", "terse", rng) == "8;6;\\boxed{6}"
+    assert styled_solution("Q:3+5*2?A:", ["terse", "full"], rng) == "8;8*2=6;\\boxed{6}"
+
+
+def test_free_style_writes_every_valid_form():
+    rng = random.Random(1)
+    seen = {styled_solution("Q:3+5-1?A:", "free", rng).split(";")[0] for _ in range(200)}
+    assert seen == {"3+5=8", "5+3=8", "8=3+5", "8=5+3"}
+    seen = {styled_solution("Q:3+5-1?A:", "free", rng).split(";")[1] for _ in range(200)}
+    assert seen == {"8-1=7", "7=8-1"}
+
+
+def _slip(problem: str, prefix: str) -> tuple[int, list[str]]:
+    """Index of the first step whose result is wrong, after checking the steps carry on from it."""
+    chain = problem[2:-3]
+    right = [c for *_, c in solution_steps(problem)]
+    steps = prefix.split(";")[:-1]
+    written = [int(s.split("=")[1] if len(s.split("=")[0]) == 3 else s.split("=")[0]) if "=" in s else int(s)
+               for s in steps]
+    first = next(i for i, (w, r) in enumerate(zip(written, right)) if w != r)
+    for i in range(first + 1, len(steps)):  # later steps apply the prompt's operation to the wrong value
+        assert written[i] == _OPS[chain[2 * i + 1]](written[i - 1], int(chain[2 * i + 2])) % 10
+    return first, steps
+
+
+def test_corrected_solutions_slip_once_then_start_again():
+    rng = random.Random(2)
+    firsts, lengths = set(), set()
+    for p in toy_problems("toy-5", 40, split="train"):
+        for style in STYLES:
+            prefix, completion = corrected_solution(p["problem"], style, rng)
+            assert prefix.endswith(";") and CORRECTION_MARKER not in prefix
+            assert completion == CORRECTION_MARKER + reference_solution(p["problem"])
+            first, steps = _slip(p["problem"], prefix)
+            firsts.add(first)
+            lengths.add(len(steps) - first)
+            if style != "terse":
+                correct_before = _step_values(p["problem"], "".join(f"{s};" for s in steps[:first]), complete=False)
+                assert len(correct_before) == first
+    assert firsts == set(range(5))  # a slip can come at any step
+    assert {1, 2, 3} <= lengths  # and is noticed at once or only after further steps
+
+
 def test_worked_example():
     assert reference_solution("Q:3+5*2?A:") == "3+5=8;8*2=6;\\boxed{6}"
     assert solve("Q:3+5*2?A:") == "6"
@@ -101,9 +189,12 @@ def test_worked_example():
 
 def test_tokenizer_round_trips_every_task_string(tmp_path):
     tok = build_tokenizer()
-    assert len(tok) == 3 + len(CHARACTERS) == 30
+    assert len(tok) == 3 + len(CHARACTERS) == 31
     assert (tok.pad_token_id, tok.eos_token_id, tok.unk_token_id, tok.bos_token) == (0, 1, 2, None)
-    texts = [p["problem"] + p["solution"] for tier in TIERS for p in toy_problems(tier, 20)]
+    rng = random.Random(0)
+    texts = [p["problem"] + styled_solution(p["problem"], style, rng) for tier in TIERS for p in toy_problems(tier, 20)
+             for style in STYLES]
+    texts += ["".join(corrected_solution(p["problem"], "full", rng)) for p in toy_problems("toy-6", 20)]
     for text in texts:
         ids = tok(text)["input_ids"]
         assert len(ids) == len(text) and tok.unk_token_id not in ids
@@ -119,11 +210,34 @@ def test_tokenizer_round_trips_every_task_string(tmp_path):
 
 
 def test_training_rows_come_from_the_train_split():
-    rows = build_toy.training_rows(dataclasses.replace(build_toy.STUDENT_TRAIN, max_steps=5, batch_size=12))
-    assert len(rows) == 60
+    rows = build_toy.training_rows(dataclasses.replace(build_toy.STUDENT_TRAIN, max_steps=13, batch_size=10))
+    assert len(rows) == 130  # tier weights 1, 1, 1, 2, 3, 5: 10 rows per unit of weight
     for row in rows:
         assert split_of(row["prompt"]) == "train"
-        assert row["completion"] == reference_solution(row["prompt"])
+        body, boxed = row["completion"].split("\\boxed")
+        assert boxed == f"{{{solve(row['prompt'])}}}"
+        _step_values(row["prompt"], body)
+
+
+def test_student_and_teacher_write_in_different_habits():
+    """The student writes whole responses in each style; the teacher mostly the full style, with
+    isolated other steps, and learns to start again after a flawed start."""
+    student = build_toy.training_rows(dataclasses.replace(build_toy.STUDENT_TRAIN, max_steps=10, batch_size=64))
+    teacher = build_toy.training_rows(dataclasses.replace(build_toy.TEACHER_TRAIN, max_steps=10, batch_size=64))
+    terse = [r for r in student if "=" not in r["completion"]]
+    full = [r for r in student if r["completion"] == reference_solution(r["prompt"])]
+    assert 0.2 < len(terse) / len(student) < 0.45 and 0.3 < len(full) / len(student) < 0.55
+    corrections = [r for r in teacher if r["completion"].startswith(CORRECTION_MARKER)]
+    assert 0.15 < len(corrections) / len(teacher) < 0.35
+    for row in corrections:
+        prompt, prefix = row["prompt"].split("?A:")
+        assert split_of(prompt + "?A:") == "train" and prefix.endswith(";")
+        assert row["completion"] == CORRECTION_MARKER + reference_solution(prompt + "?A:")
+    plain = [r for r in teacher if not r["completion"].startswith(CORRECTION_MARKER)]
+    steps = [s for r in plain for s in r["completion"].split("\\boxed")[0].split(";")[:-1]]
+    canonical = sum(len(s) == 5 and s[3] == "=" for s in steps) / len(steps)
+    assert 0.9 < canonical < 1.0
+    assert not any(CORRECTION_MARKER in r["completion"] for r in student)
 
 
 @pytest.fixture(scope="module")
@@ -140,8 +254,8 @@ def test_checkpoints_share_one_vocabulary(checkpoints):
     for folder in (TEACHER_DIR, STUDENT_DIR, TOKENIZER_DIR):
         assert AutoTokenizer.from_pretrained(folder).get_vocab() == reference.get_vocab()
     for model in (teacher, student):
-        assert model.config.vocab_size == len(tok) == 30
-        assert model.get_input_embeddings().weight.shape[0] == 30
+        assert model.config.vocab_size == len(tok) == 31
+        assert model.get_input_embeddings().weight.shape[0] == 31
         assert model.generation_config.eos_token_id == tok.eos_token_id
         assert model.generation_config.pad_token_id == tok.pad_token_id
 
@@ -162,14 +276,14 @@ def test_checkpoints_match_build_info(checkpoints):
 @torch.no_grad()
 def _greedy_accuracy(model, tok, problems) -> float:
     enc = tok([p["problem"] for p in problems], return_tensors="pt")
-    out = model.generate(**enc, do_sample=False, max_new_tokens=64)
+    out = model.generate(**enc, do_sample=False, max_new_tokens=TOY_MAX_NEW_TOKENS)
     texts = tok.batch_decode(out[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
     return sum(boxed_answer(t) == p["answer"] for t, p in zip(texts, problems)) / len(problems)
 
 
 def test_teacher_beats_student_on_a_hard_tier(checkpoints):
     tok, teacher, student = checkpoints
-    problems = toy_problems("toy-5", 40)
+    problems = toy_problems("toy-3", 40)  # the student's weakest tier (greedy 40% where the teacher has 100%)
     teacher_acc, student_acc = _greedy_accuracy(teacher, tok, problems), _greedy_accuracy(student, tok, problems)
     assert teacher_acc >= 0.8
     assert teacher_acc > student_acc + 0.2

@@ -11,6 +11,14 @@ the roles of the six real benchmarks. Every step needs the model to find the nex
 operand in the prompt and apply a mod-10 table, so a small model's per-step error compounds with
 the tier; that spread of difficulty is what makes groups of rollouts mix right and wrong answers.
 
+A right answer can be written in several ways (``STYLES``): the full steps above; ``free`` steps,
+each in a form of the writer's choosing (``5+3=8``, ``8=3+5``, ...); or ``terse`` steps that
+keep only each result (``8;6;\\boxed{6}``). Only the boxed answer is graded. A real model's correct
+solutions differ in wording and in how much they show, and so in how likely the model itself
+and a teacher find them; the styles give the toy's rollouts that spread, which is what SCOPE's
+perplexity weights feed on. A flawed start followed by the correction marker ``!`` and a fresh
+solution (:func:`corrected_solution`) is how a writer repairs a slip, early or late.
+
 Train and test are disjoint by construction: a prompt belongs to the test split exactly when a
 SHA-256 bucket of its text says so, independently of seeds, tiers or sample sizes, so no sampling
 of training data can ever leak a test prompt.
@@ -21,12 +29,16 @@ from __future__ import annotations
 import hashlib
 import random
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from functools import lru_cache
 
 TIERS: tuple[str, ...] = ("toy-1", "toy-2", "toy-3", "toy-4", "toy-5", "toy-6")
 OPERATORS: str = "+-*"
+COMMUTATIVE: str = "+*"
 STEP_SEPARATOR: str = ";"  # ends every worked step: the toy's "line break" for prefix truncation
+CORRECTION_MARKER: str = "!"  # "that was wrong, start again": opens a fresh solution after a bad step
+# How a solution may be written; all are right as long as the boxed answer is.
+STYLES: tuple[str, ...] = ("full", "free", "terse")
 PROMPT_PREFIX: str = "Q:"
 PROMPT_SUFFIX: str = "?A:"
 SPLITS: tuple[str, ...] = ("train", "test")
@@ -98,6 +110,90 @@ def reference_solution(problem: str) -> str:
     steps = solution_steps(problem)
     body = "".join(f"{a}{op}{b}={c}{STEP_SEPARATOR}" for a, op, b, c in steps)
     return f"{body}\\boxed{{{steps[-1][3]}}}"
+
+
+def _forms(a: int, op: str, b: int, c: int) -> list[str]:
+    forms = [f"{a}{op}{b}={c}", f"{c}={a}{op}{b}"]
+    if op in COMMUTATIVE:
+        forms += [f"{b}{op}{a}={c}", f"{c}={b}{op}{a}"]
+    return forms
+
+
+def _render(steps: list[tuple[int, str, int, int]], styles: str | Sequence[str], rng: random.Random) -> str:
+    """Steps written in one style, or each in its own (``styles`` then has one entry per step)."""
+    if isinstance(styles, str):
+        styles = [styles] * len(steps)
+    if len(styles) < len(steps):
+        raise ValueError(f"{len(steps)} steps but only {len(styles)} styles")
+    out = []
+    for step, style in zip(steps, styles):
+        if style == "full":
+            out.append("{}{}{}={}".format(*step))
+        elif style == "free":
+            out.append(rng.choice(_forms(*step)))
+        elif style == "terse":
+            out.append(str(step[3]))
+        else:
+            raise ValueError(f"unknown style {style!r}; expected one of {STYLES}")
+    return "".join(f"{text}{STEP_SEPARATOR}" for text in out)
+
+
+def styled_solution(problem: str, style: str | Sequence[str], rng: random.Random) -> str:
+    """A right response in one of the valid ``STYLES``, or with each step in its own style.
+
+    ``full`` is :func:`reference_solution`. ``free`` writes each step in a form drawn from ``rng``:
+    operands in either order where the operator commutes, and the equation either way round
+    (``8=3+5``). ``terse`` writes only each step's result (``8;6;\\boxed{6}``): the same chain
+    done in the head, shorter and harder. They stand for the many ways a real model can write the
+    same correct reasoning, which is what gives correct rollouts different perplexities.
+    """
+    steps = solution_steps(problem)
+    return f"{_render(steps, style, rng)}\\boxed{{{steps[-1][3]}}}"
+
+
+def _wrong_step(a: int, op: str, b: int, rng: random.Random) -> tuple[int, str, int, int]:
+    """A step with one slip, as a student makes it: a wrong result, operand, operator or carried value.
+
+    The slip always changes the step's result, so the chain after it goes wrong.
+    """
+    right = _apply(a, op, b)
+    while True:
+        kind = rng.choice(("result", "operand", "operator", "carried"))
+        if kind == "result":
+            return a, op, b, rng.choice([d for d in range(10) if d != right])
+        if kind == "operand":
+            step = (a, op, rng.choice([d for d in range(10) if d != b]))
+        elif kind == "operator":
+            step = (a, rng.choice([o for o in OPERATORS if o != op]), b)
+        else:
+            step = (rng.choice([d for d in range(10) if d != a]), op, b)
+        result = _apply(*step)
+        if result != right:
+            return (*step, result)
+
+
+def corrected_solution(problem: str, style: str | Sequence[str], rng: random.Random,
+                       persist: float = 0.5) -> tuple[str, str]:
+    """A flawed start and its repair: ``(prefix, completion)``.
+
+    The prefix is a solution in ``style`` with one slip at a random step, carried on consistently for
+    a few more steps (each further step with probability ``persist``), ending at a step separator;
+    the completion is the correction marker and the whole reference solution. Trained on the
+    completion only, a model is taught to notice a wrong step in what it was given, just made or
+    long past, and to start again, without ever being taught to make the slip itself.
+    """
+    operands, ops = _parse(problem)
+    bad = rng.randrange(len(ops))
+    steps = solution_steps(problem)[:bad]
+    acc = steps[-1][3] if steps else operands[0]
+    steps.append(_wrong_step(acc, ops[bad], operands[bad + 1], rng))
+    acc = steps[-1][3]
+    for op, b in zip(ops[bad + 1 :], operands[bad + 2 :]):
+        if rng.random() >= persist:
+            break
+        steps.append((acc, op, b, _apply(acc, op, b)))
+        acc = steps[-1][3]
+    return _render(steps, style, rng), CORRECTION_MARKER + reference_solution(problem)
 
 
 def boxed_answer(response: str) -> str | None:

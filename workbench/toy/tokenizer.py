@@ -19,8 +19,9 @@ PAD_TOKEN = "<pad>"
 EOS_TOKEN = "<eos>"
 UNK_TOKEN = "<unk>"
 SPECIAL_TOKENS: tuple[str, ...] = (PAD_TOKEN, EOS_TOKEN, UNK_TOKEN)
-# Every character the task writes: digits, operators, the prompt frame and the boxed answer.
-CHARACTERS: str = "0123456789+-*=;:?QA\\boxed{}"
+# Every character the task writes: digits, operators, the prompt frame, the boxed answer and the
+# correction marker.
+CHARACTERS: str = "0123456789+-*=;:?QA\\boxed{}!"
 
 
 def build_tokenizer() -> PreTrainedTokenizerFast:
@@ -37,7 +38,7 @@ def build_tokenizer() -> PreTrainedTokenizerFast:
         eos_token=EOS_TOKEN,
         unk_token=UNK_TOKEN,
         padding_side="right",
-        model_max_length=128,
+        model_max_length=256,  # a prompt, a student's prefix and a teacher's restart after it
         clean_up_tokenization_spaces=False,
     )
     return tok
