@@ -16,8 +16,8 @@ import pandas as pd
 import dataclasses
 
 from analysis.experiments import (
-    BASE, COUNTS_FILE, EXPERIMENT_RESULTS, EXPERIMENTS, PAIRED, ExperimentConfig, ExperimentResult, analyse,
-    manifest_config, read_counts, variants_of,
+    BASE, COUNTS_COMPRESSION, COUNTS_FILE, EXPERIMENT_RESULTS, EXPERIMENTS, ExperimentConfig, ExperimentResult, analyse,
+    manifest_config, read_counts, t_interval, variants_of,
 )
 from workbench.data import suite_generation
 from workbench.runs import run_folder
@@ -56,9 +56,7 @@ def wide_table(result: ExperimentResult, n: int) -> pd.DataFrame:
 def paired_table(result: ExperimentResult, n: int) -> pd.DataFrame | None:
     if result.paired is None or result.paired.empty:
         return None
-    a, b = PAIRED[result.name]
     p = result.paired.copy()
-    p.insert(0, "comparison", f"{a} - {b}")
     p["metric"] = p["metric"].map(lambda m: METRICS[m].format(n=n))
     return p.round({"difference": 2, "ci": 2, "p_value": 3, "detectable": 2})
 
@@ -74,9 +72,13 @@ def markdown(result: ExperimentResult, n: int, note: str) -> str:
     parts = [f"# Toy experiment: {result.name}\n", note, "", wide_table(result, n).to_markdown(index=False), ""]
     paired = paired_table(result, n)
     if paired is not None:
-        parts += ["## Paired difference over seeds (same seed, same prompts)", "",
-                  paired.to_markdown(index=False), "",
-                  "`detectable`: the smallest true difference a paired t-test over these seeds finds with 80 % "
+        first = paired["comparison"].iloc[0]
+        parts += [f"## Paired differences over seeds (same seed, same prompts): {first}, per tier", "",
+                  paired[paired["comparison"] == first].to_markdown(index=False), ""]
+        if paired["comparison"].nunique() > 1:
+            parts += ["## Every comparison, Average over tiers", "",
+                      paired[paired["benchmark"] == "Average"].to_markdown(index=False), ""]
+        parts += ["`detectable`: the smallest true difference a paired t-test over these seeds finds with 80 % "
                   "power at the 5 % level, from the spread of the per-seed differences.", ""]
     if result.name == "dpaw":
         parts += ["## The paper's ablation (AIME, 1.5B student; not the toy world)", "",
@@ -86,15 +88,29 @@ def markdown(result: ExperimentResult, n: int, note: str) -> str:
     return "\n".join(parts)
 
 
+def _change_from_base(curves: pd.DataFrame) -> pd.DataFrame:
+    """Per method and k: mean change of Pass@k from the base student over seeds, and its t half-width."""
+    base = curves[curves["method"] == BASE].groupby("k")["value"].mean()
+    delta = curves[curves["method"] != BASE].assign(change=lambda d: d["value"] - d["k"].map(base))
+    rows = [{"method": method, "k": k, "change": float(part["change"].mean()),
+             "ci": t_interval(part["change"].to_numpy())[0]}
+            for (method, k), part in delta.groupby(["method", "k"], sort=False)]
+    return pd.DataFrame(rows)
+
+
 def paradox_table(result: ExperimentResult) -> pd.DataFrame:
-    """Mean Pass@k per method and k, with each method's change from the base student."""
+    """Mean Pass@k per method and k, and each method's change from the base student (± t half-width
+    over seeds; the base is one model sampled once, so the interval is the trained method's)."""
     curves = result.curves
-    table = curves.groupby(["method", "k"], sort=False)["value"].mean().unstack("k")
-    if BASE in table.index:
-        delta = (table - table.loc[BASE]).drop(index=BASE)
+    table = curves.groupby(["method", "k"], sort=False)["value"].mean().unstack("k").round(1)
+    table = table.map(lambda v: f"{v:.1f}")
+    if BASE in set(curves["method"]):
+        change = _change_from_base(curves)
+        cells = change.assign(cell=[_cell(m, h) for m, h in zip(change["change"], change["ci"])])
+        delta = cells.pivot(index="method", columns="k", values="cell").reindex(
+            [m for m in table.index if m != BASE])
         delta.index = [f"{m} - base" for m in delta.index]
         table = pd.concat([table, delta])
-    table = table.round(1)
     table.columns = [f"Pass@{k}" for k in table.columns]
     return table
 
@@ -108,7 +124,8 @@ def _points(ax: plt.Axes, summary: pd.DataFrame, metric: str, labels: list[str],
         ax.errorbar(x, part[metric], yerr=part[f"{metric}_ci"].fillna(0), fmt="o", ms=3, capsize=2,
                     color=colours[label], label=label)
     ax.set_xticks(np.arange(len(tiers)), tiers, rotation=30)
-    ax.set_ylim(-2, 102)  # an interval wider than the scale (two seeds) is cut at it
+    low = (summary[metric] - summary[f"{metric}_ci"].fillna(0)).min()
+    ax.set_ylim(max(-2.0, low - 3.0), 101.5)  # an interval wider than the scale (few seeds) is cut at it
     ax.grid(axis="y", linewidth=0.3, alpha=0.6)
 
 
@@ -144,25 +161,26 @@ def paradox_figure(result: ExperimentResult, folder: Path) -> dict[str, Path]:
     """Pass@k against k for the base student and each trained method (band: lowest to highest seed)."""
     curves = result.curves
     methods = [v.name for v in variants_of("main")]
+    colours = method_colours(methods)
     with house_style():
         fig, axes = plt.subplots(1, 2, figsize=(TEXT_WIDTH, 2.6))
-        pass_at_k_panel(axes[0], curves, method_colours(methods))
+        pass_at_k_panel(axes[0], curves, colours)
+        axes[0].set_ylim(max(-2.0, curves["value"].min() - 3.0), 101.5)
         axes[0].set_ylabel("macro Pass@k (%), unbiased")
         axes[0].set_xlabel("k")
         axes[0].legend(fontsize=6, frameon=False)
-        base = curves[curves["method"] == BASE].groupby("k")["value"].mean()
-        delta = curves.assign(value=curves["value"] - curves["k"].map(base))
-        colours = method_colours(methods)
+        change = _change_from_base(curves)
         for method in methods[1:]:
-            part = delta[delta["method"] == method]
-            mean = part.groupby("k")["value"].mean()
-            axes[1].plot(mean.index, mean.values, marker="o", color=colours[method], label=method)
+            part = change[change["method"] == method]
+            axes[1].plot(part["k"], part["change"], marker="o", color=colours[method], label=method)
+            axes[1].fill_between(part["k"], part["change"] - part["ci"], part["change"] + part["ci"],
+                                 color=colours[method], alpha=0.15, linewidth=0)
         axes[1].axhline(0, color="0.5", linewidth=0.6)
         axes[1].set_xscale("log", base=2)
         ks = sorted(pd.unique(curves["k"]))
         axes[1].set_xticks(ks, [str(k) for k in ks])
         axes[1].set_xlabel("k")
-        axes[1].set_ylabel("change from base (points)")
+        axes[1].set_ylabel("change from base (points, 95 % t band)")
         axes[1].grid(axis="y", linewidth=0.3, alpha=0.6)
         fig.suptitle("toy Pass@k paradox: Pass@1 vs Pass@k after training", fontsize=8)
         return save_figure(fig, folder, "toy_paradox")
@@ -193,7 +211,7 @@ def save(result: ExperimentResult, cfg: ExperimentConfig) -> Path:
     """Counts, tables and figures of one experiment into its results folder, with a manifest."""
     out = cfg.results / result.name
     with run_folder(out, manifest_config(result.name, cfg), cfg.sample_seed, kind="toy-experiment"):
-        result.counts.to_csv(out / COUNTS_FILE, index=False)
+        result.counts.to_csv(out / COUNTS_FILE, index=False, compression=COUNTS_COMPRESSION)
         write(result, cfg.n, out, note(cfg))
     return out
 

@@ -11,7 +11,7 @@ makes differences between variants less noisy than either variant alone.
 
 Training runs and sample folders are resumable and git-ignored (``results/toy/runs/experiments``,
 ``results/runs/toy-experiments``); what is committed is each experiment's per-problem correct counts
-(``counts.csv``, a few hundred kB), from which the tables and figures are drawn again without sampling.
+(``counts.csv.gz``, about 100 kB), from which the tables and figures are drawn again without sampling.
 """
 
 from __future__ import annotations
@@ -41,7 +41,9 @@ RECIPES = Path(__file__).resolve().parents[1] / "train" / "recipes"
 EXPERIMENT_RUNS = TOY_RUNS / "experiments"
 EXPERIMENT_SAMPLES = RUNS / "toy-experiments"
 EXPERIMENT_RESULTS = TOY_RESULTS / "experiments"
-COUNTS_FILE = "counts.csv"
+COUNTS_FILE = "counts.csv.gz"
+# gzip without a time stamp: the same counts give the same bytes.
+COUNTS_COMPRESSION = {"method": "gzip", "mtime": 0}
 BASE = "base"
 PARADOX_KS = (1, 2, 4, 8, 16, 32)
 LEVEL = 0.95
@@ -82,6 +84,10 @@ EXPERIMENTS: dict[str, tuple[Variant, ...]] = {
         _scope("scope-opposite_student", "opposite student weight", "--ablation", "opposite_student_weight"),
         _scope("scope-opposite_teacher", "opposite teacher weight", "--ablation", "opposite_teacher_weight"),
         _scope("scope-authors_code", "authors' code", "--ablation", "authors_code", "--scope_loss", "authors"),
+        # Routing off: every rollout of the group takes the OPD path (uniform weights), so a difference from
+        # "w/o DPAW" is the MLE path's and a difference from OPD (1 rollout) the group size's.
+        Variant("opd-8", "opd", ("--num_generations", "8", "--per_device_train_batch_size", "32"),
+                "OPD, 8 rollouts (no MLE path)"),
     ),
     "tau": (
         _scope("scope-tau0.25", "τ = 0.25", "--tau", "0.25"),
@@ -91,7 +97,12 @@ EXPERIMENTS: dict[str, tuple[Variant, ...]] = {
         _scope("scope-tau4", "τ = 4", "--tau", "4"),
     ),
 }
-PAIRED = {"main": ("scope", "opd"), "dpaw": ("scope", "scope-no_dpaw"), "tau": ("scope", "scope-tau4")}
+# Paired differences each table reports: (a, b) means a - b over the seeds both have.
+PAIRED: dict[str, tuple[tuple[str, str], ...]] = {
+    "main": (("scope", "opd"), ("scope", "grpo"), ("scope", "kd")),
+    "dpaw": tuple(("scope", v.name) for v in EXPERIMENTS["dpaw"] if v.name != "scope"),
+    "tau": tuple(("scope", v.name) for v in EXPERIMENTS["tau"] if v.name != "scope"),
+}
 
 
 @dataclass(frozen=True)
@@ -195,32 +206,33 @@ def _pool(workers: int) -> ProcessPoolExecutor:
     return ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"))
 
 
-def _map(jobs: Sequence[tuple[Callable[..., Any], tuple[Any, ...]]], workers: int, desc: str) -> list[Any]:
+def _map(jobs: Sequence[tuple[Callable[..., Any], tuple[Any, ...]]], workers: int, desc: str,
+         progress: bool = True) -> list[Any]:
     """Run ``jobs`` on ``workers`` processes (in this one when 1), with a progress bar, keeping order."""
     from tqdm.auto import tqdm
 
     if not jobs:
         return []
     if workers == 1:
-        return [fn(*args) for fn, args in tqdm(jobs, desc=desc, unit="job")]
+        return [fn(*args) for fn, args in tqdm(jobs, desc=desc, unit="job", disable=not progress)]
     with _pool(workers) as pool:
         futures = [pool.submit(fn, *args) for fn, args in jobs]
         results = []
-        for future in tqdm(futures, desc=desc, unit="job"):
+        for future in tqdm(futures, desc=desc, unit="job", disable=not progress):
             results.append(future.result())
         return results
 
 
-def train_all(variants: Sequence[Variant], cfg: ExperimentConfig) -> pd.DataFrame:
+def train_all(variants: Sequence[Variant], cfg: ExperimentConfig, progress: bool = True) -> pd.DataFrame:
     """Train every (variant, seed) not finished yet; returns what ran and how long it took."""
     todo = [(v, s) for v in variants if v.method != BASE for s in cfg.seeds
             if not _is_finished(cfg.run_dir(v, s))]
     seconds = _map([(_train, (v, s, cfg.run_dir(v, s), cfg.max_steps)) for v, s in todo], cfg.workers,
-                   "training")
+                   "training", progress)
     return pd.DataFrame([{"variant": v.name, "seed": s, "wall_s": round(t, 1)} for (v, s), t in zip(todo, seconds)])
 
 
-def count_all(variants: Sequence[Variant], cfg: ExperimentConfig) -> pd.DataFrame:
+def count_all(variants: Sequence[Variant], cfg: ExperimentConfig, progress: bool = True) -> pd.DataFrame:
     """Per-problem (n, c) of every checkpoint; the base student is sampled once, as seed ``seeds[0]``."""
     jobs, keys = [], []
     for v in variants:
@@ -231,7 +243,7 @@ def count_all(variants: Sequence[Variant], cfg: ExperimentConfig) -> pd.DataFram
                 raise RuntimeError(f"{cfg.run_dir(v, s)} has not finished training")
             jobs.append((_sample, (model, cfg.sample_dir(v, s), cfg)))
             keys.append((v.name, s))
-    frames = _map(jobs, cfg.workers, "sampling")
+    frames = _map(jobs, cfg.workers, "sampling", progress)
     return pd.concat([f.assign(variant=name, seed=s) for (name, s), f in zip(keys, frames)], ignore_index=True)[
         ["variant", "seed", "benchmark", "problem_id", "n", "c"]]
 
@@ -287,7 +299,7 @@ def summary_table(scores: pd.DataFrame, variants: Sequence[Variant]) -> pd.DataF
 
 def paired_difference(scores: pd.DataFrame, a: str, b: str) -> pd.DataFrame:
     """``a - b`` per tier and metric over the seeds both have, with its t interval and the detectable effect."""
-    rows = []
+    rows: list[dict[str, Any]] = []
     for tier, part in scores.groupby("benchmark", sort=False):
         wide = part.pivot(index="seed", columns="variant", values=["avg", "pass"])
         for metric in ("avg", "pass"):
@@ -296,7 +308,8 @@ def paired_difference(scores: pd.DataFrame, a: str, b: str) -> pd.DataFrame:
             diff = (wide[(metric, a)] - wide[(metric, b)]).dropna().to_numpy()
             half, sd = t_interval(diff)
             p = float(stats.ttest_1samp(diff, 0.0).pvalue) if diff.size >= 2 and sd > 0 else float("nan")
-            rows.append({"benchmark": tier, "metric": metric, "difference": float(diff.mean()), "ci": half,
+            rows.append({"comparison": f"{a} - {b}", "benchmark": tier, "metric": metric,
+                         "difference": float(diff.mean()), "ci": half,
                          "p_value": p, "seeds": int(diff.size),
                          "detectable": detectable_effect(sd, diff.size) if diff.size >= 2 else float("nan")})
     return pd.DataFrame(rows)
@@ -332,18 +345,18 @@ def analyse(name: str, counts: pd.DataFrame, n: int) -> ExperimentResult:
     """Tables of one experiment from its per-problem counts (no sampling)."""
     variants = variants_of(name)
     scores = per_seed_scores(counts, k=n)
-    pair = PAIRED.get(name)
-    paired = paired_difference(scores, *pair) if pair else None
+    pairs = PAIRED.get(name, ())
+    paired = pd.concat([paired_difference(scores, a, b) for a, b in pairs], ignore_index=True) if pairs else None
     # The Pass@k paradox is read off the main experiment's checkpoints: Pass@1 up to Pass@n, before and after.
     curves = pass_at_k_curves(counts, [k for k in PARADOX_KS if k <= n]) if name == "main" else None
     return ExperimentResult(name, counts, scores, summary_table(scores, variants), paired, curves)
 
 
-def run(name: str, cfg: ExperimentConfig = ExperimentConfig()) -> ExperimentResult:
+def run(name: str, cfg: ExperimentConfig = ExperimentConfig(), progress: bool = True) -> ExperimentResult:
     """Train what is missing and sample every checkpoint of experiment ``name`` (both resumable)."""
     variants = variants_of(name)
-    timings = train_all(variants, cfg)
-    result = analyse(name, count_all(variants, cfg), cfg.n)
+    timings = train_all(variants, cfg, progress)
+    result = analyse(name, count_all(variants, cfg, progress), cfg.n)
     result.timings = timings
     return result
 

@@ -12,7 +12,7 @@ Three modes, one table builder, so every table is made the same way from samples
   same Markdown, CSV and LaTeX bytes.
 
 Every setting that changes the samples names its own folders: the toy world at its default settings
-(n=32, 64 tokens, 10 problems a tier, transformers) keeps the committed ``results/toy/samples`` and
+(n=32, the tiers' registered token limit, 10 problems a tier, transformers) keeps the committed ``results/toy/samples`` and
 ``results/tables``; any other setting goes to ``results/runs/toy-eval/<settings>`` and
 ``results/tables/toy/<settings>`` (e.g. ``n8_tok64_size10``), as a real run goes to
 ``results/runs/eval/<model>/<settings>``. A table is only replaced by one built from at least the same

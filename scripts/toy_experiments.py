@@ -4,7 +4,7 @@
 the Pass@k paradox figure; ``dpaw`` the paper's Figure 5 ablation set plus the authors'-code preset;
 ``tau`` the temperature sweep. Training and sampling resume where a killed run stopped. ``--report-only``
 redraws the tables and figures from the committed counts without training or sampling.
-Outputs: ``results/toy/experiments/<name>/`` (counts.csv, table.md, summary.csv, paired.csv, figures, manifest).
+Outputs: ``results/toy/experiments/<name>/`` (counts.csv.gz, table.md, summary.csv, paired.csv, figures, manifest).
 """
 
 from __future__ import annotations

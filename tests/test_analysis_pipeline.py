@@ -368,7 +368,7 @@ def test_cli_writes_what_the_pipeline_returns(toy_result, tmp_path, capsys):
     pipeline.write_tables(toy_result, tmp_path / "api")
     names = sorted(p.name for p in (tmp_path / "cli").iterdir())
     assert names == sorted(p.name for p in (tmp_path / "api").iterdir())
-    assert len(names) == 14  # recovery (7 files), boundary (4), weights (2) and the manifest
+    assert len(names) == 15  # recovery (7 files), boundary (4), weights (2 and the case study) and the manifest
     for name in names:
         if name != "manifest.json":
             assert (tmp_path / "cli" / name).read_bytes() == (tmp_path / "api" / name).read_bytes(), name

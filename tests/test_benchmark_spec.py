@@ -13,6 +13,7 @@ from eval.reproduce import build_tables
 from workbench import data
 from workbench.data import AnswerRules, BenchmarkSpec, Generation, get_spec, load_benchmark, suite_generation
 from workbench.errors import UserError
+from workbench.layout import TOY_MAX_NEW_TOKENS
 from workbench.grading import Grade, grade_batch
 from workbench.grading.cache import grader_version
 from workbench.prompts import PAPER_INSTRUCTION
@@ -66,7 +67,7 @@ def test_benchmarks_sampled_together_must_share_their_sampling_defaults(monkeypa
                                                                 generation=Generation(max_new_tokens=65536)))
     with pytest.raises(UserError, match="benchmarks aime24, long7 have different sampling defaults"):
         suite_generation(["aime24", "long7"])
-    assert suite_generation(data.TOY_BENCHMARKS).max_new_tokens == 64
+    assert suite_generation(data.TOY_BENCHMARKS).max_new_tokens == TOY_MAX_NEW_TOKENS == 96
     assert suite_generation(data.REAL_BENCHMARKS) == Generation(n=32, max_new_tokens=32768, temperature=0.6,
                                                                 top_p=0.95, top_k=20)
 

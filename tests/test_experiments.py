@@ -83,7 +83,7 @@ def test_config_and_names_are_checked():
         variants_of("nope")
     names = {v.name for v in EXPERIMENTS["dpaw"]}
     assert {"scope", "scope-no_dpaw", "scope-no_student_weight", "scope-no_teacher_weight",
-            "scope-opposite_student", "scope-opposite_teacher", "scope-authors_code"} == names
+            "scope-opposite_student", "scope-opposite_teacher", "scope-authors_code", "opd-8"} == names
 
 
 def test_report_writes_tables_and_figures(tmp_path: Path):
@@ -95,6 +95,14 @@ def test_report_writes_tables_and_figures(tmp_path: Path):
     assert {"table.md", "summary.csv", "paired.csv", "toy_main.png", "toy_paradox.png", "pass_at_k.csv"} <= names
     text = (tmp_path / "table.md").read_text()
     assert "scope - opd" in text and "opd - base" in text
+
+
+def test_a_bad_setting_is_one_line_before_anything_loads():
+    done = subprocess.run([sys.executable, "scripts/toy_experiments.py", "main", "--seeds", "1"], cwd=REPO_ROOT,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        "error: experiments need at least 2 distinct seeds for an interval, got [0]"]
 
 
 @pytest.mark.slow

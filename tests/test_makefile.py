@@ -29,11 +29,15 @@ def test_known_variables_reach_the_command():
 
 
 def test_script_targets_run_the_files_of_scripts_and_benchmarks():
-    result = make("-n", "demo", "toy-models", "toy-check", "train-toy", "bench")
+    result = make("-n", "demo", "toy-models", "toy-check", "train-toy", "bench", "toy-spread", "toy-main", "toy-dpaw",
+                  "toy-tau")
     assert result.returncode == 0, result.stderr
     ran = set(re.findall(r"(?:^|\s)((?:scripts|benchmarks)/[\w/]+\.py)", result.stdout, flags=re.M))
     assert {"scripts/demo.py", "scripts/build_toy.py", "scripts/toy_suite.py", "benchmarks/bench_weights.py",
-            "benchmarks/bench_metrics.py", "benchmarks/bench_grading.py", "benchmarks/bench_step.py"} <= ran
+            "benchmarks/bench_metrics.py", "benchmarks/bench_grading.py", "benchmarks/bench_step.py",
+            "scripts/toy_spread.py", "scripts/toy_experiments.py"} <= ran
+    for experiment in ("main", "dpaw", "tau"):
+        assert f"scripts/toy_experiments.py {experiment}" in result.stdout
     assert all((REPO / script).is_file() for script in ran), ran
     assert "scripts/build_toy.py --check" in result.stdout
     assert not re.search(r"-m (analysis\.demo|train\.(toy_suite|bench_)|eval\.bench_|workbench\.toy\.build)",

@@ -13,13 +13,13 @@ import torch
 from repo_scripts import load_script
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from workbench.grading import grade, grade_batch
 from workbench.layout import TOY_ASSETS, TOY_MAX_NEW_TOKENS
 from workbench.toy import STUDENT_DIR, TEACHER_DIR, TOKENIZER_DIR
 from workbench.toy.task import (
     CORRECTION_MARKER,
     STYLES,
     TIERS,
-    boxed_answer,
     corrected_solution,
     reference_solution,
     sample_prompts,
@@ -95,7 +95,7 @@ def test_solutions_are_correct_chains(tier):
             assert int(c) == _OPS[op](int(a), int(b)) % 10
             value = int(c)
         assert boxed == f"{{{p['answer']}}}" == f"{{{value}}}"
-        assert boxed_answer(p["solution"]) == p["answer"]
+        assert grade(p["solution"], p["answer"], tier).correct
 
 
 def _step_values(problem: str, body: str, complete: bool = True) -> list[int]:
@@ -133,7 +133,7 @@ def test_every_style_writes_a_right_solution(tier):
             text = styled_solution(p["problem"], style, rng)
             body, boxed = text.split("\\boxed", 1)
             assert _step_values(p["problem"], body)[-1] == int(p["answer"])
-            assert boxed == f"{{{p['answer']}}}" and boxed_answer(text) == p["answer"]
+            assert boxed == f"{{{p['answer']}}}" and grade(text, p["answer"], tier).correct
         per_step = rng.choices(STYLES, k=int(tier[-1]))
         text = styled_solution(p["problem"], per_step, rng)
         assert _step_values(p["problem"], text.split("\\boxed")[0])[-1] == int(p["answer"])
@@ -274,16 +274,17 @@ def test_checkpoints_match_build_info(checkpoints):
 
 
 @torch.no_grad()
-def _greedy_accuracy(model, tok, problems) -> float:
+def _greedy_accuracy(model, tok, problems, tier: str) -> float:
     enc = tok([p["problem"] for p in problems], return_tensors="pt")
     out = model.generate(**enc, do_sample=False, max_new_tokens=TOY_MAX_NEW_TOKENS)
     texts = tok.batch_decode(out[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
-    return sum(boxed_answer(t) == p["answer"] for t, p in zip(texts, problems)) / len(problems)
+    grades = grade_batch([(t, p["answer"], tier) for t, p in zip(texts, problems)], progress=False)
+    return sum(g.correct for g in grades) / len(problems)
 
 
 def test_teacher_beats_student_on_a_hard_tier(checkpoints):
     tok, teacher, student = checkpoints
     problems = toy_problems("toy-3", 40)  # the student's weakest tier (greedy 40% where the teacher has 100%)
-    teacher_acc, student_acc = _greedy_accuracy(teacher, tok, problems), _greedy_accuracy(student, tok, problems)
+    teacher_acc, student_acc = _greedy_accuracy(teacher, tok, problems, "toy-3"), _greedy_accuracy(student, tok, problems, "toy-3")
     assert teacher_acc >= 0.8
     assert teacher_acc > student_acc + 0.2

@@ -51,7 +51,6 @@ _TEST_BUCKETS = 5
 _ENUMERATE_LIMIT = 10_000
 
 _PROMPT_RE = re.compile(r"^Q:(\d(?:[-+*]\d)+)\?A:$")
-_BOXED_RE = re.compile(r"\\boxed\{([^{}]*)\}")
 
 
 def _apply(a: int, op: str, b: int) -> int:
@@ -194,12 +193,6 @@ def corrected_solution(problem: str, style: str | Sequence[str], rng: random.Ran
         steps.append((acc, op, b, _apply(acc, op, b)))
         acc = steps[-1][3]
     return _render(steps, style, rng), CORRECTION_MARKER + reference_solution(problem)
-
-
-def boxed_answer(response: str) -> str | None:
-    """The last ``\\boxed{...}`` content: how the toy world reads a response's final answer."""
-    found = _BOXED_RE.findall(response)
-    return found[-1] if found else None
 
 
 def split_of(problem: str) -> str:
