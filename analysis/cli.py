@@ -20,10 +20,10 @@ import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any
 
 from workbench.data import BENCHMARKS, SUITES
-from workbench.errors import UserError, check_model_name, main_guard
+from workbench.errors import UserArgumentParser, UserError, check_model_name, main_guard
 from workbench.layout import FIGURES, RESULTS, RUNS, TOY_MAX_NEW_TOKENS, TOY_RESULTS, TOY_TIERS
 
 if TYPE_CHECKING:  # the rest is imported when a command runs, so --help and argument errors are instant
@@ -31,13 +31,6 @@ if TYPE_CHECKING:  # the rest is imported when a command runs, so --help and arg
 
 ANALYSIS_TIERS = ",".join(TOY_TIERS[2:])  # the tiers where the base student is wrong most often (Avg@32 19-53%)
 BACKENDS = ("hf", "vllm", "server")
-
-
-class _Parser(argparse.ArgumentParser):
-    """An argument mistake is one line naming the option, like every other mistake of this command."""
-
-    def error(self, message: str) -> NoReturn:
-        raise UserError(f"{message} (see {self.prog} --help)")
 
 
 def _count(text: str) -> int:
@@ -62,7 +55,7 @@ def _ratio(text: str) -> float:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="python -m analysis.cli", description=__doc__,
+    parser = UserArgumentParser(prog="python -m analysis.cli", description=__doc__,
                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)

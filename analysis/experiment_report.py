@@ -102,8 +102,7 @@ def paradox_table(result: ExperimentResult) -> pd.DataFrame:
     """Mean Pass@k per method and k, and each method's change from the base student (± t half-width
     over seeds; the base is one model sampled once, so the interval is the trained method's)."""
     curves = result.curves
-    table = curves.groupby(["method", "k"], sort=False)["value"].mean().unstack("k").round(1)
-    table = table.map(lambda v: f"{v:.1f}")
+    table = curves.groupby(["method", "k"], sort=False)["value"].mean().unstack("k").map(lambda v: f"{v:.1f}")
     if BASE in set(curves["method"]):
         change = _change_from_base(curves)
         cells = change.assign(cell=[_cell(m, h) for m, h in zip(change["change"], change["ci"])])
@@ -216,21 +215,21 @@ def save(result: ExperimentResult, cfg: ExperimentConfig) -> Path:
     return out
 
 
-def config_of(name: str, results: Path = EXPERIMENT_RESULTS) -> ExperimentConfig:
-    """The settings experiment ``name``'s committed counts were made with (from its manifest)."""
-    _, config = read_counts(name, results)
+def load(name: str, results: Path = EXPERIMENT_RESULTS) -> tuple[ExperimentResult, ExperimentConfig]:
+    """Experiment ``name``'s tables from its committed counts, and the settings it was made with (its
+    manifest), without sampling or writing anything."""
+    counts, config = read_counts(name, results)
     fields = {f.name for f in dataclasses.fields(ExperimentConfig)}
-    return ExperimentConfig(results=results, **{k: tuple(v) if isinstance(v, list) else v
-                                                for k, v in config.items() if k in fields})
+    cfg = ExperimentConfig(results=results, **{k: tuple(v) if isinstance(v, list) else v
+                                               for k, v in config.items() if k in fields})
+    return analyse(name, counts, cfg.n), cfg
 
 
-def redraw(name: str, results: Path = EXPERIMENT_RESULTS) -> ExperimentResult:
-    """Tables and figures of experiment ``name`` again from its committed counts, without sampling."""
-    counts, _ = read_counts(name, results)
-    cfg = config_of(name, results)
-    result = analyse(name, counts, cfg.n)
+def redraw(name: str, results: Path = EXPERIMENT_RESULTS) -> tuple[ExperimentResult, ExperimentConfig]:
+    """Tables and figures of experiment ``name`` written again from its committed counts."""
+    result, cfg = load(name, results)
     save(result, cfg)
-    return result
+    return result, cfg
 
 
 def redraw_all(results: Path = EXPERIMENT_RESULTS) -> list[str]:

@@ -17,7 +17,6 @@ Training runs and sample folders are resumable and git-ignored (``results/toy/ru
 from __future__ import annotations
 
 import logging
-import shutil
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -30,14 +29,14 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from eval.metrics import macro_average, pass_at_k
+from eval.curves import AVERAGE, pass_at_k_curves_from_counts
+from eval.metrics import macro_average, pass_at_k, seed_ci
 from workbench.errors import UserError
 from workbench.layout import RUNS, TOY_RESULTS, TOY_RUNS, TOY_TIERS
-from workbench.runs import MANIFEST, read_manifest, run_folder
+from workbench.runs import is_finished, read_manifest
 
 log = logging.getLogger(__name__)
 
-RECIPES = Path(__file__).resolve().parents[1] / "train" / "recipes"
 EXPERIMENT_RUNS = TOY_RUNS / "experiments"
 EXPERIMENT_SAMPLES = RUNS / "toy-experiments"
 EXPERIMENT_RESULTS = TOY_RESULTS / "experiments"
@@ -45,7 +44,6 @@ COUNTS_FILE = "counts.csv.gz"
 # gzip without a time stamp: the same counts give the same bytes.
 COUNTS_COMPRESSION = {"method": "gzip", "mtime": 0}
 BASE = "base"
-PARADOX_KS = (1, 2, 4, 8, 16, 32)
 LEVEL = 0.95
 POWER = 0.80
 
@@ -155,26 +153,17 @@ def variants_of(experiment: str) -> tuple[Variant, ...]:
     return EXPERIMENTS[experiment]
 
 
-def _is_finished(folder: Path) -> bool:
-    return (folder / MANIFEST).is_file() and read_manifest(folder).get("status") == "finished"
-
-
 def _train(variant: Variant, seed: int, folder: Path, max_steps: int) -> float:
     """Train one (variant, seed) into ``folder`` in this process; returns the wall seconds."""
     import torch
 
-    from train.config import parse_config
-    from train.methods import train_run
+    from train.methods import train_toy_run
 
     torch.set_num_threads(1)
     logging.getLogger("workbench.grading").setLevel(logging.WARNING)
     start = time.perf_counter()
-    if folder.exists():
-        shutil.rmtree(folder)  # an unfinished run cannot be continued bit for bit
-    cfg = parse_config(["--config", str(RECIPES / f"toy_{variant.method}.yaml"), "--seed", str(seed),
-                        "--max_steps", str(max_steps), "--output_dir", str(folder), *variant.overrides])
-    with run_folder(folder, cfg.to_dict(), seed, method=variant.method, variant=variant.name):
-        train_run(cfg)
+    train_toy_run(variant.method, seed, folder, ["--max_steps", str(max_steps), *variant.overrides],
+                  variant=variant.name)
     return time.perf_counter() - start
 
 
@@ -198,8 +187,9 @@ def _sample(model: str, folder: Path, cfg: ExperimentConfig) -> pd.DataFrame:
 
 def _base_model() -> str:
     from train.config import parse_config
+    from train.methods import toy_recipe
 
-    return parse_config(["--config", str(RECIPES / "toy_scope.yaml")]).resolved_student()
+    return parse_config(["--config", str(toy_recipe("scope"))]).resolved_student()
 
 
 def _pool(workers: int) -> ProcessPoolExecutor:
@@ -226,7 +216,7 @@ def _map(jobs: Sequence[tuple[Callable[..., Any], tuple[Any, ...]]], workers: in
 def train_all(variants: Sequence[Variant], cfg: ExperimentConfig, progress: bool = True) -> pd.DataFrame:
     """Train every (variant, seed) not finished yet; returns what ran and how long it took."""
     todo = [(v, s) for v in variants if v.method != BASE for s in cfg.seeds
-            if not _is_finished(cfg.run_dir(v, s))]
+            if not is_finished(cfg.run_dir(v, s))]
     seconds = _map([(_train, (v, s, cfg.run_dir(v, s), cfg.max_steps)) for v, s in todo], cfg.workers,
                    "training", progress)
     return pd.DataFrame([{"variant": v.name, "seed": s, "wall_s": round(t, 1)} for (v, s), t in zip(todo, seconds)])
@@ -239,7 +229,7 @@ def count_all(variants: Sequence[Variant], cfg: ExperimentConfig, progress: bool
         seeds = cfg.seeds[:1] if v.method == BASE else cfg.seeds
         for s in seeds:
             model = _base_model() if v.method == BASE else str(cfg.run_dir(v, s) / "model")
-            if v.method != BASE and not _is_finished(cfg.run_dir(v, s)):
+            if v.method != BASE and not is_finished(cfg.run_dir(v, s)):
                 raise RuntimeError(f"{cfg.run_dir(v, s)} has not finished training")
             jobs.append((_sample, (model, cfg.sample_dir(v, s), cfg)))
             keys.append((v.name, s))
@@ -265,12 +255,13 @@ def per_seed_scores(counts: pd.DataFrame, k: int) -> pd.DataFrame:
 
 
 def t_interval(values: np.ndarray, level: float = LEVEL) -> tuple[float, float]:
-    """Half-width of the Student-t interval of the mean, and the sample standard deviation."""
+    """Half-width of the Student-t interval of the mean (``eval.metrics.seed_ci``) and the sample standard
+    deviation; NaN for fewer than two values."""
     values = np.asarray(values, dtype=float)
     if values.size < 2:
         return float("nan"), float("nan")
-    sd = float(values.std(ddof=1))
-    return float(stats.t.ppf(0.5 + level / 2, values.size - 1) * sd / np.sqrt(values.size)), sd
+    mean, _, hi = seed_ci(values, level)
+    return hi - mean, float(values.std(ddof=1))
 
 
 def detectable_effect(sd: float, seeds: int, level: float = LEVEL, power: float = POWER) -> float:
@@ -315,16 +306,11 @@ def paired_difference(scores: pd.DataFrame, a: str, b: str) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def pass_at_k_curves(counts: pd.DataFrame, ks: Sequence[int]) -> pd.DataFrame:
+def pass_at_k_curves(counts: pd.DataFrame, ks: Sequence[int] | None = None) -> pd.DataFrame:
     """Macro Pass@k (percent, unbiased) per variant (column ``method``, as the Pass@k panel reads it),
-    seed and k, in column ``value``."""
-    rows = []
-    for (variant, seed), part in counts.groupby(["variant", "seed"], sort=False):
-        for k in ks:
-            per_tier = {tier: 100.0 * float(np.mean(pass_at_k(g["n"].to_numpy(), g["c"].to_numpy(), k)))
-                        for tier, g in part.groupby("benchmark", sort=False)}
-            rows.append({"method": variant, "seed": seed, "k": k, "value": macro_average(per_tier)})
-    return pd.DataFrame(rows)
+    seed and k (default 1, 2, 4, ..., n), in column ``value``."""
+    curves = pass_at_k_curves_from_counts(counts.rename(columns={"variant": "method"}), ks)
+    return curves[curves["benchmark"] == AVERAGE].drop(columns="benchmark").reset_index(drop=True)
 
 
 @dataclass
@@ -348,7 +334,7 @@ def analyse(name: str, counts: pd.DataFrame, n: int) -> ExperimentResult:
     pairs = PAIRED.get(name, ())
     paired = pd.concat([paired_difference(scores, a, b) for a, b in pairs], ignore_index=True) if pairs else None
     # The Pass@k paradox is read off the main experiment's checkpoints: Pass@1 up to Pass@n, before and after.
-    curves = pass_at_k_curves(counts, [k for k in PARADOX_KS if k <= n]) if name == "main" else None
+    curves = pass_at_k_curves(counts) if name == "main" else None
     return ExperimentResult(name, counts, scores, summary_table(scores, variants), paired, curves)
 
 
@@ -371,5 +357,5 @@ def read_counts(name: str, results: Path = EXPERIMENT_RESULTS) -> tuple[pd.DataF
     """An experiment's committed counts and its manifest config."""
     folder = results / name
     if not (folder / COUNTS_FILE).is_file():
-        raise UserError(f"no counts for experiment {name!r} in {folder}; run `make toy-experiments` first")
+        raise UserError(f"no counts for experiment {name!r} in {folder}; run `make toy-{name}` first")
     return pd.read_csv(folder / COUNTS_FILE, dtype={"problem_id": str}), read_manifest(folder).get("config", {})

@@ -37,6 +37,11 @@ def pass_at_k_curves(samples: pd.DataFrame, ks: Sequence[int] | None = None) -> 
     per_problem = (samples.assign(correct=samples["correct"].astype(np.int64))
                    .groupby([*RUN_COLUMNS, "benchmark", "problem_id"], sort=False)["correct"]
                    .agg(n="size", c="sum").reset_index())
+    return pass_at_k_curves_from_counts(per_problem, ks)
+
+
+def pass_at_k_curves_from_counts(per_problem: pd.DataFrame, ks: Sequence[int] | None = None) -> pd.DataFrame:
+    """:func:`pass_at_k_curves` from per-problem counts: rows ``method, seed, benchmark, n, c``."""
     grid = list(ks) if ks is not None else default_ks(int(per_problem["n"].min()))
     rows = []
     for (method, seed), run in per_problem.groupby(list(RUN_COLUMNS), sort=False):

@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING, Any
 # Only light modules at import time: a mistyped flag must be answered before torch, transformers or
 # pandas load (seconds on a laptop). The heavy ones are imported inside the functions that need them.
 from workbench.data import REAL_BENCHMARKS, TOY_BENCHMARKS, Generation, suite_generation
-from workbench.errors import UserError, main_guard
+from workbench.errors import UserArgumentParser, UserError, main_guard
 from workbench.layout import REAL_EVAL_RUNS, REPO_ROOT, TABLES, TOY_EVAL_RUNS, TOY_RUNS, TOY_SAMPLES
 from workbench.runs import MANIFEST, read_manifest, write_manifest
 
@@ -603,13 +603,6 @@ def check_model(model: str, gguf_file: str | None = None) -> None:
     local = model.startswith((".", "/", "~")) or first.is_dir()
     if local or not _HUB_ID.fullmatch(model) or "--" in model or ".." in model:
         raise UserError(f"--model {model}: no such folder, and not a hub id of the form org/name")
-
-
-class UserArgumentParser(argparse.ArgumentParser):
-    """argparse whose errors are UserErrors, printed by ``main_guard`` as one line, not a usage block."""
-
-    def error(self, message: str) -> None:  # type: ignore[override]
-        raise UserError(f"{message} (see {self.prog} --help)")
 
 
 def _unit_size(text: str) -> UnitSize:

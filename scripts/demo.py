@@ -27,12 +27,12 @@ import pandas as pd
 
 from analysis import cli as analysis_cli
 from eval.generate import generate_samples
-from eval.reproduce import IN_PROCESS_ENGINE, TOY_ENGINE_KWARGS, UserArgumentParser
+from eval.reproduce import IN_PROCESS_ENGINE, TOY_ENGINE_KWARGS
 from eval.tables import (
     avg_metric, format_cells, metric_table, pass_metric, summarise_samples, to_markdown, write_tables,
 )
 from workbench.data import TOY_BENCHMARKS, load_benchmark
-from workbench.errors import UserError, main_guard
+from workbench.errors import UserArgumentParser, UserError, main_guard
 from workbench.layout import DEMO_SAMPLES, DEMO_TABLES, REPO_ROOT, TOY_MAX_NEW_TOKENS
 from workbench.models import SamplingConfig, load_backend
 from workbench.runs import write_manifest

@@ -9,7 +9,6 @@ Outputs: ``results/toy/experiments/<name>/`` (counts.csv.gz, table.md, summary.c
 
 from __future__ import annotations
 
-import argparse
 import logging
 import sys
 import time
@@ -17,12 +16,12 @@ from collections.abc import Sequence
 
 from analysis import experiment_report
 from analysis.experiments import EXPERIMENTS, ExperimentConfig, run
-from workbench.errors import main_guard
+from workbench.errors import UserArgumentParser, main_guard
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     defaults = ExperimentConfig()
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = UserArgumentParser(prog="python scripts/toy_experiments.py", description=__doc__.splitlines()[0])
     parser.add_argument("experiment", choices=list(EXPERIMENTS))
     parser.add_argument("--seeds", type=int, default=len(defaults.seeds), help="seeds 0..N-1")
     parser.add_argument("--max-steps", type=int, default=defaults.max_steps)
@@ -35,8 +34,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     started = time.perf_counter()
     if args.report_only:
-        result = experiment_report.redraw(args.experiment)
-        cfg = experiment_report.config_of(args.experiment)
+        result, cfg = experiment_report.redraw(args.experiment)
     else:
         cfg = ExperimentConfig(seeds=tuple(range(args.seeds)), max_steps=args.max_steps,
                                problems_per_tier=args.problems_per_tier, n=args.n, workers=args.workers)

@@ -8,7 +8,6 @@ from ``results/runs/toy-spread`` when a run is killed.
 
 from __future__ import annotations
 
-import argparse
 import logging
 import sys
 import time
@@ -20,14 +19,14 @@ import torch
 from analysis import spread
 from analysis.pipeline import ModelConfig, ProblemSet, load_models
 from analysis.rollouts import RolloutConfig
-from workbench.errors import main_guard
+from workbench.errors import UserArgumentParser, main_guard
 from workbench.layout import RUNS, TOY_MAX_NEW_TOKENS, TOY_RESULTS
 from workbench.runs import run_folder
 from workbench.toy import STUDENT_DIR, TEACHER_DIR
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = UserArgumentParser(prog="python scripts/toy_spread.py", description=__doc__.splitlines()[0])
     parser.add_argument("--toy-size", type=int, default=50, help="test problems per tier")
     parser.add_argument("--rollouts", type=int, default=8, help="student rollouts per problem (the group size)")
     parser.add_argument("--seed", type=int, default=0)

@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import shutil
 import sys
 import time
 from collections.abc import Sequence
@@ -34,11 +33,11 @@ import pyarrow.parquet as pq
 import torch
 
 from train.config import parse_config
-from train.methods import LOG_JSONL, MODEL_DIR, toy_recipe, train_run
+from train.methods import LOG_JSONL, MODEL_DIR, toy_recipe, train_toy_run
 from train.snapshots import EXPORT_FILE, snapshot_store
 from workbench.errors import main_guard
 from workbench.layout import METHODS, TOY_MAX_NEW_TOKENS, TOY_RUNS, TOY_TIERS, TOY_TRAINING_LOGS
-from workbench.runs import read_manifest, run_folder, write_manifest
+from workbench.runs import read_manifest, write_manifest
 
 log = logging.getLogger("toy_suite")
 
@@ -53,23 +52,9 @@ WALL_CLOCK_PREFIXES = ("timing/", "step_time", "train_runtime", "train_samples_p
                        "train_steps_per_second")
 
 
-def is_finished(folder: Path) -> bool:
-    return (folder / "manifest.json").is_file() and read_manifest(folder).get("status") == "finished"
-
-
 def run_one(method: str, seed: int, root: Path, overrides: Sequence[str] = ()) -> dict[str, Any] | None:
     """Train one (method, seed) unless it already finished; returns its summary, None when skipped."""
-    folder = root / method / f"seed{seed}"
-    if is_finished(folder):
-        log.info("%s: finished earlier, skipped", folder)
-        return None
-    if folder.exists():
-        log.info("%s: unfinished run found, starting it again", folder)
-        shutil.rmtree(folder)
-    cfg = parse_config(["--config", str(toy_recipe(method)), "--seed", str(seed),
-                        "--output_dir", str(folder), *overrides])
-    with run_folder(folder, cfg.to_dict(), seed, method=method):
-        return train_run(cfg)
+    return train_toy_run(method, seed, root / method / f"seed{seed}", overrides)
 
 
 def export_logs(run: Path, dest: Path) -> list[Path]:

@@ -103,6 +103,12 @@ def test_a_bad_setting_is_one_line_before_anything_loads():
     assert done.returncode == 2
     assert done.stderr.strip().splitlines() == [
         "error: experiments need at least 2 distinct seeds for an interval, got [0]"]
+    done = subprocess.run([sys.executable, "scripts/toy_experiments.py", "mian"], cwd=REPO_ROOT,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        "error: argument experiment: invalid choice: 'mian' (choose from 'main', 'dpaw', 'tau') "
+        "(see python scripts/toy_experiments.py --help)"]
 
 
 @pytest.mark.slow

@@ -11,6 +11,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
+import train.methods as train_methods
 import workbench.runs as runs
 from analysis.figures import regenerate
 from eval.curves import pass_at_k_curves, plot_pass_at_k_curves
@@ -155,7 +156,7 @@ def test_train_toy_copies_the_logs_of_its_runs(tmp_path, monkeypatch):
     for path in (root / "kd" / "seed0" / "snapshots").iterdir():  # kd keeps no snapshots
         path.unlink()
     (root / "kd" / "seed0" / "snapshots").rmdir()
-    monkeypatch.setattr(toy_suite, "train_run", lambda cfg: pytest.fail("finished runs are not retrained"))
+    monkeypatch.setattr(train_methods, "train_run", lambda cfg: pytest.fail("finished runs are not retrained"))
     torch_threads = toy_suite.torch.get_num_threads()
     try:
         assert toy_suite.main(["--methods", "scope", "kd", "--seeds", "0", "--root", str(root)]) == 0

@@ -14,14 +14,17 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from train.config import ScopeConfig
+from train.config import ScopeConfig, parse_config
 from train.dataset import build_train_dataset
 from train.resources import hub_guard, require_cuda_for_vllm
+from workbench.runs import is_finished, run_folder
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +40,26 @@ def toy_recipe(method: str) -> Path:
     if not path.is_file():
         raise FileNotFoundError(f"no toy recipe for method {method!r} at {path}")
     return path
+
+
+def train_toy_run(method: str, seed: int, folder: Path, overrides: Sequence[str] = (),
+                  **manifest: Any) -> dict[str, Any] | None:
+    """Train ``method``'s toy recipe with ``seed`` (and ``overrides``) into ``folder``, with its manifest;
+    returns the run's summary, or None when a finished run is already there.
+
+    A run left "running" or "failed" is wiped and started again: a partial run cannot be continued
+    bit for bit. ``manifest`` adds fields to the run's manifest.
+    """
+    if is_finished(folder):
+        log.info("%s: finished earlier, skipped", folder)
+        return None
+    if folder.exists():
+        log.info("%s: unfinished run found, starting it again", folder)
+        shutil.rmtree(folder)
+    cfg = parse_config(["--config", str(toy_recipe(method)), "--seed", str(seed), "--output_dir", str(folder),
+                        *overrides])
+    with run_folder(folder, cfg.to_dict(), seed, method=method, **manifest):
+        return train_run(cfg)
 
 
 def load_student_tokenizer(cfg: ScopeConfig) -> Any:

@@ -9,6 +9,7 @@ command can make say what was kept by raising ``KeyboardInterrupt(message)``.
 
 from __future__ import annotations
 
+import argparse
 import difflib
 import sys
 from collections.abc import Callable, Iterable, Sequence
@@ -20,6 +21,13 @@ INTERRUPT_EXIT = 130
 
 class UserError(ValueError):
     """A mistake in the command line, a recipe or the files it names; the message says what to change."""
+
+
+class UserArgumentParser(argparse.ArgumentParser):
+    """argparse whose errors are UserErrors, printed by ``main_guard`` as one line, not a usage block."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UserError(f"{message} (see {self.prog} --help)")
 
 
 def did_you_mean(word: str, choices: Iterable[str], fmt: str = "'{}'") -> str:

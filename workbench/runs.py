@@ -171,6 +171,11 @@ def read_manifest(folder: str | os.PathLike) -> dict[str, Any]:
     return json.loads((Path(folder) / MANIFEST).read_text())
 
 
+def is_finished(folder: str | os.PathLike) -> bool:
+    """Whether ``folder`` holds a run whose manifest says it finished (not running, failed or absent)."""
+    return (Path(folder) / MANIFEST).is_file() and read_manifest(folder).get("status") == "finished"
+
+
 @contextmanager
 def run_folder(folder: str | os.PathLike, config: Mapping[str, Any], seed: int | None,
                **extra: Any) -> Iterator[Path]:
