@@ -47,6 +47,7 @@ import http.client
 import json
 import logging
 import os
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -74,6 +75,10 @@ RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 T = TypeVar("T")
 R = TypeVar("R")
 
+
+
+class _NotSent(Exception):
+    """A queued request skipped because an earlier one of the same call failed."""
 
 class ServerError(RuntimeError):
     """The server could not be reached or refused a request; `status` is the HTTP status if any."""
@@ -200,19 +205,40 @@ class ServerScorer:
     def _map(self, fn: Callable[[T], R], items: Sequence[T], desc: str) -> list[R]:
         """`fn` over `items` with `concurrency` requests in flight, results in input order. The first
         failure cancels the requests not yet started, so a dead server fails the call after one
-        request's retries instead of after every queued request has run through its own."""
+        request's retries instead of after every queued request has run through its own. The worker
+        that fails flags it before it can take the next request, so how busy the caller's thread is
+        never lets a queued request through."""
+        failed = threading.Event()
+
+        def guarded(item: T) -> R:
+            if failed.is_set():
+                raise _NotSent
+            try:
+                return fn(item)
+            except BaseException:
+                failed.set()
+                raise
+
         results = []
         with (tqdm(total=len(items), desc=desc, unit="request", disable=not self.progress, leave=False) as bar,
               ThreadPoolExecutor(max_workers=self.concurrency) as pool):
-            futures = [pool.submit(fn, item) for item in items]
+            futures = [pool.submit(guarded, item) for item in items]
             try:
                 for future in futures:
                     results.append(future.result())
                     bar.update(1)
+            except _NotSent:
+                pool.shutdown(wait=False, cancel_futures=True)
+                # A later request failed first: raise its error, not the skipped one's.
+                for future in futures:
+                    if not future.cancelled() and not isinstance(future.exception(), (_NotSent, type(None))):
+                        raise future.exception() from None
+                raise
             except BaseException:
                 pool.shutdown(wait=False, cancel_futures=True)
                 raise
         return results
+
     @staticmethod
     def _choices(answer: dict[str, Any], expected: int, where: str) -> list[dict[str, Any]]:
         choices = sorted(answer["choices"], key=lambda c: c.get("index", 0))
