@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Mapping, Sequence
+from contextlib import nullcontext
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -27,12 +28,13 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from workbench.data import get_spec
+from workbench.distributed import World, current_world
 from workbench.grading import GradeCache
 from workbench.models import Sampler, SamplingConfig
 from workbench.records import TOKEN_IDS, Problem, ShardStore
 from workbench.sampling import accuracy, render_prompts, sample_and_grade
 from workbench.stages import (
-    ResumeMismatch, WorkUnit, derive_seed, model_name, run_units, sha256_lines, stage, weights_sha256,
+    ResumeMismatch, WorkUnit, check_identity, derive_seed, model_name, run_units, sha256_lines, stage, weights_sha256,
 )
 
 log = logging.getLogger(__name__)
@@ -114,6 +116,12 @@ def _ordered(frame: pd.DataFrame, problems: Sequence[Problem]) -> pd.DataFrame:
     return frame.sort_values(["_pos", "sample_idx"]).drop(columns="_pos").reset_index(drop=True)
 
 
+def _cache_file(out: Path, cache_path: str | os.PathLike | None, world: World) -> Path:
+    """The verdict cache: one sqlite file per worker, so workers never write the same file."""
+    path = Path(cache_path) if cache_path is not None else out / GRADE_CACHE_FILE
+    return path if world.size == 1 else path.with_name(f"{path.stem}.rank{world.rank}{path.suffix}")
+
+
 def generate_samples(
     backend: Sampler,
     problems: Sequence[Problem],
@@ -146,15 +154,21 @@ def generate_samples(
     store = ShardStore(out)
     if token_ids and any(TOKEN_IDS.name not in pq.read_schema(s).names for s in store.shards()):
         raise ResumeMismatch(f"{out} holds samples without token ids; use another folder for samples with them")
-    with stage(out, {k: config[k] for k in IDENTITY_FIELDS}, sampling.seed, config=config):
-        cache = GradeCache(cache_path if cache_path is not None else out / GRADE_CACHE_FILE) if grade else None
+    identity = {k: config[k] for k in IDENTITY_FIELDS}
+    world = current_world()
+    # Rank 0 checks the folder and writes its manifest; the others check it once it is there.
+    with stage(out, identity, sampling.seed, config=config) if world.is_writer else nullcontext():
+        world.barrier()
+        if not world.is_writer:
+            check_identity(out, identity)
+        cache = GradeCache(_cache_file(out, cache_path, world)) if grade else None
 
         def produce(unit: WorkUnit) -> pd.DataFrame:
             chunk, unit_prompts = zip(*unit.items)
             return sample_and_grade(backend, chunk, replace(sampling, seed=unit.seed), prompts=unit_prompts,
                                     grade=grade, grade_workers=grade_workers, cache=cache, token_ids=token_ids)
 
-        run_units(store, units, produce, desc=f"sampling {out.name}", progress=progress, unit="sample")
+        run_units(store, units, produce, desc=f"sampling {out.name}", progress=progress, unit="sample", world=world)
         frame = _ordered(store.read(), problems)
     if not token_ids and TOKEN_IDS.name in frame:
         frame = frame.drop(columns=TOKEN_IDS.name)

@@ -41,7 +41,8 @@ from typing import TYPE_CHECKING, Any
 
 # Only light modules at import time: a mistyped flag must be answered before torch, transformers or
 # pandas load (seconds on a laptop). The heavy ones are imported inside the functions that need them.
-from workbench.data import REAL_BENCHMARKS, TOY_BENCHMARKS, Generation, suite_generation
+from workbench.data import BENCHMARKS, REAL_BENCHMARKS, TOY_BENCHMARKS, Generation, suite_generation
+from workbench.distributed import World, join_world, pin_gpus
 from workbench.errors import UserArgumentParser, UserError, main_guard
 from workbench.layout import REAL_EVAL_RUNS, REPO_ROOT, TABLES, TOY_EVAL_RUNS, TOY_RUNS, TOY_SAMPLES
 from workbench.runs import MANIFEST, read_manifest, write_manifest
@@ -61,7 +62,11 @@ TOY_BATCH_SEQUENCES = 1024
 # The paper's evaluation uses repetition penalty 1.08 for its Qwen3 student and 1.0 otherwise.
 PAPER_REPETITION_PENALTY = {"qwen3-1.7b-base": 1.08}
 MODEL_ALIASES = {"smollm2": "smollm2-135m-instruct"}
-ENGINES = ("hf", "vllm")
+ENGINES = ("hf", "vllm", "server")
+VLLM_UNIT_SIZE = 32
+"""Problems per resumable unit on vLLM or a server: 32 problems x 32 samples keep a GPU's batch full,
+and a killed run loses at most one unit per worker."""
+SUBSET_MARK = "_only-"
 _SEED_DIR = re.compile(r"seed(\d+)")
 # A hub repository id as huggingface_hub accepts it: "org/name", word characters, '-' and '.'.
 _HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
@@ -135,28 +140,38 @@ def real_generation() -> Generation:
 
 # ------------------------------------------------------------------------------ settings folders
 def toy_settings(n: int, max_new_tokens: int, toy_size: int, unit_size: UnitSize = TOY_UNIT_SIZE,
-                 engine: str = "hf") -> str | None:
+                 engine: str = "hf", benchmarks: Sequence[str] | None = None) -> str | None:
     """The folder name of a toy evaluation's settings, None for the default ones.
 
     The default settings keep the committed folders; any other setting gets a name of its own, so a
     run at n=8 neither overwrites the n=32 samples nor is refused for disagreeing with them.
     """
     defaults = toy_generation()
-    if (n, max_new_tokens, toy_size, unit_size, engine) == (defaults.n, defaults.max_new_tokens, TOY_SIZE,
-                                                            TOY_UNIT_SIZE, "hf"):
+    subset = list(benchmarks or [])
+    subset = subset if subset and set(subset) != set(TOY_BENCHMARKS) else []
+    if (n, max_new_tokens, toy_size, unit_size, engine, subset) == (defaults.n, defaults.max_new_tokens, TOY_SIZE,
+                                                                    TOY_UNIT_SIZE, "hf", []):
         return None
     return (f"n{n}_tok{max_new_tokens}_size{toy_size}" + ("" if engine == "hf" else f"_{engine}")
-            + ("" if unit_size == TOY_UNIT_SIZE else f"_unit{unit_size}"))
+            + ("" if unit_size == TOY_UNIT_SIZE else f"_unit{unit_size}")
+            + (SUBSET_MARK + "+".join(subset) if subset else ""))
+
+
+def default_unit_size(engine: str) -> UnitSize:
+    """Problems per unit: small on transformers (it batches one unit at a time), larger on vLLM engines."""
+    from eval.generate import DEFAULT_UNIT_SIZE
+
+    return DEFAULT_UNIT_SIZE if engine == "hf" else VLLM_UNIT_SIZE
 
 
 def real_settings(n: int, max_new_tokens: int, limit: int | None, seed: int, engine: str = "hf",
-                  unit_size: UnitSize | None = None) -> str:
-    """The folder name of a real run's settings; the engine and a non-default unit size only when set."""
-    from eval.generate import DEFAULT_UNIT_SIZE
-
-    default_unit = "all" if engine == "vllm" else DEFAULT_UNIT_SIZE
+                  unit_size: UnitSize | None = None, benchmarks: Sequence[str] | None = None) -> str:
+    """The folder name of a real run's settings; the engine, a non-default unit size and a subset of the
+    benchmarks (``_only-aime24+math500``) only when set."""
+    subset = list(benchmarks or [])
     return (f"n{n}_tok{max_new_tokens}_limit{limit or 'all'}_seed{seed}" + ("" if engine == "hf" else f"_{engine}")
-            + ("" if unit_size in (None, default_unit) else f"_unit{unit_size}"))
+            + ("" if unit_size in (None, default_unit_size(engine)) else f"_unit{unit_size}")
+            + (SUBSET_MARK + "+".join(subset) if subset and set(subset) != set(REAL_BENCHMARKS) else ""))
 
 
 def toy_folders(checkpoints: Sequence[Checkpoint], samples_root: str | Path) -> list[Path]:
@@ -252,10 +267,20 @@ def _resolve_model(model: str) -> str:
 
 def real_folder(model: str, samples_root: str | Path, *, n: int, max_new_tokens: int, limit: int | None,
                 seed: int, engine: str = "hf", label: str | None = None, gguf_file: str | None = None,
-                unit_size: UnitSize | None = None) -> Path:
-    """``<samples_root>/<label>/<settings>``: differently sized runs, or other engines, never meet."""
+                unit_size: UnitSize | None = None, benchmarks: Sequence[str] | None = None) -> Path:
+    """``<samples_root>/<label>/<settings>``: differently sized runs, other engines or other subsets of
+    the benchmarks never meet (subsets meet again in one table: :func:`subset_folders`)."""
     return (Path(samples_root) / (label or model_label(model, gguf_file))
-            / real_settings(n, max_new_tokens, limit, seed, engine, unit_size))
+            / real_settings(n, max_new_tokens, limit, seed, engine, unit_size, benchmarks))
+
+
+def subset_folders(folder: Path) -> list[Path]:
+    """A real run's folder and its siblings that sampled other subsets of the benchmarks with the same
+    model and settings: the sample folders one table is built from."""
+    base = folder.name.split(SUBSET_MARK)[0]
+    siblings = [f for f in sorted(folder.parent.glob(f"{base}*")) if f.is_dir() and (f / MANIFEST).is_file()
+                and (f.name == base or f.name.startswith(base + SUBSET_MARK))]
+    return siblings or [folder]
 
 
 def evaluate_real(
@@ -276,14 +301,16 @@ def evaluate_real(
     backend_kwargs: dict[str, Any] | None = None,
     problems: Sequence[Problem] | None = None,
     progress: bool = True,
+    subset: Sequence[str] | None = None,
 ) -> Path:
     """Sample one model on the real benchmarks (the first ``limit`` problems of each); returns the folder.
 
     ``benchmarks`` defaults to the six real ones, ``problems`` to theirs loaded from ``data_dir``;
     ``n`` and ``max_new_tokens`` to the benchmarks' registered sampling defaults (the paper's
-    protocol). vLLM receives all prompts at once (its scheduler batches best with everything in flight).
+    protocol). Under torchrun every worker takes its share of the units (:mod:`workbench.distributed`).
+    ``subset`` names the benchmarks when they are not all six (it names the folder).
     """
-    from eval.generate import DEFAULT_UNIT_SIZE, generate_samples
+    from eval.generate import generate_samples
     from workbench.models import load_backend
 
     label = label or model_label(model, gguf_file)
@@ -299,10 +326,10 @@ def evaluate_real(
     if gguf_file:
         kwargs["gguf_file"] = gguf_file
     out = real_folder(model, samples_root, n=n, max_new_tokens=max_new_tokens, limit=limit, seed=seed,
-                      engine=backend, label=label, unit_size=unit_size)
+                      engine=backend, label=label, unit_size=unit_size, benchmarks=subset)
     if unit_size is None:
-        unit_size = "all" if backend == "vllm" else DEFAULT_UNIT_SIZE
-    sampler = load_backend(backend, _resolve_model(model), **kwargs)
+        unit_size = default_unit_size(backend)
+    sampler = load_backend(backend, model if backend == "server" else _resolve_model(model), **kwargs)
     generate_samples(sampler, problems, sampling, out, unit_size=unit_size, progress=progress,
                      extra={"suite": "real", "method": label, "seed": seed, "backend": backend, "limit": limit,
                             "data_dir": str(data_dir) if data_dir else None})
@@ -346,21 +373,36 @@ def load_samples(dirs: Sequence[str | Path]) -> tuple[pd.DataFrame, list[dict[st
     runs, frames = [], []
     for folder in dirs:
         run = run_info(folder)
-        runs.append(run)
-        frames.append(read_records(folder).assign(method=run["method"], seed=run["seed"]))
+        frame = read_records(folder).assign(method=run["method"], seed=run["seed"])
+        same = next((i for i, r in enumerate(runs) if (r["method"], r["seed"]) == (run["method"], run["seed"])), None)
+        if same is None:
+            runs.append(run)
+            frames.append(frame)
+            continue
+        _check_mergeable(runs[same], run, frames[same], frame)
+        runs[same] = {**runs[same], "samples": f"{runs[same]['samples']}; {run['samples']}"}
+        frames[same] = pd.concat([frames[same], frame], ignore_index=True)
     order = sorted(range(len(runs)), key=lambda i: (runs[i]["method"] != BASE_METHOD, runs[i]["method"],
                                                     runs[i]["seed"]))
     runs = [runs[i] for i in order]
-    seen = [(r["method"], r["seed"]) for r in runs]
-    if len(set(seen)) != len(seen):
-        dup = next(r for r in runs if seen.count((r["method"], r["seed"])) > 1)
-        raise UserError(f"two sample folders are both {dup['method']}/seed{dup['seed']}; pass one of them")
     samples = pd.concat([frames[i] for i in order], ignore_index=True)
     unknown = sorted(set(samples["benchmark"]) - set(BENCHMARKS))
     if unknown:
         raise ValueError(f"samples name unregistered benchmarks {unknown}")
     samples["benchmark"] = samples["benchmark"].map(lambda b: BENCHMARKS[b].display)
     return samples, runs
+
+
+def _check_mergeable(first: dict[str, Any], other: dict[str, Any], a: pd.DataFrame, b: pd.DataFrame) -> None:
+    """Two folders of one method and seed make one run only when they sampled other benchmarks the same way."""
+    name = f"{first['method']}/seed{first['seed']}"
+    if first["sampling"] != other["sampling"]:
+        raise UserError(f"two sample folders of {name} were sampled with other settings ({first['samples']}, "
+                        f"{other['samples']}); pass one of them")
+    both = sorted(set(a["benchmark"]) & set(b["benchmark"]))
+    if both:
+        raise UserError(f"two sample folders of {name} both hold {', '.join(both)} ({first['samples']}, "
+                        f"{other['samples']}); pass one of them")
 
 
 def _paper_reference(long: pd.DataFrame, k: int) -> pd.DataFrame:
@@ -540,7 +582,7 @@ def _real_tables_of(dirs: Sequence[Path], root: Path) -> Path:
         return TABLES / "real" / Path(root).resolve().name
     return real_tables_dir(extra["method"], real_settings(
         sampling["n"], sampling["max_new_tokens"], extra.get("limit"), sampling.get("seed", 0),
-        extra.get("backend", "hf"), config.get("unit_size")))
+        extra.get("backend", "hf"), config.get("unit_size")))  # every subset of one run: one table
 
 
 def toy_tables_dir(settings: str | None) -> Path:
@@ -555,7 +597,7 @@ def _toy_settings_of(dirs: Sequence[Path], root: Path) -> str | None:
         config = read_manifest(folder).get("config", {})
         sampling, extra = config.get("sampling", {}), config.get("extra", {})
         names.add(toy_settings(sampling.get("n"), sampling.get("max_new_tokens"), extra.get("toy_size"),
-                               config.get("unit_size"), extra.get("backend", "hf")))
+                               config.get("unit_size"), extra.get("backend", "hf"), list(config.get("benchmarks", {}))))
     return names.pop() if len(names) == 1 else Path(root).resolve().name
 
 
@@ -617,6 +659,25 @@ def _unit_size(text: str) -> UnitSize:
     return value
 
 
+def _names(text: str) -> list[str]:
+    names = [t.strip() for t in text.split(",") if t.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError(f"expected a comma-separated list, got {text!r}")
+    return names
+
+
+def _check_benchmarks(names: Sequence[str], toy: bool) -> None:
+    suite, registered = ("toy", TOY_BENCHMARKS) if toy else ("real", REAL_BENCHMARKS)
+    unknown = [n for n in names if n not in registered]
+    if unknown:
+        other = [n for n in unknown if n in BENCHMARKS]
+        why = f" ({', '.join(other)} {'is' if len(other) == 1 else 'are'} not a {suite} benchmark)" if other else ""
+        raise UserError(f"--benchmarks: unknown {', '.join(unknown)}{why}; the {suite} ones are "
+                        f"{', '.join(registered)}")
+    if len(set(names)) != len(names):
+        raise UserError(f"--benchmarks names a benchmark twice: {','.join(names)}")
+
+
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Parse and check the command line; every mistake is a UserError naming the flag."""
     p = UserArgumentParser(prog="python -m eval.reproduce", description=__doc__.split("\n\n")[0],
@@ -624,10 +685,17 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     mode = p.add_argument_group("mode (default: every toy checkpoint)")
     mode.add_argument("--from-samples", type=Path, help="rebuild tables from the sample folders under DIR")
     mode.add_argument("--model", help="evaluate this model on the real benchmarks (hub id, folder, or 'smollm2')")
-    p.add_argument("--backend", default="hf", choices=ENGINES, help="sampling engine (toy and real modes)")
+    p.add_argument("--backend", default="hf", choices=ENGINES,
+                   help="sampling engine: hf (transformers), vllm (in-process engine), server (an OpenAI-compatible "
+                        "vLLM server, real mode, with --base-url)")
+    p.add_argument("--benchmarks", type=_names, help="comma-separated benchmarks to sample (default: all six real, "
+                                                     "or all six toy tiers); runs of other subsets merge into one table")
+    p.add_argument("--tensor-parallel-size", type=int, help="GPUs per vLLM engine (each torchrun worker owns this many)")
+    p.add_argument("--base-url", type=_names, help="server backend: URL[,URL...] of vLLM servers (replicas of one model)")
+    p.add_argument("--concurrency", type=int, help="server backend: requests in flight per worker (default 64)")
     p.add_argument("--data-dir", type=Path, help="folder of the real benchmarks' JSONL files")
     p.add_argument("--limit", type=int, help="first LIMIT problems of each real benchmark")
-    p.add_argument("--n", type=int, help=f"samples per problem (k of Avg@k / Pass@k); default: "
+    p.add_argument("--n", "--num-samples", dest="n", type=int, help=f"samples per problem (k of Avg@k / Pass@k; under torchrun spell it --num-samples); default: "
                                          f"{real_generation().n} real, {toy_generation().n} toy")
     p.add_argument("--max-new-tokens", type=int, help=f"default: {real_generation().max_new_tokens} real, "
                                                       f"{toy_generation().max_new_tokens} toy")
@@ -659,6 +727,22 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     _positive("--max-new-tokens", args.max_new_tokens, "tokens per sample")
     _positive("--limit", args.limit, "problems per benchmark")
     _positive("--toy-size", args.toy_size, "problems per toy tier")
+    _positive("--tensor-parallel-size", args.tensor_parallel_size, "GPUs per engine")
+    _positive("--concurrency", args.concurrency, "requests in flight")
+    if args.benchmarks is not None:
+        if args.from_samples:
+            raise UserError("--benchmarks chooses what to sample; --from-samples rebuilds tables from what is there")
+        _check_benchmarks(args.benchmarks, toy=not args.model)
+    if args.tensor_parallel_size not in (None, 1) and args.backend != "vllm":
+        raise UserError("--tensor-parallel-size applies to --backend vllm")
+    if args.backend == "server":
+        if not args.model:
+            raise UserError("--backend server samples a real model: give --model (the served model's name) "
+                            "and --base-url")
+        if not args.base_url:
+            raise UserError("--backend server needs --base-url URL[,URL...] (e.g. http://node:8000)")
+    elif args.base_url or args.concurrency:
+        raise UserError("--base-url and --concurrency apply to --backend server")
     if args.seed < 0:
         raise UserError(f"--seed must be a whole number >= 0, got {args.seed}")
     if args.repetition_penalty is not None and not args.repetition_penalty > 0:
@@ -671,7 +755,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         raise UserError(f"--data-dir {args.data_dir}: no such folder")
     if args.base is not None and not (args.base / "config.json").is_file():
         raise UserError(f"--base {args.base}: not a model folder (no config.json)")
-    if args.model:
+    if args.model and args.backend != "server":
         check_model(args.model, args.gguf_file)
     if args.backend == "vllm" and not args.from_samples and importlib.util.find_spec("vllm") is None:
         raise UserError("--backend vllm needs vLLM, which this Python lacks: run `make setup-vllm`, then use "
@@ -696,12 +780,24 @@ def _kept(folders: Sequence[Path]) -> tuple[int, int]:
     return shards, samples
 
 
+def _backend_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    if args.backend == "server":
+        return {"base_url": args.base_url if len(args.base_url) > 1 else args.base_url[0],
+                "concurrency": args.concurrency or 64}
+    if args.backend == "vllm" and args.tensor_parallel_size:
+        return {"llm_kwargs": {"tensor_parallel_size": args.tensor_parallel_size}}
+    return {}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
-    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
+    world = World() if args.from_samples else join_world()
+    logging.basicConfig(level=logging.WARNING if args.quiet or not world.is_writer else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    progress = not args.quiet
+    progress = not args.quiet and world.is_writer
+    if args.backend in ("hf", "vllm") and not args.from_samples:
+        pin_gpus(world, args.tensor_parallel_size or 1)
     start = time.perf_counter()
     if args.from_samples:
         dirs = find_sample_dirs(args.from_samples)
@@ -712,23 +808,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         report = rebuild(dirs, tables_dir, figure=not args.no_figure, overwrite=args.overwrite)
     else:
         if args.model:
-            defaults = real_generation()
+            benchmarks = args.benchmarks or REAL_BENCHMARKS
+            defaults = suite_generation(benchmarks)
             n, tokens = args.n or defaults.n, args.max_new_tokens or defaults.max_new_tokens
             label = args.label or model_label(args.model, args.gguf_file)
-            problems = load_problems(REAL_BENCHMARKS, args.data_dir, limit=args.limit)
+            problems = load_problems(benchmarks, args.data_dir, limit=args.limit)
             folders = [real_folder(args.model, args.samples_dir or REAL_EVAL_RUNS, n=n, max_new_tokens=tokens,
                                    limit=args.limit, seed=args.seed, engine=args.backend, label=label,
-                                   unit_size=args.unit_size)]
+                                   unit_size=args.unit_size, benchmarks=args.benchmarks)]
             samples_root = folders[0]
-            tables_dir = args.tables_dir or real_tables_dir(label, folders[0].name)
+            tables_dir = args.tables_dir or real_tables_dir(label, real_settings(
+                n, tokens, args.limit, args.seed, args.backend, args.unit_size))
             suite, rows, hint = "real", [(label, args.seed)], ""
         else:
-            defaults = toy_generation()
+            benchmarks = args.benchmarks or TOY_BENCHMARKS
+            defaults = suite_generation(benchmarks)
             n, tokens = args.n or defaults.n, args.max_new_tokens or defaults.max_new_tokens
             unit = args.unit_size or TOY_UNIT_SIZE
-            settings = toy_settings(n, tokens, args.toy_size, unit, args.backend)
+            settings = toy_settings(n, tokens, args.toy_size, unit, args.backend, args.benchmarks)
             checkpoints = discover_checkpoints(args.runs_root, args.base)
-            problems = load_problems(TOY_BENCHMARKS, toy_size=args.toy_size)
+            problems = load_problems(benchmarks, toy_size=args.toy_size)
             samples_root = args.samples_dir or (TOY_SAMPLES if settings is None else TOY_EVAL_RUNS / settings)
             folders = toy_folders(checkpoints, samples_root)
             tables_dir = args.tables_dir or toy_tables_dir(settings)
@@ -747,10 +846,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                 evaluate_real(args.model, backend=args.backend, data_dir=args.data_dir, limit=args.limit, n=n,
                               max_new_tokens=tokens, repetition_penalty=args.repetition_penalty, seed=args.seed,
                               label=label, gguf_file=args.gguf_file, unit_size=args.unit_size,
-                              samples_root=args.samples_dir or REAL_EVAL_RUNS, problems=problems, progress=progress)
+                              samples_root=args.samples_dir or REAL_EVAL_RUNS, problems=problems, progress=progress,
+                              backend_kwargs=_backend_kwargs(args), subset=args.benchmarks)
+                folders = subset_folders(folders[0])
             else:
                 evaluate_toy(checkpoints, samples_root, toy_size=args.toy_size, n=n, max_new_tokens=tokens,
                              unit_size=unit, engine=args.backend, problems=problems, progress=progress)
+            if not world.is_writer:
+                return 0  # rank 0 writes the tables
             report = rebuild(folders, tables_dir, figure=not args.no_figure, overwrite=args.overwrite)
         except KeyboardInterrupt:
             shards, samples = _kept(folders)
@@ -758,7 +861,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                                     f"{_rel(samples_root)}; "
                                     f"rerun to resume: {_resume_command(argv)}") from None
     elapsed = time.perf_counter() - start
-    engine = "" if args.from_samples else f", {args.backend}"
+    engine = "" if args.from_samples else f", {args.backend}" + (f", {world.size} workers" if world.size > 1 else "")
     print(f"{report['suite']} Avg@{report['k']} (%), {len(report['runs'])} runs{engine}, {elapsed:.0f} s:")
     print(report["avg_table"].round(1).to_string())
     for run in report["runs"]:

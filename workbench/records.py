@@ -101,12 +101,14 @@ class ShardStore:
     def shards(self) -> list[Path]:
         return sorted(self.path.glob("part-*.parquet")) if self.path.is_dir() else []
 
-    def append(self, rows: pd.DataFrame | Sequence[Mapping[str, Any]]) -> Path | None:
+    def append(self, rows: pd.DataFrame | Sequence[Mapping[str, Any]], part: int | None = None) -> Path | None:
+        """Write ``rows`` as one new shard. ``part`` (a unit's index) orders the shard among the others
+        whoever writes it, so several workers filling one folder leave it as one worker would."""
         table = _table(rows, self.schema)
         if table.num_rows == 0:
             return None
         self.path.mkdir(parents=True, exist_ok=True)
-        seq = len(self.shards())
+        seq = len(self.shards()) if part is None else part
         final = self.path / f"part-{seq:06d}-{uuid.uuid4().hex[:8]}.parquet"
         tmp = self.path / f".tmp-{final.name}"
         pq.write_table(table, tmp)

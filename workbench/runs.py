@@ -67,8 +67,12 @@ def git_state(root: Path = REPO_ROOT) -> dict[str, Any]:
 
 
 def launch_rank_and_world() -> tuple[int, int]:
-    """(global rank, number of processes) as torchrun and accelerate launch export them; (0, 1) alone."""
-    return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+    """(global rank, number of processes) as torchrun and accelerate launch export them (or as a joined
+    world remembers them once their variables are scrubbed); (0, 1) alone."""
+    from workbench.distributed import current_world
+
+    world = current_world()
+    return world.rank, world.size
 
 
 def _now() -> str:

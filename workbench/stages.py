@@ -16,6 +16,7 @@ import hashlib
 import json
 import logging
 import os
+import threading
 import time
 from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -26,6 +27,7 @@ from typing import Any
 import pandas as pd
 from tqdm.auto import tqdm
 
+from workbench.distributed import World
 from workbench.errors import UserError
 from workbench.layout import REPO_ROOT
 from workbench.records import ShardStore
@@ -155,28 +157,71 @@ class WorkUnit:
 
 
 def run_units(store: ShardStore, units: Sequence[WorkUnit], produce: Callable[[WorkUnit], pd.DataFrame], *,
-              desc: str, progress: bool = True, unit: str = "row") -> None:
+              desc: str, progress: bool = True, unit: str = "row", world: World | None = None) -> None:
     """Produce and append every unit whose keys are not all on disk yet, one atomic shard each.
 
     Rows already stored are filtered out before appending, so a unit cut differently on a rerun can
-    never write a key twice. The progress bar counts rows (named ``unit``), and tokens per second
-    when the rows have ``n_tokens``.
+    never write a key twice. With several workers (``world``), every worker lists what is on disk,
+    waits for the others, then takes every ``size``-th unit still to do; each shard is named by its
+    unit's index, so the folder ends the same whoever wrote which shard, and the call returns when all
+    workers are done. The progress bar counts rows (named ``unit``) with tokens per second, or, with
+    several workers, units done by all of them (on rank 0).
     """
+    world = world or World()
     on_disk = store.keys()
     todo = [u for u in units if not all(k in on_disk for k in u.keys)]
-    if len(todo) < len(units):
+    if len(todo) < len(units) and world.is_writer:
         log.info("%s: %d of %d units already on disk, %d to do", desc, len(units) - len(todo), len(units), len(todo))
+    world.barrier()  # nobody writes before every worker has listed the same units to do
+    mine = world.share(todo)
+    if world.size > 1:
+        log.info("%s: worker %d of %d takes %d of %d units", desc, world.rank, world.size, len(mine), len(todo))
+    watcher = _UnitsBar(store, len(units), len(units) - len(todo), desc, progress and world.is_writer) \
+        if world.size > 1 else None
     total = sum(len(u.keys) for u in units)
     bar = tqdm(total=total, initial=total - sum(len(u.keys) for u in todo), unit=unit, desc=desc,
-               disable=not progress)
+               disable=not progress or world.size > 1)
     tokens, start = 0, time.perf_counter()
-    for work in todo:
-        rows = produce(work)
-        fresh = ~pd.Series([tuple(r) in on_disk for r in rows[list(store.key)].itertuples(index=False)],
-                           index=rows.index, dtype=bool)
-        store.append(rows[fresh])
-        bar.update(len(work.keys))
-        if "n_tokens" in rows:
-            tokens += int(rows["n_tokens"].sum())
-            bar.set_postfix(tok_per_s=f"{tokens / max(time.perf_counter() - start, 1e-9):.0f}")
-    bar.close()
+    try:
+        for work in mine:
+            rows = produce(work)
+            fresh = ~pd.Series([tuple(r) in on_disk for r in rows[list(store.key)].itertuples(index=False)],
+                               index=rows.index, dtype=bool)
+            store.append(rows[fresh], part=work.index)
+            bar.update(len(work.keys))
+            if "n_tokens" in rows:
+                tokens += int(rows["n_tokens"].sum())
+                bar.set_postfix(tok_per_s=f"{tokens / max(time.perf_counter() - start, 1e-9):.0f}")
+        world.barrier()  # every share is on disk
+    finally:
+        bar.close()
+        if watcher is not None:
+            watcher.close()
+
+
+class _UnitsBar:
+    """Rank 0's view of a run spread over workers: units on disk, counted from the shard files."""
+
+    def __init__(self, store: ShardStore, total: int, done: int, desc: str, enabled: bool) -> None:
+        self.store, self.start_shards = store, len(store.shards())
+        self.bar = tqdm(total=total, initial=done, unit="unit", desc=f"{desc} (all workers)", disable=not enabled)
+        self.done, self.stop = done, threading.Event()
+        self.thread = threading.Thread(target=self._watch, daemon=True) if enabled else None
+        if self.thread is not None:
+            self.thread.start()
+
+    def _poll(self) -> None:
+        now = min(self.bar.total, self.done + len(self.store.shards()) - self.start_shards)
+        if now > self.bar.n:
+            self.bar.update(now - self.bar.n)
+
+    def _watch(self) -> None:
+        while not self.stop.wait(2.0):
+            self._poll()
+
+    def close(self) -> None:
+        self.stop.set()
+        if self.thread is not None:
+            self.thread.join()
+            self._poll()
+        self.bar.close()
