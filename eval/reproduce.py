@@ -286,6 +286,17 @@ def subset_folders(folder: Path) -> list[Path]:
     return siblings or [folder]
 
 
+def check_subsets(folder: Path, benchmarks: Sequence[str]) -> None:
+    """Refuse, before sampling, a subset run that would sample a benchmark one of its siblings holds."""
+    for sibling in subset_folders(folder):
+        if sibling == folder:
+            continue
+        held = sorted(set(read_manifest(sibling).get("config", {}).get("benchmarks", {})) & set(benchmarks))
+        if held:
+            raise UserError(f"{_rel(sibling)} already holds {', '.join(held)} for this model and settings; "
+                            "leave them out of --benchmarks (its table merges both runs)")
+
+
 def evaluate_real(
     model: str,
     *,
@@ -836,6 +847,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                                    limit=args.limit, seed=args.seed, engine=args.backend, label=label,
                                    unit_size=args.unit_size, benchmarks=args.benchmarks)]
             samples_root = folders[0]
+            check_subsets(folders[0], benchmarks)
             tables_dir = args.tables_dir or real_tables_dir(label, real_settings(
                 n, tokens, args.limit, args.seed, args.backend, args.unit_size))
             suite, rows, hint = "real", [(label, args.seed)], ""

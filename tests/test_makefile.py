@@ -24,8 +24,24 @@ def test_known_variables_reach_the_command():
     result = make("-n", "reproduce-tables", "N=8", "BACKEND=hf", "OVERWRITE=1")
     assert result.returncode == 0, result.stderr
     command = " ".join(result.stdout.replace("\\\n", " ").split())
-    assert "-m eval.reproduce" in command and "--n 8" in command
+    assert "-m eval.reproduce" in command and "--num-samples 8" in command
     assert "--backend hf" in command and "--overwrite" in command
+    assert "torch.distributed.run" not in command
+
+
+def test_workers_are_started_by_torchrun_after_one_check_of_the_command_line():
+    result = make("-n", "reproduce-tables", "MODEL=org/model", "BACKEND=vllm", "BENCHMARKS=aime24,math500", "TP=2",
+                  "NPROC=4", "NNODES=2", "NODE_RANK=1", "MASTER_ADDR=node0", "MASTER_PORT=29600")
+    assert result.returncode == 0, result.stderr
+    lines = [" ".join(line.split()) for line in result.stdout.replace("\\\n", " ").splitlines() if line.strip()]
+    check = next(line for line in lines if "--check-only" in line)
+    launch = next(line for line in lines if "torch.distributed.run" in line)
+    assert lines.index(check) < lines.index(launch)
+    assert ("--nproc-per-node 4 --nnodes 2 --node-rank 1 --master-addr node0 --master-port 29600 "
+            "-m eval.reproduce") in launch
+    for line in (check, launch):
+        assert "--model org/model" in line and "--benchmarks aime24,math500" in line
+        assert "--tensor-parallel-size 2" in line and "--backend vllm" in line
 
 
 def test_script_targets_run_the_files_of_scripts_and_benchmarks():

@@ -19,6 +19,7 @@ from eval.reproduce import (
     discover_checkpoints,
     main,
     model_label,
+    parse_args,
     real_settings,
     toy_settings,
     toy_tables_dir,
@@ -26,7 +27,7 @@ from eval.reproduce import (
 from workbench.data import REAL_BENCHMARKS, get_spec
 from workbench.errors import UserError
 from workbench.records import read_records
-from workbench.runs import write_manifest
+from workbench.runs import read_manifest, write_manifest
 
 REPO = Path(__file__).resolve().parents[1]
 STEMS = ("toy_avg@4", "toy_pass@4", "toy_pass@4_unbiased")
@@ -248,3 +249,32 @@ def test_another_toy_setting_neither_clobbers_nor_is_refused(tmp_path, monkeypat
     assert main(["--from-samples", str(tmp_path / "runs" / "toy-eval" / "n2_tok20_size1"), "--quiet",
                  "--no-figure"]) == 0
     assert _snapshot(first) == kept
+
+
+def test_runs_of_two_subsets_of_the_benchmarks_merge_into_one_table(tmp_path, tiny_lm, fixture_data_dir):
+    samples, tables = tmp_path / "samples", tmp_path / "tables"
+    common = ["--model", str(tiny_lm), "--data-dir", str(fixture_data_dir), "--limit", "1", "--n", "2",
+              "--max-new-tokens", "3", "--samples-dir", str(samples), "--quiet", "--no-figure"]
+    first, rest = REAL_BENCHMARKS[:2], REAL_BENCHMARKS[2:]
+    assert main([*common, "--benchmarks", ",".join(first), "--tables-dir", str(tables)]) == 0
+    shown = [c for c in pd.read_csv(tables / "real_avg@2.csv", index_col="method").columns if "_ci_" not in c]
+    assert shown == ["AIME24", "AIME25", "Average"]
+    assert main([*common, "--benchmarks", ",".join(rest), "--tables-dir", str(tables)]) == 0
+    label = model_label(str(tiny_lm))
+    folders = sorted(p.name for p in (samples / label).iterdir())
+    assert folders == ["n2_tok3_limit1_seed0_only-" + "+".join(first), "n2_tok3_limit1_seed0_only-" + "+".join(rest)]
+    avg = pd.read_csv(tables / "real_avg@2.csv", index_col="method")
+    assert [c for c in avg.columns if "_ci_" not in c] == ["AIME24", "AIME25", "AMC23", "MATH500", "Minerva",
+                                                          "OlympiadBench", "Average"]
+    run = read_manifest(tables)["config"]["runs"]
+    assert len(run) == 1 and run[0]["samples"].count("_only-") == 2
+    # a third run that samples a benchmark again cannot join the table
+    with pytest.raises(UserError, match=r"_only-aime24\+aime25 already holds aime24 for this model and settings"):
+        main([*common, "--benchmarks", "aime24,amc23", "--tables-dir", str(tables)])
+
+
+def test_an_unknown_benchmark_is_one_line_naming_the_registered_ones():
+    with pytest.raises(UserError, match="unknown aime2026; the real ones are aime24, aime25"):
+        parse_args(["--model", "org/model", "--benchmarks", "aime24,aime2026"])
+    with pytest.raises(UserError, match=r"toy-1 \(toy-1 is not a real benchmark\)"):
+        parse_args(["--model", "org/model", "--benchmarks", "toy-1"])
