@@ -187,6 +187,7 @@ bench: $(STAMP)  ## benchmarks, each a ratio against a baseline measured in the 
 	$(PY) benchmarks/bench_metrics.py
 	$(PY) benchmarks/bench_grading.py
 	$(PY) benchmarks/bench_step.py
+	$(PY) benchmarks/bench_eval_workers.py
 	$(if $(wildcard $(VLLM_STAMP)),$(VLLM_PY) benchmarks/bench_engines.py,@echo "bench_engines: skipped, needs make setup-vllm")
 
 clean:  ## remove run outputs that are not committed
