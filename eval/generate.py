@@ -106,6 +106,14 @@ def run_config(backend: Sampler, problems: Sequence[Problem], prompts: Sequence[
     }
 
 
+def _has_token_ids(shard: Path) -> bool:
+    """Whether a shard has token ids; an unreadable one counts as having them: the stage sets it aside."""
+    try:
+        return TOKEN_IDS.name in pq.read_schema(shard).names
+    except (OSError, ValueError):
+        return True
+
+
 def _ordered(frame: pd.DataFrame, problems: Sequence[Problem]) -> pd.DataFrame:
     """The requested problems' samples in problem order, then sample index."""
     order = {(p.benchmark, p.problem_id): i for i, p in enumerate(problems)}
@@ -144,9 +152,9 @@ def generate_samples(
     units = plan_units(problems, prompts, sampling, unit_size)
     config = run_config(backend, problems, prompts, sampling, unit_size, grade, extra)
     store = ShardStore(out)
-    if token_ids and any(TOKEN_IDS.name not in pq.read_schema(s).names for s in store.shards()):
+    if token_ids and any(not _has_token_ids(s) for s in store.shards()):
         raise ResumeMismatch(f"{out} holds samples without token ids; use another folder for samples with them")
-    with stage(out, {k: config[k] for k in IDENTITY_FIELDS}, sampling.seed, config=config):
+    with stage(out, {k: config[k] for k in IDENTITY_FIELDS}, sampling.seed, config=config, store=store):
         cache = GradeCache(cache_path if cache_path is not None else out / GRADE_CACHE_FILE) if grade else None
 
         def produce(unit: WorkUnit) -> pd.DataFrame:
