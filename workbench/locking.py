@@ -9,7 +9,14 @@ removed when the lock is released, so a clean run leaves nothing behind.
 
 Locks are re-entrant within a process (a stage inside a command that already holds its folder), and
 :func:`clean_temp_files` removes what a killed writer left half-written, which is only safe once the
-lock is held. In a multi-process launch (torchrun), rank 0 holds the lock for the run folder while the
+lock is held.
+
+A set of files that belong together (tables, their figure and the manifest that lists them) is
+replaced whole by :func:`replace_set`: the new set is written into a staging folder beside the old
+one, which becomes the folder's pending set in one rename (the commit point), and is then moved into
+place file by file, manifest last. A writer killed before the commit leaves the old set untouched
+(the staging folder is removed by the next writer); one killed after it leaves a complete pending
+set, which the next process that locks the folder installs before anything else. In a multi-process launch (torchrun), rank 0 holds the lock for the run folder while the
 other ranks write only their own shard files (each shard is its own file, renamed into place).
 
 flock is advisory and local: it does not protect a folder on a network file system shared by two
@@ -26,6 +33,7 @@ import os
 import shutil
 import socket
 import threading
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -40,6 +48,9 @@ LOCK_FILE = ".scope.lock"
 TEMP_PREFIXES = (".tmp-", ".staging-")
 """Names of half-written files and folders a writer makes and renames or removes when done."""
 TEMP_SUFFIX = ".tmp"
+PENDING = ".pending-set"
+"""A complete new file set, committed but not yet moved into place (see :func:`replace_set`)."""
+LAST = "manifest.json"
 
 
 class FolderLocked(UserError):
@@ -139,6 +150,7 @@ def folder_lock(folder: str | os.PathLike) -> Iterator[Path]:
             os.ftruncate(fd, 0)
             os.pwrite(fd, json.dumps(info).encode("utf-8"), 0)
             _held[key] = _Held(fd, 1)
+            install_pending(folder)
             clean_temp_files(folder)
     try:
         yield folder
@@ -185,3 +197,44 @@ def clean_temp_files(folder: str | os.PathLike) -> list[Path]:
         log.info("%s: removed %d temp file(s) left by an interrupted writer: %s", folder, len(removed),
                  ", ".join(p.name for p in removed))
     return removed
+
+
+def install_pending(folder: str | os.PathLike) -> bool:
+    """Move a committed pending set (left by a writer killed while installing it) into place, its
+    manifest last; returns whether there was one. Only call with the folder's lock held."""
+    folder = Path(folder)
+    pending = folder / PENDING
+    if not pending.is_dir():
+        return False
+    names = sorted((p.name for p in pending.iterdir() if p.is_file() and not p.name.startswith(".")),
+                   key=lambda name: (name == LAST, name))
+    for name in names:
+        os.replace(pending / name, folder / name)
+    shutil.rmtree(pending)  # whatever else a writer left in its staging folder (temp files)
+    log.info("%s: installed a new file set (%d files)", folder, len(names))
+    return True
+
+
+@contextmanager
+def replace_set(folder: str | os.PathLike) -> Iterator[Path]:
+    """A staging folder holding the files of ``folder`` (hard links, so nothing is copied), in which
+    the body writes a new set, always through temp files renamed into place (never in place: that
+    would change the old set through its links); when the body ends, the staging folder's files
+    replace the folder's together (see the module note). An exception leaves the folder as it was."""
+    folder = Path(folder)
+    with folder_lock(folder):
+        staging = folder / f".staging-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        staging.mkdir()
+        try:
+            for path in sorted(folder.iterdir()):
+                if path.is_file() and not path.is_symlink() and not path.name.startswith("."):
+                    try:
+                        os.link(path, staging / path.name)
+                    except OSError:
+                        shutil.copy2(path, staging / path.name)
+            yield staging
+            os.replace(staging, folder / PENDING)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        install_pending(folder)

@@ -27,7 +27,7 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
@@ -194,6 +194,12 @@ def is_finished(folder: str | os.PathLike) -> bool:
     return (Path(folder) / MANIFEST).is_file() and read_manifest(folder).get("status") == "finished"
 
 
+def run_lock(folder: str | os.PathLike) -> AbstractContextManager[Any]:
+    """The write lock of ``folder`` on rank 0 of a launch (or a single process), nothing on the other
+    ranks: they write only their own shard files, while rank 0 holds the folder and its manifest."""
+    return folder_lock(folder) if launch_rank_and_world()[0] == 0 else nullcontext()
+
+
 @contextmanager
 def run_folder(folder: str | os.PathLike, config: Mapping[str, Any], seed: int | None,
                **extra: Any) -> Iterator[Path]:
@@ -209,7 +215,7 @@ def run_folder(folder: str | os.PathLike, config: Mapping[str, Any], seed: int |
     if launch_rank_and_world()[0] != 0:
         yield folder
         return
-    with folder_lock(folder):
+    with run_lock(folder):
         before = (folder / MANIFEST).read_text() if (folder / MANIFEST).is_file() else None
         write_manifest(folder, config, seed, status="running", finished_at=None, **extra)
         try:
