@@ -69,14 +69,17 @@ def repo_relative(value: str | os.PathLike) -> str:
         return text
 
 
-def command_line() -> str:
+def command_line(runnable: bool = False) -> str:
     """How this process was started, the same in every clone: ``python -m pkg.mod args`` for a module,
-    else the script's file name, with arguments inside the repository made relative."""
+    else the script's file name (``runnable``: ``python`` and its path), with arguments inside the
+    repository made relative."""
     spec = getattr(sys.modules.get("__main__"), "__spec__", None)
     if spec is not None and spec.name:
         head = ["python", "-m", spec.name.removesuffix(".__main__")]
+    elif not (sys.argv and sys.argv[0]):
+        head = ["python"]
     else:
-        head = [Path(sys.argv[0]).name if sys.argv and sys.argv[0] else "python"]
+        head = ["python", repo_relative(os.path.abspath(sys.argv[0]))] if runnable else [Path(sys.argv[0]).name]
     return shlex.join([*head, *(repo_relative(arg) for arg in sys.argv[1:])])
 
 
@@ -108,6 +111,6 @@ def main_guard(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] 
         return USAGE_EXIT
     except KeyboardInterrupt as exc:
         said = str(exc) or (f"stopped by Ctrl-C; finished work is kept; run the same command to resume: "
-                            f"{command_line()}")
+                            f"{command_line(runnable=True)}")
         print(f"interrupted: {said}", file=sys.stderr)
         return INTERRUPT_EXIT
