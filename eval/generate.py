@@ -26,7 +26,7 @@ from typing import Any, Literal
 import pandas as pd
 import pyarrow.parquet as pq
 
-from workbench.data import get_spec
+from workbench.data import MAX_PROBLEM_CHARS, check_text, get_spec
 from workbench.grading import GradeCache
 from workbench.models import Sampler, SamplingConfig
 from workbench.records import TOKEN_IDS, Problem, ShardStore
@@ -78,6 +78,7 @@ def _check_problems(problems: Sequence[Problem]) -> None:
         if not isinstance(p, Problem):
             raise TypeError(f"problems must be workbench.records.Problem, got {type(p).__name__}")
         get_spec(p.benchmark)
+        check_text(p.problem, f"problem {p.benchmark}/{p.problem_id}", "problem", MAX_PROBLEM_CHARS)
         key = (p.benchmark, p.problem_id)
         if key in seen:
             raise ValueError(f"problem {p.benchmark}/{p.problem_id} appears twice")

@@ -358,3 +358,53 @@ def test_an_empty_keyboard_interrupt_still_says_how_to_resume(capsys):
 
 def test_a_lock_refusal_is_a_user_error():
     assert issubclass(FolderLocked, UserError)
+
+
+# ------------------------------------------------------------------------------ inputs
+def _jsonl(folder: Path, lines: list[bytes], name: str = "amc23.jsonl") -> Path:
+    folder.mkdir(exist_ok=True)
+    (folder / name).write_bytes(b"\n".join(lines) + b"\n")
+    return folder / name
+
+
+GOOD = b'{"id": "p1", "problem": "What is 1+1?", "answer": "2"}'
+
+
+@pytest.mark.parametrize("content, says", [
+    ([GOOD, '{"id": "p2", "problem": "caf\u00e9 costs?", "answer": "3"}'.encode("latin-1")],
+     "line 2: not UTF-8 (byte 0xe9 at byte 29 of the line); save the file as UTF-8"),
+    ([GOOD.decode().encode("utf-16")], "the file is UTF-16; save it as UTF-8"),
+    ([GOOD, b'{"id": "p2", "problem": "x \\ud800 y", "answer": "3"}'],
+     "line 2 (id 'p2'): field 'problem' holds invalid Unicode (surrogates not allowed: U+D800 at character 2)"),
+    ([GOOD, b'{"id": "p3", "problem": "' + b"9" * 20_001 + b'", "answer": "3"}'],
+     "line 2 (id 'p3'): field 'problem' has 20,001 characters, over the 20,000 a problem may have"),
+])
+def test_bad_text_in_a_data_file_is_refused_at_load_naming_file_line_and_problem(tmp_path, content, says):
+    from workbench.data import DataError, load_benchmark
+
+    path = _jsonl(tmp_path / "data", content)
+    with pytest.raises(DataError) as err:
+        load_benchmark("amc23", tmp_path / "data")
+    assert str(err.value).startswith(str(path)) and says in str(err.value)
+
+
+def test_a_problem_made_in_code_with_a_lone_surrogate_is_refused_before_sampling(tmp_path):
+    from eval.generate import generate_samples
+    from workbench.data import DataError
+    from workbench.records import Problem
+
+    bad = Problem("toy-1", "x", "1+\ud800", "2")
+    with pytest.raises(DataError, match=r"problem toy-1/x: field 'problem' holds invalid Unicode"):
+        generate_samples(fault_worker.SeededFake({}), [bad], fault_worker.SAMPLING, tmp_path / "s", progress=False)
+    assert not (tmp_path / "s").exists()
+
+
+@pytest.mark.parametrize("values, position", [([-1.0, float("nan")], 1), ([float("inf")], 0), ([-0.5, 0.0, 0.3], 2)])
+def test_the_trainer_refuses_impossible_teacher_logprobs_naming_teacher_and_position(values, position):
+    import torch
+
+    from workbench.checks import ImpossibleLogprob, check_logprobs
+
+    with pytest.raises(ImpossibleLogprob, match=rf"^teacher t, batch row 4: position {position}: log-prob"):
+        check_logprobs(torch.tensor(values), "teacher t, batch row 4")
+    assert check_logprobs([-0.0, -3.5, 5e-5], "t").tolist() == pytest.approx([0.0, -3.5, 5e-5])
