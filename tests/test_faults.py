@@ -408,3 +408,38 @@ def test_the_trainer_refuses_impossible_teacher_logprobs_naming_teacher_and_posi
     with pytest.raises(ImpossibleLogprob, match=rf"^teacher t, batch row 4: position {position}: log-prob"):
         check_logprobs(torch.tensor(values), "teacher t, batch row 4")
     assert check_logprobs([-0.0, -3.5, 5e-5], "t").tolist() == pytest.approx([0.0, -3.5, 5e-5])
+
+
+TOY_RECIPE = REPO / "train" / "recipes" / "toy_scope.yaml"
+
+
+@pytest.mark.parametrize("flags, says", [
+    (["--learning_rate", "nan"], "learning_rate (the optimizer's step size) must be a finite number in (0, ∞), got nan"),
+    (["--learning_rate", "-1e-5"], "learning_rate (the optimizer's step size) must be a finite number in (0, ∞), got -1e-5"),
+    (["--learning_rate", "inf"], "learning_rate (the optimizer's step size) must be a finite number in (0, ∞), got inf"),
+    (["--adam_beta2", "1.0"], "adam_beta2 (Adam's second-moment decay) must be a finite number in [0, 1), got 1.0"),
+    (["--max_grad_norm", "-1"], "max_grad_norm (gradient clipping; 0 turns it off) must be a finite number in [0, ∞)"),
+    (["--weight_decay", "nan"], "weight_decay (AdamW's decay) must be a finite number in [0, ∞), got nan"),
+    (["--top_p", "0"], "top_p (nucleus sampling mass) must be a finite number in (0, 1], got 0"),
+    (["--num_generations", "1"], "method scope weighs the rollouts of a prompt against each other, so it needs "
+                                 "num_generations >= 2, got 1 (--num_generations); use method opd"),
+    (["--num_generations", "1", "--ablation", "no_teacher_weight"], "method scope weighs the rollouts of a prompt"),
+])
+def test_training_values_no_run_can_use_are_one_line_before_any_model_loads(tmp_path, flags, says):
+    start = time.monotonic()
+    proc = subprocess.run([sys.executable, "-m", "train.cli", "--config", str(TOY_RECIPE), *flags, "--output_dir",
+                           str(tmp_path / "out")], cwd=REPO, capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert proc.returncode == 2, proc.stderr
+    line = _one_line(proc.stderr)
+    assert line.startswith(f"error: {says}"), line
+    assert not (tmp_path / "out").exists() and time.monotonic() - start < 30
+
+
+def test_a_learning_rate_of_inf_in_a_recipe_is_refused_too(tmp_path):
+    from train.config import parse_config
+
+    text = TOY_RECIPE.read_text().replace("learning_rate:", "learning_rate: .inf\n#", 1)
+    (tmp_path / "r.yaml").write_text(text)
+    with pytest.raises(UserError, match=r"learning_rate .* must be a finite number in \(0, ∞\), got inf"):
+        parse_config(["--config", str(tmp_path / "r.yaml"), "--output_dir", str(tmp_path / "out")])
