@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -443,3 +444,59 @@ def test_a_learning_rate_of_inf_in_a_recipe_is_refused_too(tmp_path):
     (tmp_path / "r.yaml").write_text(text)
     with pytest.raises(UserError, match=r"learning_rate .* must be a finite number in \(0, ∞\), got inf"):
         parse_config(["--config", str(tmp_path / "r.yaml"), "--output_dir", str(tmp_path / "out")])
+
+
+# ------------------------------------------------------------------------------ grader
+def _nested_frac(depth: int, inner: str = "5") -> str:
+    for _ in range(depth):
+        inner = "\\frac{" + inner + "}{2}"
+    return inner
+
+
+def test_answers_nested_beyond_what_math_verify_reads_are_wrong_by_name_not_by_a_guess(tmp_path):
+    from workbench.grading import Grade, GradeCache, grade_batch
+
+    deep, long = _nested_frac(60), "1+" * 600 + "1"
+    items = [(f"\\boxed{{{deep}}}", "\\frac{5}{2}", "math500"),  # 5 / 2^60, deeper than math-verify reads faithfully
+             (f"\\boxed{{{_nested_frac(3)}}}", "\\frac{5}{8}", "math500"),  # ordinary nesting is still read
+             (f"\\boxed{{{long}}}", "601", "math500")]
+    grades = grade_batch(items, workers=1, progress=False, cache=GradeCache(tmp_path / "g.sqlite"))
+    assert grades == [Grade(False, deep, "too_complex: nesting depth 60 > 10"), Grade(True, _nested_frac(3)),
+                      Grade(False, long, "too_complex: 1,201 characters > 1,000")]
+
+
+def test_a_lone_surrogate_makes_its_answer_wrong_not_the_batch(tmp_path):
+    from workbench.grading import Grade, GradeCache, grade_batch
+
+    cache = GradeCache(tmp_path / "g.sqlite")
+    items = [("so \\boxed{\\frac{1}{2}}", "\\frac{1}{2}", "math500"), ("\\boxed{\ud800 7}", "7", "math500"),
+             ("\\boxed{0.5}", "\\frac{1}{2}", "math500")]
+    assert grade_batch(items, workers=1, progress=False, cache=cache) == [
+        Grade(True, "\\frac{1}{2}"), Grade(False, None, "invalid_text"), Grade(True, "0.5")]
+    assert grade_batch(items, workers=1, progress=False, cache=cache)[1] == Grade(False, None, "invalid_text")
+
+
+# ------------------------------------------------------------------------------ engine fixtures
+def test_the_served_teacher_health_check_passes_long_after_the_servers_start(tmp_path):
+    """A session on a loaded machine reaches its served tests more than the start deadline after the
+    server started; a healthy server must still pass (it failed with "not healthy after 420 s")."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("engines_conftest", REPO / "tests" / "engines" / "conftest.py")
+    conftest = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(conftest)
+    server = conftest.LiveServer(REPO, "key")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        server.port = s.getsockname()[1]
+    (tmp_path / "health").write_text("ok")  # http.server answers /health with this file
+    server.process = subprocess.Popen([sys.executable, "-m", "http.server", str(server.port), "--bind", "127.0.0.1",
+                                       "--directory", str(tmp_path)], stdout=subprocess.DEVNULL,
+                                      stderr=subprocess.DEVNULL, env={**os.environ, "no_proxy": "127.0.0.1"})
+    try:
+        server._started_at = time.perf_counter() - 2 * conftest.SERVER_START_DEADLINE_S  # booted long ago
+        server.wait_healthy()
+        assert server.alive()
+    finally:
+        server.process.kill()
+        server.process.wait()
