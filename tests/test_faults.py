@@ -11,6 +11,8 @@ import errno
 import hashlib
 import json
 import os
+import shlex
+import shutil
 import signal
 import socket
 import subprocess
@@ -500,3 +502,33 @@ def test_the_served_teacher_health_check_passes_long_after_the_servers_start(tmp
     finally:
         server.process.kill()
         server.process.wait()
+
+
+# ------------------------------------------------------------------------------ read-only results
+def _namespace_mounts() -> str | None:
+    """Why a user+mount namespace (for a read-only bind mount) cannot be made here, else None."""
+    if shutil.which("unshare") is None:
+        return "the unshare tool is not installed"
+    probe = subprocess.run(["unshare", "-rm", "sh", "-c", "mount -t tmpfs tmpfs /mnt"], capture_output=True, text=True)
+    return None if probe.returncode == 0 else f"unshare -rm cannot mount a tmpfs here: {probe.stderr.strip()}"
+
+
+NO_NAMESPACE = _namespace_mounts()
+
+
+@pytest.mark.skipif(NO_NAMESPACE is not None, reason=f"needs a mount namespace: {NO_NAMESPACE}")
+@pytest.mark.parametrize("command, where", [
+    ("-m analysis.cli figures", "results/figures/"),
+    ("scripts/demo.py --toy-size 1 --n 2 --backend hf --skip-analysis --quiet", "results/"),
+])
+def test_a_read_only_results_folder_is_one_line_saying_read_only(command, where):
+    """`make figures` and `make demo` with results/ mounted read-only (only inside this command)."""
+    script = ("mount --bind results results && mount -o remount,bind,ro results && "
+              f"exec {shlex.quote(sys.executable)} {command}")
+    proc = subprocess.run(["unshare", "-rm", "sh", "-c", script], cwd=REPO, capture_output=True, text=True,
+                          timeout=300, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error")]  # model loading may draw bars
+    assert len(errors) == 1 and errors == proc.stderr.strip().splitlines()[-1:], proc.stderr[-2000:]
+    line = errors[0]
+    assert line.startswith(f"error: read-only writing {where}") and "(Read-only file system)" in line, line
