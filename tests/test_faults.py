@@ -532,3 +532,17 @@ def test_a_read_only_results_folder_is_one_line_saying_read_only(command, where)
     assert len(errors) == 1 and errors == proc.stderr.strip().splitlines()[-1:], proc.stderr[-2000:]
     line = errors[0]
     assert line.startswith(f"error: read-only writing {where}") and "(Read-only file system)" in line, line
+
+
+# ------------------------------------------------------------------------------ dead teacher
+def test_a_dead_teacher_server_is_one_line_saying_what_to_do(capsys):
+    from workbench.models.server import ServerScorer
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed again: nothing listens there
+    dead = ServerScorer(f"http://127.0.0.1:{port}", "teacher", max_retries=1, backoff_s=0.0, progress=False)
+    assert main_guard(lambda argv: dead.token_logprobs([[2]], [[3]])) == 2
+    line = _one_line(capsys.readouterr().err)
+    assert line.startswith(f"error: could not reach http://127.0.0.1:{port}/v1/completions after 2 tries: ")
+    assert line.endswith("; start the server (or fix its URL) and run the command again")
