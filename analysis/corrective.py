@@ -236,7 +236,7 @@ def continue_from_prefixes(teacher: Backend, wrong: pd.DataFrame, cfg: Correctiv
             del r["response"], r["answer"]
         return pd.DataFrame(rows)
 
-    with stage(out, identity, cfg.seed):
+    with stage(out, identity, cfg.seed, store=store):
         run_units(store, units, produce, desc=f"continuations {model_name(teacher)}", progress=progress)
     frame = store.read()
     expected = len(items) * cfg.n_continuations

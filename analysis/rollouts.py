@@ -126,7 +126,7 @@ def score_rollouts(scorer: Scorer, encode: Callable[[str], list[int]], rollouts:
             "n_scored": [len(lp) for lp in logps],
         })
 
-    with stage(out, identity, None):
+    with stage(out, identity, None, store=store):
         run_units(store, units, produce, desc=f"scoring {model}", progress=progress)
     scores = store.read()
     wanted = set(keys)

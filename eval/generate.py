@@ -27,7 +27,7 @@ from typing import Any, Literal
 import pandas as pd
 import pyarrow.parquet as pq
 
-from workbench.data import get_spec
+from workbench.data import MAX_PROBLEM_CHARS, check_text, get_spec
 from workbench.distributed import World, current_world
 from workbench.grading import GradeCache
 from workbench.models import Sampler, SamplingConfig
@@ -80,6 +80,7 @@ def _check_problems(problems: Sequence[Problem]) -> None:
         if not isinstance(p, Problem):
             raise TypeError(f"problems must be workbench.records.Problem, got {type(p).__name__}")
         get_spec(p.benchmark)
+        check_text(p.problem, f"problem {p.benchmark}/{p.problem_id}", "problem", MAX_PROBLEM_CHARS)
         key = (p.benchmark, p.problem_id)
         if key in seen:
             raise ValueError(f"problem {p.benchmark}/{p.problem_id} appears twice")
@@ -106,6 +107,14 @@ def run_config(backend: Sampler, problems: Sequence[Problem], prompts: Sequence[
         "benchmarks": {b: sum(p.benchmark == b for p in problems) for b in benchmarks},
         "extra": dict(extra or {}),
     }
+
+
+def _has_token_ids(shard: Path) -> bool:
+    """Whether a shard has token ids; an unreadable one counts as having them: the stage sets it aside."""
+    try:
+        return TOKEN_IDS.name in pq.read_schema(shard).names
+    except (OSError, ValueError):
+        return True
 
 
 def _ordered(frame: pd.DataFrame, problems: Sequence[Problem]) -> pd.DataFrame:
@@ -152,12 +161,12 @@ def generate_samples(
     units = plan_units(problems, prompts, sampling, unit_size)
     config = run_config(backend, problems, prompts, sampling, unit_size, grade, extra)
     store = ShardStore(out)
-    if token_ids and any(TOKEN_IDS.name not in pq.read_schema(s).names for s in store.shards()):
+    if token_ids and any(not _has_token_ids(s) for s in store.shards()):
         raise ResumeMismatch(f"{out} holds samples without token ids; use another folder for samples with them")
     identity = {k: config[k] for k in IDENTITY_FIELDS}
     world = current_world()
-    # Rank 0 checks the folder and writes its manifest; the others check it once it is there.
-    with stage(out, identity, sampling.seed, config=config) if world.is_writer else nullcontext():
+    # Rank 0 locks the folder, verifies its shards and writes its manifest; the others check it then.
+    with stage(out, identity, sampling.seed, config=config, store=store) if world.is_writer else nullcontext():
         world.barrier()
         if not world.is_writer:
             check_identity(out, identity)

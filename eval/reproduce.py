@@ -26,6 +26,7 @@ runs (method and seed rows); anything else needs ``--overwrite``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
 import logging
 import os
@@ -45,7 +46,7 @@ from workbench.data import BENCHMARKS, REAL_BENCHMARKS, TOY_BENCHMARKS, Generati
 from workbench.distributed import World, join_world, pin_gpus
 from workbench.errors import UserArgumentParser, UserError, main_guard
 from workbench.layout import REAL_EVAL_RUNS, REPO_ROOT, TABLES, TOY_EVAL_RUNS, TOY_RUNS, TOY_SAMPLES
-from workbench.runs import MANIFEST, read_manifest, write_manifest
+from workbench.runs import MANIFEST, read_manifest, run_lock, write_manifest
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -117,7 +118,7 @@ def discover_checkpoints(runs_root: str | Path = TOY_RUNS, base: str | Path | No
         if match is None or not (model / "config.json").is_file():
             continue
         status = read_manifest(seed_dir).get("status") if (seed_dir / MANIFEST).is_file() else None
-        if status in ("running", "failed"):
+        if status in ("running", "failed", "interrupted"):
             log.warning("skipping %s: its run manifest says %r", model, status)
             continue
         if seed_dir.parent.name == BASE_METHOD:
@@ -513,8 +514,28 @@ def build_tables(samples: pd.DataFrame, runs: Sequence[dict[str, Any]], out_dir:
     """Write ``<suite>_avg@k``, ``<suite>_pass@k`` (the paper's bootstrap form) and
     ``<suite>_pass@k_unbiased`` as md/csv/tex, the Pass@k curves and a manifest; returns what was written.
 
-    Refuses (:func:`check_replace`) to replace tables of other runs unless ``overwrite``.
+    Refuses (:func:`check_replace`) to replace tables of other runs unless ``overwrite``. The set is
+    written into a staging folder and swapped in whole (:func:`workbench.locking.replace_set`), so a
+    kill or a full disk leaves the previous set, which the same command then replaces.
     """
+    from eval.tables import avg_metric, metric_table
+    from workbench.data import display_order
+    from workbench.locking import replace_set
+
+    suite = "toy" if all(r["suite"] == "toy" for r in runs) else "real"
+    k = int(samples.groupby(["method", "seed", "benchmark", "problem_id"]).size().min())
+    with replace_set(out_dir) as staging:
+        check_replace(out_dir, suite, k, [(r["method"], r["seed"]) for r in runs], overwrite=overwrite)
+        long, written = _write_set(samples, runs, Path(out_dir), staging, suite, k, figure)
+    benchmarks = display_order(samples["benchmark"].unique())
+    values = metric_table(long, avg_metric(k), benchmarks=benchmarks).values
+    return {"suite": suite, "k": k, "written": written, "runs": list(runs), "avg_table": values}
+
+
+def _write_set(samples: pd.DataFrame, runs: Sequence[dict[str, Any]], out: Path, staging: Path, suite: str,
+               k: int, figure: bool) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """The tables, figure and manifest of :func:`build_tables`, written into ``staging``, naming their
+    final paths in ``out``."""
     from eval.reference import PAPER_K
     from eval.tables import (
         MetricTable,
@@ -529,9 +550,6 @@ def build_tables(samples: pd.DataFrame, runs: Sequence[dict[str, Any]], out_dir:
     )
     from workbench.data import display_order
 
-    suite = "toy" if all(r["suite"] == "toy" for r in runs) else "real"
-    k = int(samples.groupby(["method", "seed", "benchmark", "problem_id"]).size().min())
-    check_replace(out_dir, suite, k, [(r["method"], r["seed"]) for r in runs], overwrite=overwrite)
     benchmarks = display_order(samples["benchmark"].unique())
     long = summarise_samples(samples[["method", "seed", "benchmark", "problem_id", "sample_idx", "correct"]], k)
     several = any(sum(r["method"] == m["method"] for r in runs) > 1 for m in runs)
@@ -545,7 +563,6 @@ def build_tables(samples: pd.DataFrame, runs: Sequence[dict[str, Any]], out_dir:
         (bootstrap_pass_metric(k), f"{suite}_pass@{k}", f"Pass@{k} (the paper's with-replacement form)", True),
         (pass_metric(k), f"{suite}_pass@{k}_unbiased", f"Pass@{k} (unbiased, Chen et al.)", False),
     ]
-    out = Path(out_dir)
     written: dict[str, Any] = {}
     for metric, stem, name, has_paper in specs:
         frame = long
@@ -560,17 +577,18 @@ def build_tables(samples: pd.DataFrame, runs: Sequence[dict[str, Any]], out_dir:
                    f"{size} problems per benchmark; ± is a {interval}.")
         if suite == "real" and has_paper and student is None:
             caption += f" Rows 'paper: ...' are the paper's reported numbers for its own models (n={PAPER_K}), for reference."
-        written[stem] = {kind: _rel(p) for kind, p in write_tables(table, out, stem, ci=True, caption=caption).items()}
+        written[stem] = {kind: _rel(out / p.name)
+                         for kind, p in write_tables(table, staging, stem, ci=True, caption=caption).items()}
     if figure:
-        written["figure"] = {kind: _rel(p) for kind, p in _write_figure(samples, out, f"{suite}_pass_at_k").items()}
+        written["figure"] = {kind: _rel(out / p.name)
+                             for kind, p in _write_figure(samples, staging, f"{suite}_pass_at_k").items()}
     truncated = (samples.assign(truncated=samples["finish_reason"] == "length")
                  .groupby(["method", "seed"], sort=False)["truncated"].sum())
     for run in runs:
         run["truncated"] = int(truncated.loc[(run["method"], run["seed"])])
-    write_manifest(out, {"suite": suite, "k": k, "benchmarks": benchmarks, "runs": list(runs)}, seed=None,
+    write_manifest(staging, {"suite": suite, "k": k, "benchmarks": benchmarks, "runs": list(runs)}, seed=None,
                    outputs=written)
-    values = metric_table(long, avg_metric(k), benchmarks=benchmarks).values
-    return {"suite": suite, "k": k, "written": written, "runs": list(runs), "avg_table": values}
+    return long, written
 
 
 def rebuild(sample_dirs: Sequence[str | Path], out_dir: str | Path, *, figure: bool = True,
@@ -629,8 +647,13 @@ def check_writable(folder: Path, flag: str) -> None:
         finally:
             probe.unlink(missing_ok=True)
     except OSError as exc:
-        raise UserError(f"{flag} {folder}: cannot write there ({exc.strerror or exc}); "
-                        f"free some space or pick another folder with {flag}") from None
+        from workbench.errors import FULL_ERRNOS, READ_ONLY_ERRNOS
+
+        what = ("read-only" if exc.errno in READ_ONLY_ERRNOS else "disk full" if exc.errno in FULL_ERRNOS
+                else "cannot write there")
+        raise UserError(f"{flag} {folder}: {what} ({exc.strerror or exc}); "
+                        + ("make it writable" if what == "read-only" else "free some space")
+                        + f" or pick another folder with {flag}") from None
 
 
 def _positive(flag: str, value: int | None, what: str) -> None:
@@ -818,6 +841,11 @@ def _checked(tables_dir: Path) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    with contextlib.ExitStack() as locks:
+        return _main(argv, locks)
+
+
+def _main(argv: Sequence[str] | None, locks: contextlib.ExitStack) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
     world = World() if args.from_samples else join_world()
@@ -833,6 +861,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         tables_dir = args.tables_dir or (toy_tables_dir(_toy_settings_of(dirs, args.from_samples)) if toy
                                          else _real_tables_of(dirs, args.from_samples))
         check_writable(tables_dir, "--tables-dir")
+        if world.is_writer:
+            locks.enter_context(run_lock(tables_dir))  # a second run on these tables is refused now
         if args.check_only:
             return _checked(tables_dir)
         report = rebuild(dirs, tables_dir, figure=not args.no_figure, overwrite=args.overwrite)
@@ -867,6 +897,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         check_replace(tables_dir, suite, n, rows, overwrite=args.overwrite, missing_hint=hint)
         check_writable(samples_root, "--samples-dir")
         check_writable(tables_dir, "--tables-dir")
+        if world.is_writer:
+            locks.enter_context(run_lock(tables_dir))  # a second run on these tables is refused now
         if args.check_only:
             return _checked(tables_dir)
         try:

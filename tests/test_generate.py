@@ -132,7 +132,7 @@ def test_interrupted_run_resumes_to_the_uninterrupted_samples(tmp_path, random_t
     flaky = Flaky(backend, fail_after=2)
     with pytest.raises(KeyboardInterrupt):
         generate_samples(flaky, problems, short, tmp_path / "resumed", unit_size=1, progress=False)
-    assert read_manifest(tmp_path / "resumed")["status"] == "failed"
+    assert read_manifest(tmp_path / "resumed")["status"] == "interrupted"
     assert len(ShardStore(tmp_path / "resumed").shards()) == 2
     # a kill during a shard write leaves only a temporary file, which readers never see
     (tmp_path / "resumed" / ".tmp-part-000002-deadbeef.parquet").write_bytes(b"half a shard")
@@ -143,6 +143,7 @@ def test_interrupted_run_resumes_to_the_uninterrupted_samples(tmp_path, random_t
     pd.testing.assert_frame_equal(resumed, whole)
     assert len(ShardStore(tmp_path / "resumed").read()) == len(whole) == 3 * 4
     assert read_manifest(tmp_path / "resumed")["status"] == "finished"
+    assert not (tmp_path / "resumed" / ".tmp-part-000002-deadbeef.parquet").exists()  # cleaned up under the lock
     assert (whole["finish_reason"] == "length").sum() > 0  # the untrained model does run out of tokens
 
 

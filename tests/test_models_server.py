@@ -306,3 +306,35 @@ def test_constructor_validation():
         ServerScorer("http://127.0.0.1:1", "m", batch_size=0)
     assert ServerScorer("http://h:8000/v1/", "m").url == "http://h:8000/v1/completions"
     assert ServerScorer("http://h:8000", "m").url == "http://h:8000/v1/completions"
+
+
+# ----------------------------------------------------------------------- impossible log-probs
+@pytest.mark.parametrize("bad", [float("nan"), "NaN", float("inf"), float("-inf"), 0.5, None, "-1.0", True])
+def test_an_impossible_teacher_logprob_is_one_error_naming_the_server_and_position(server, api_key, bad):
+    from workbench.checks import ImpossibleLogprob
+
+    def answer(body: dict[str, Any]) -> dict[str, Any]:
+        out = scoring_answer(body)
+        out["choices"][0]["prompt_logprobs"][3]["5"]["logprob"] = bad  # pair 0, token 5 at position 3
+        return out
+
+    server.answer = answer
+    with pytest.raises(ImpossibleLogprob) as err:
+        scorer(server).token_logprobs([[2, 3]], [[4, 5, EOS]])
+    message = str(err.value)
+    assert f"{server.url}/v1" in message and "pair 0: position 3: log-prob" in message and "\n" not in message
+    assert isinstance(err.value, UserError)
+
+
+def test_a_logprob_within_float_rounding_of_zero_is_accepted(server, api_key):
+    from workbench.checks import LOGPROB_TOLERANCE
+
+    def answer(body: dict[str, Any]) -> dict[str, Any]:
+        out = scoring_answer(body)
+        out["choices"][0]["prompt_logprobs"][3]["5"]["logprob"] = LOGPROB_TOLERANCE / 2
+        out["choices"][0]["prompt_logprobs"][2]["4"]["logprob"] = -9999.0  # vLLM's clamped -inf
+        return out
+
+    server.answer = answer
+    got = scorer(server).token_logprobs([[2, 3]], [[4, 5, EOS]])[0]
+    assert got.tolist() == pytest.approx([-9999.0, LOGPROB_TOLERANCE / 2, logp(4, EOS)])

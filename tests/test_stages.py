@@ -90,7 +90,7 @@ def test_stage_records_identity_and_refuses_another(tmp_path):
         check_identity(tmp_path, {**identity, "unit_size": 4})
     with pytest.raises(KeyboardInterrupt), stage(tmp_path, identity, 3):
         raise KeyboardInterrupt
-    assert read_manifest(tmp_path)["status"] == "failed"
+    assert read_manifest(tmp_path)["status"] == "interrupted"
 
 
 def test_a_config_holding_the_identity_is_checked_on_those_fields(tmp_path):

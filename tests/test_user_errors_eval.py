@@ -127,9 +127,9 @@ def test_an_empty_benchmark_file_is_named_before_any_model_loads(tmp_path, fixtu
 
 @needs_namespace
 @pytest.mark.parametrize("options, where, reason", [
-    ("ro", "samples", "Read-only file system"),
-    ("ro", "tables", "Read-only file system"),
-    ("size=256k", "tables", "No space left on device"),
+    ("ro", "samples", "read-only (Read-only file system); make it writable"),
+    ("ro", "tables", "read-only (Read-only file system); make it writable"),
+    ("size=256k", "tables", "disk full (No space left on device); free some space"),
 ])
 def test_an_unwritable_output_folder_stops_the_run_before_sampling(tmp_path, options, where, reason):
     mount = tmp_path / "mnt"
@@ -140,7 +140,7 @@ def test_an_unwritable_output_folder_stops_the_run_before_sampling(tmp_path, opt
     start = time.perf_counter()
     proc = _in_tmpfs(mount, options, command)
     line = _one_error_line(proc)
-    assert line.startswith(f"error: --{where}-dir {dirs[where]}: cannot write there ({reason})")
+    assert line.startswith(f"error: --{where}-dir {dirs[where]}: {reason}")
     assert not list(tmp_path.rglob("part-*.parquet")) and not list(tmp_path.rglob(".write-probe-*"))
     assert time.perf_counter() - start < 30  # no model was loaded, nothing was sampled
 

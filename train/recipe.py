@@ -59,6 +59,29 @@ NON_NEGATIVE_COUNTS = {"snapshot_every": "generation batches between weight snap
                        "heldout_every": "steps between held-out evaluations"}
 _NULLS = (None, "None", "none", "null")
 
+# Real-valued fields and the range a run can use: (low, low allowed, high, high allowed, meaning). A
+# NaN or infinite value is never allowed: inf as a learning rate turns the weights into NaN in one step.
+INF = math.inf
+REAL_RANGES = {
+    "learning_rate": (0.0, False, INF, False, "the optimizer's step size"),
+    "weight_decay": (0.0, True, INF, False, "AdamW's decay"),
+    "adam_beta1": (0.0, True, 1.0, False, "Adam's first-moment decay"),
+    "adam_beta2": (0.0, True, 1.0, False, "Adam's second-moment decay"),
+    "adam_epsilon": (0.0, False, INF, False, "Adam's denominator floor"),
+    "max_grad_norm": (0.0, True, INF, False, "gradient clipping; 0 turns it off"),
+    "num_train_epochs": (0.0, False, INF, False, "passes over the prompts"),
+    "beta": (0.0, True, INF, False, "GRPO's KL coefficient"),
+    "epsilon": (0.0, True, INF, False, "the ratio clip"),
+    "epsilon_high": (0.0, True, INF, False, "the upper ratio clip"),
+    "top_p": (0.0, False, 1.0, True, "nucleus sampling mass"),
+    "min_p": (0.0, True, 1.0, True, "min-p sampling floor"),
+    "repetition_penalty": (0.0, False, INF, False, "1.0 is none"),
+    "weight_scale": (0.0, False, INF, False, "the SCOPE weights' scale"),
+}
+GROUP_METHODS = ("scope",)
+"""Methods whose weights are a softmax inside each prompt's group of rollouts: with one rollout a
+prompt every weight is exactly 1, and the run would be plain OPD/MLE labelled scope."""
+
 # (package, file inside it, class, its single base class as written there)
 _CONFIG_CHAIN = (
     ("train", "config.py", "ScopeConfig", "GRPOConfig"),
@@ -283,6 +306,23 @@ def check_values(values: Mapping[str, Any], origin: Mapping[str, str] | None = N
         if isinstance(value, str) and value not in allowed and value not in _NULLS:
             raise UserError(f"{name} {value!r}{where(name)} is not one of {', '.join(allowed)}"
                             f"{did_you_mean(value, allowed)}")
+    for name, (low, low_ok, high, high_ok, meaning) in REAL_RANGES.items():
+        if name not in values or values[name] in _NULLS:
+            continue
+        number = _number(values[name], float)
+        if number is None:
+            continue
+        inside = (math.isfinite(number) and (number > low or (low_ok and number == low))
+                  and (number < high or (high_ok and number == high)))
+        if not inside:
+            span = (f"{'[' if low_ok else '('}{low:g}, {high:g}{']' if high_ok else ')'}".replace("inf", "∞"))
+            raise UserError(f"{name} ({meaning}) must be a finite number in {span}, got {values[name]}{where(name)}")
+    if values.get("method") in GROUP_METHODS and values.get("num_generations") not in (None, *_NULLS):
+        number = _number(values["num_generations"], int)
+        if number is not None and number < 2:
+            raise UserError(f"method {values['method']} weighs the rollouts of a prompt against each other, so it "
+                            f"needs num_generations >= 2, got {values['num_generations']}{where('num_generations')}; "
+                            "use method opd for one rollout a prompt")
     if "tau" in values and values["tau"] not in _NULLS:
         number = _number(values["tau"], float)
         if number is not None and not (number > 0 and math.isfinite(number)):

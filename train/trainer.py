@@ -72,6 +72,7 @@ from train.scope import (
     WeightConfig, authors_objective, effective_sample_size, scope_objective, scope_weights, step_token_count,
 )
 from train.snapshots import FLUSH_ROWS, RowMeta, rollout_row, snapshot_store
+from workbench.checks import check_logprobs
 from workbench.models import Scorer, check_same_vocab
 from workbench.models.base import Completion
 from workbench.perplexity import log_perplexity
@@ -210,8 +211,9 @@ class ScopeTrainer(GRPOTrainer):
             return out
         prompt_ids = [batch["prompt_ids"][i][batch["prompt_mask"][i].bool()].tolist() for i in rows]
         completion_ids = [batch["completion_ids"][i][mask[i].bool()].tolist() for i in rows]
+        teacher = getattr(self.teacher, "url", None) or getattr(self.teacher, "name", type(self.teacher).__name__)
         for i, lp in zip(rows, self.teacher.token_logprobs(prompt_ids, completion_ids), strict=True):
-            out[i, : len(lp)] = lp.to(out)
+            out[i, : len(lp)] = check_logprobs(lp, f"teacher {teacher}, batch row {i}").to(out)
         return out
 
     def _weigh(self, batch: dict[str, Any], old_logps: torch.Tensor, mode: str) -> torch.Tensor:

@@ -43,6 +43,26 @@ class DataError(UserError):
     """A data file or hub row that does not fit the registry entry; the message names where."""
 
 
+MAX_PROBLEM_CHARS = 20_000
+"""Longest problem text accepted at load. The longest of the six real benchmarks has 4,415 characters
+(olympiadbench), about 1,500 tokens; 20,000 characters stay well inside an 8k-token context with room
+for the answer, while a runaway field (a whole book pasted in one line) is refused before a model
+loads instead of trying to allocate gigabytes for its attention."""
+
+
+def check_text(value: str, where: str, field: str, max_chars: int | None = None) -> None:
+    """Refuse text a model cannot be given: invalid Unicode (a lone surrogate, which JSON's
+    ``\\ud800`` escapes can carry and no tokenizer encodes) or more than ``max_chars`` characters."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise DataError(f"{where}: field {field!r} holds invalid Unicode ({exc.reason}: "
+                        f"U+{ord(value[exc.start]):04X} at character {exc.start}); fix or remove it") from None
+    if max_chars is not None and len(value) > max_chars:
+        raise DataError(f"{where}: field {field!r} has {len(value):,} characters, over the {max_chars:,} "
+                        "a problem may have (workbench.data.MAX_PROBLEM_CHARS); shorten or remove it")
+
+
 class UnknownBenchmark(UserError):
     """A benchmark name that is not registered; the message lists the registered ones."""
 
@@ -245,11 +265,18 @@ def _parse_jsonl(path: Path, benchmark: str) -> list[Problem]:
 
     problems: list[Problem] = []
     seen: set[str] = set()
-    with open(path, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
+    with open(path, "rb") as fh:
+        for lineno, raw in enumerate(fh, 1):
+            where = f"{path} line {lineno}"
+            if lineno == 1 and raw.startswith((b"\xff\xfe", b"\xfe\xff")):
+                raise DataError(f"{path}: the file is UTF-16; save it as UTF-8")
+            try:
+                line = raw.decode("utf-8-sig" if lineno == 1 else "utf-8")
+            except UnicodeDecodeError as exc:
+                raise DataError(f"{where}: not UTF-8 (byte 0x{raw[exc.start]:02x} at byte {exc.start + 1} of the "
+                                "line); save the file as UTF-8") from None
             if not line.strip():
                 continue
-            where = f"{path} line {lineno}"
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as exc:
@@ -260,6 +287,8 @@ def _parse_jsonl(path: Path, benchmark: str) -> list[Problem]:
                 value = row.get(key)
                 if not isinstance(value, str) or not value.strip():
                     raise DataError(f"{where}: field {key!r} must be a non-empty string, got {value!r}")
+                check_text(value, f"{where} (id {row['id']!r})" if key != "id" else where, key,
+                           MAX_PROBLEM_CHARS if key == "problem" else None)
             if row["id"] in seen:
                 raise DataError(f"{where}: field 'id' repeats {row['id']!r}")
             seen.add(row["id"])
@@ -287,6 +316,7 @@ def _from_hub(spec: BenchmarkSpec) -> list[Problem]:
             if row.get(key) in (None, "", []):
                 raise DataError(f"{where}: field {key!r} is missing or empty")
         pid = str(row[spec.id_field]) if spec.id_field else f"{spec.name}_{i}"
+        check_text(str(row[spec.problem_field]), f"{where} (id {pid!r})", spec.problem_field, MAX_PROBLEM_CHARS)
         meta = {k: v for k, v in row.items() if k not in (spec.problem_field, spec.answer_field)}
         problems.append(Problem(spec.name, pid, str(row[spec.problem_field]), spec.hf_answer(row[spec.answer_field]), meta))
     return problems

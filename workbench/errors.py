@@ -4,19 +4,28 @@ A wrong flag, a typo in a recipe or a missing folder should cost the user one li
 change, not a traceback from deep inside a library minutes later. Code raises ``UserError`` as soon
 as it can tell (before any model loads); ``main_guard`` prints it as ``error: <message>`` and exits 2,
 the status argparse uses for usage errors. Ctrl-C exits 130 (128 + SIGINT) with one line, which a
-command can make say what was kept by raising ``KeyboardInterrupt(message)``.
+command can make say what was kept by raising ``KeyboardInterrupt(message)``; otherwise the line says
+that finished work is kept and gives the exact command that resumes. A disk that is full or read-only
+is the user's to fix too: one line naming the file and the cause, exit 2.
 """
 
 from __future__ import annotations
 
 import argparse
 import difflib
+import errno
+import os
+import shlex
 import sys
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
+from workbench.layout import REPO_ROOT
+
 USAGE_EXIT = 2
 INTERRUPT_EXIT = 130
+READ_ONLY_ERRNOS = frozenset({errno.EROFS, errno.EACCES, errno.EPERM})
+FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
 
 
 class UserError(ValueError):
@@ -49,13 +58,59 @@ def check_model_name(what: str, name: str) -> None:
         raise UserError(f"{what}: {name} does not exist; give an existing model folder or a hub id (org/name)")
 
 
+def repo_relative(value: str | os.PathLike) -> str:
+    """A path inside the repository as a path relative to its root; anything else unchanged."""
+    text = os.fspath(value)
+    if not os.path.isabs(text):
+        return text
+    try:
+        return Path(text).relative_to(REPO_ROOT).as_posix() or "."
+    except ValueError:
+        return text
+
+
+def command_line(runnable: bool = False) -> str:
+    """How this process was started, the same in every clone: ``python -m pkg.mod args`` for a module,
+    else the script's file name (``runnable``: ``python`` and its path), with arguments inside the
+    repository made relative."""
+    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    if spec is not None and spec.name:
+        head = ["python", "-m", spec.name.removesuffix(".__main__")]
+    elif not (sys.argv and sys.argv[0]):
+        head = ["python"]
+    else:
+        head = ["python", repo_relative(os.path.abspath(sys.argv[0]))] if runnable else [Path(sys.argv[0]).name]
+    return shlex.join([*head, *(repo_relative(arg) for arg in sys.argv[1:])])
+
+
+def disk_error(exc: OSError) -> str | None:
+    """One line for a write that failed because the disk is full or read-only, else None."""
+    where = f" writing {repo_relative(exc.filename)}" if exc.filename else ""
+    if exc.errno in FULL_ERRNOS:
+        return (f"disk full{where} ({exc.strerror}); free some space, then run the same command again: "
+                "finished work is kept and resumes")
+    if exc.errno in READ_ONLY_ERRNOS:
+        return (f"read-only{where} ({exc.strerror}); make the folder writable or write elsewhere, then run "
+                "the same command again")
+    return None
+
+
 def main_guard(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | None = None) -> int:
-    """Run ``main(argv)``; a UserError or Ctrl-C becomes one line on stderr and exit status 2 or 130."""
+    """Run ``main(argv)``; a UserError, a full or read-only disk or Ctrl-C becomes one line on stderr
+    and exit status 2 or 130."""
     try:
         return main(argv)
     except UserError as exc:
         print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
         return USAGE_EXIT
+    except OSError as exc:
+        line = disk_error(exc)
+        if line is None:
+            raise
+        print(f"error: {line}", file=sys.stderr)
+        return USAGE_EXIT
     except KeyboardInterrupt as exc:
-        print(f"interrupted: {exc or 'stopped by Ctrl-C'}", file=sys.stderr)
+        said = str(exc) or (f"stopped by Ctrl-C; finished work is kept; run the same command to resume: "
+                            f"{command_line(runnable=True)}")
+        print(f"interrupted: {said}", file=sys.stderr)
         return INTERRUPT_EXIT

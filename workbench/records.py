@@ -3,13 +3,18 @@
 Evaluation samples and training rollouts share one parquet layout so that eval tables, training logs and
 the analyses can read each other's files. Writes are append-only shards renamed into place atomically: a
 job killed at any instant leaves only whole shards behind, and a rerun skips the keys already on disk, so
-nothing is lost or written twice.
+nothing is lost or written twice. A shard changed on disk afterwards (a flipped bit, a file cut short or
+overwritten) is found by :meth:`ShardStore.verify` against the sha256 its folder's manifest recorded, or,
+for a shard written since, by reading it whole against the schema. Rows are read back in key order, so
+what is computed from them does not depend on the shards' names or the order a disk lists them in.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
+import re
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -81,6 +86,23 @@ def _table(rows: pd.DataFrame | Sequence[Mapping[str, Any]], schema: pa.Schema) 
     return table.cast(pa.schema(fields))
 
 
+PART = re.compile(r"part-(\d+)")
+CORRUPT_DIR = ".corrupt"
+"""Where a shard that failed verification is moved (not deleted: it is the user's file)."""
+
+
+class CorruptShard(ValueError):
+    """A shard that does not match its recorded hash or cannot be read as the store's schema."""
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 class ShardStore:
     """A folder of parquet shards holding rows of one schema, keyed for resumption.
 
@@ -101,33 +123,86 @@ class ShardStore:
     def shards(self) -> list[Path]:
         return sorted(self.path.glob("part-*.parquet")) if self.path.is_dir() else []
 
-    def append(self, rows: pd.DataFrame | Sequence[Mapping[str, Any]], part: int | None = None) -> Path | None:
-        """Write ``rows`` as one new shard. ``part`` (a unit's index) orders the shard among the others
-        whoever writes it, so several workers filling one folder leave it as one worker would."""
+    def next_part(self) -> int:
+        """One more than the highest part number on disk (or set aside as corrupt), so a shard written
+        after one was removed never reuses its number."""
+        names = [p.name for p in self.shards()]
+        corrupt = self.path / CORRUPT_DIR
+        if corrupt.is_dir():
+            names += [p.name for p in corrupt.glob("part-*.parquet")]
+        numbers = [int(m.group(1)) for m in map(PART.match, names) if m]
+        return max(numbers, default=-1) + 1
+
+    def append(self, rows: pd.DataFrame | Sequence[Mapping[str, Any]], *, part: int | None = None) -> Path | None:
+        """Write ``rows`` as one new shard, whole or not at all; ``part`` (default :meth:`next_part`)
+        numbers it. Only one process may choose part numbers in a folder (the one holding its lock);
+        other writers beside it (ranks of a distributed run) pass parts of their own, e.g. unit indices.
+        The temp file is this writer's own and is removed if the write fails."""
         table = _table(rows, self.schema)
         if table.num_rows == 0:
             return None
         self.path.mkdir(parents=True, exist_ok=True)
-        seq = len(self.shards()) if part is None else part
+        seq = self.next_part() if part is None else part
         final = self.path / f"part-{seq:06d}-{uuid.uuid4().hex[:8]}.parquet"
-        tmp = self.path / f".tmp-{final.name}"
-        pq.write_table(table, tmp)
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, final)
+        tmp = self.path / f".tmp-{os.getpid()}-{final.name}"
+        try:
+            pq.write_table(table, tmp)
+            with open(tmp, "rb") as fh:
+                os.fsync(fh.fileno())
+            os.replace(tmp, final)
+        finally:
+            tmp.unlink(missing_ok=True)
         log.debug("wrote %d rows to %s", table.num_rows, final)
         return final
 
+    def check_shard(self, path: Path, recorded: str | None = None) -> None:
+        """Raise :class:`CorruptShard` unless ``path`` has the ``recorded`` sha256 (when one is given)
+        and reads whole as a table holding this store's schema."""
+        if recorded is not None:
+            actual = sha256_file(path)
+            if actual != recorded:
+                raise CorruptShard(f"its sha256 {actual[:12]}... is not the {recorded[:12]}... its manifest "
+                                   "recorded")
+        try:
+            table = pq.read_table(path)
+        except (OSError, ValueError, pa.ArrowException) as exc:
+            raise CorruptShard(f"unreadable as parquet ({' '.join(str(exc).split())[:120]})") from None
+        for want in self.schema:
+            if want.name not in table.schema.names:
+                raise CorruptShard(f"has no column {want.name!r}")
+            got = table.schema.field(want.name).type
+            if got != want.type and not (pa.types.is_null(got) and want.nullable):
+                raise CorruptShard(f"column {want.name!r} is {got}, not {want.type}")
+
+    def verify(self, recorded: Mapping[str, str] | None = None, *, set_aside: bool = True) -> list[Path]:
+        """Check every shard (against ``recorded``, name -> sha256, where it lists the shard) and
+        return the bad ones, each named in one warning line; ``set_aside`` moves them to ``.corrupt/``
+        so that their units are produced again."""
+        bad = []
+        for path in self.shards():
+            try:
+                self.check_shard(path, (recorded or {}).get(path.name))
+            except CorruptShard as exc:
+                bad.append(path)
+                if set_aside:
+                    (self.path / CORRUPT_DIR).mkdir(exist_ok=True)
+                    os.replace(path, self.path / CORRUPT_DIR / path.name)
+                    log.warning("%s: %s; moved to %s/ and its unit is produced again", path, exc, CORRUPT_DIR)
+                else:
+                    log.warning("%s: %s", path, exc)
+        return bad
+
     def read(self) -> pd.DataFrame:
+        """Every stored row once (the first shard in part order wins a repeated key), in key order."""
         shards = self.shards()
         if not shards:
             return pd.DataFrame({name: pd.Series(dtype=object) for name in self.schema.names})
         df = pd.concat([pq.read_table(p).to_pandas() for p in shards], ignore_index=True)
         before = len(df)
-        df = df.drop_duplicates(list(self.key), keep="first").reset_index(drop=True)
+        df = df.drop_duplicates(list(self.key), keep="first")
         if len(df) < before:
             log.warning("%s: dropped %d rows with repeated keys", self.path, before - len(df))
-        return df
+        return df.sort_values(list(self.key), kind="stable").reset_index(drop=True)
 
     def keys(self) -> set[tuple]:
         """Keys already stored; reads only the key columns."""
@@ -139,12 +214,26 @@ class ShardStore:
 
 
 def read_records(path: str | os.PathLike) -> pd.DataFrame:
-    """Read a shard folder or a single parquet file, whichever `path` is."""
+    """Read a shard folder or a single parquet file, whichever `path` is.
+
+    A folder's shards are verified first (:meth:`ShardStore.verify`, against its manifest's hashes);
+    a bad one is refused in one line (a :class:`~workbench.errors.UserError`), since a reader cannot
+    produce it again: the command that wrote the folder, rerun, does.
+    """
+    from workbench.errors import UserError
+    from workbench.runs import MANIFEST, read_manifest
+
     p = Path(path)
     if p.is_dir():
         shards = sorted(p.glob("part-*.parquet"))
         if not shards:
             raise FileNotFoundError(f"no parquet shards in {p}")
+        store = ShardStore(p, SAMPLE_SCHEMA)
+        bad = store.verify(read_manifest(p).get("files", {}) if (p / MANIFEST).is_file() else {}, set_aside=False)
+        if bad:
+            raise UserError(f"{bad[0]} is corrupt (see the warning above){' and %d more' % (len(bad) - 1) if len(bad) > 1 else ''}; "
+                            "rerun the command that wrote this folder: it sets bad shards aside and "
+                            "produces their units again")
         cols = pq.read_schema(shards[0]).names
         schema = ROLLOUT_SCHEMA if "group_id" in cols else SAMPLE_SCHEMA
         return ShardStore(p, schema).read()

@@ -2,8 +2,11 @@
 
 A manifest records the config, the seed, package versions, the git commit (and whether the tree was
 dirty), the number of processes and start/end times. It is written when a run starts and rewritten when
-it ends, so a crashed run is recognisable by its missing end time and status "running". A run launched as
-several processes (torchrun, accelerate launch) has one folder and one manifest, written by rank 0.
+it ends: "finished", "failed" (an error), or "interrupted" (Ctrl-C, SIGTERM, a full disk). A run killed
+outright (kill -9, power loss) cannot write anything, so its manifest still says "running"; while it runs
+it holds the folder's lock (:mod:`workbench.locking`), so :func:`run_status` reads a "running" manifest
+whose folder nobody holds as "interrupted". A run launched as several processes (torchrun, accelerate
+launch) has one folder and one manifest, written by rank 0, which also holds the lock.
 
 A manifest also lists the sha256 of every file beside it (``files``). What a manifest describes is
 its config, seed, status and those hashes; the rest (time, commit, command, versions, host, timings)
@@ -22,20 +25,24 @@ import os
 import platform
 import subprocess
 import sys
+import uuid
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from workbench.errors import FULL_ERRNOS, READ_ONLY_ERRNOS, UserError, command_line, repo_relative
 from workbench.layout import REPO_ROOT
+from workbench.locking import folder_lock, is_locked
 
 log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
 # What a manifest describes; every other field says when and how it was made.
 IDENTITY = ("config", "seed", "status", "files")
+UNFINISHED = ("running", "failed", "interrupted")
 # Caches and half-written files that may sit in an output folder without being outputs.
 UNLISTED_SUFFIXES = (".sqlite", ".sqlite-journal", ".sqlite-wal", ".sqlite-shm", ".tmp")
 TRACKED_PACKAGES = (
@@ -77,28 +84,6 @@ def launch_rank_and_world() -> tuple[int, int]:
 
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
-def repo_relative(value: str | os.PathLike) -> str:
-    """A path inside the repository as a path relative to its root; anything else unchanged."""
-    text = os.fspath(value)
-    if not os.path.isabs(text):
-        return text
-    try:
-        return Path(text).relative_to(REPO_ROOT).as_posix() or "."
-    except ValueError:
-        return text
-
-
-def _command() -> str:
-    """How this process was started, the same in every clone: ``python -m pkg.mod args`` for a module,
-    else the script's file name, with arguments inside the repository made relative."""
-    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
-    if spec is not None and spec.name:
-        head = "python -m " + spec.name.removesuffix(".__main__")
-    else:
-        head = Path(sys.argv[0]).name if sys.argv and sys.argv[0] else "python"
-    return " ".join([head, *(repo_relative(arg) for arg in sys.argv[1:])])
 
 
 def file_hashes(folder: str | os.PathLike) -> dict[str, str]:
@@ -145,13 +130,13 @@ def write_manifest(folder: str | os.PathLike, config: Mapping[str, Any], seed: i
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / MANIFEST
     previous = read_manifest(folder) if path.exists() else {}
-    resumed = previous.get("status") in ("running", "failed")
+    resumed = previous.get("status") in UNFINISHED
     manifest = {
         "config": _jsonable(config),
         "seed": seed,
         "versions": package_versions(),
         "git": git_state(),
-        "command": _command(),
+        "command": command_line(),
         "host": {"platform": platform.platform(), "cpus": os.cpu_count()},
         "world_size": launch_rank_and_world()[1],
         "started_at": previous["started_at"] if resumed and "started_at" in previous else _now(),
@@ -166,13 +151,46 @@ def write_manifest(folder: str | os.PathLike, config: Mapping[str, Any], seed: i
 
 
 def _replace_text(path: Path, text: str) -> None:
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    """Write ``path`` whole or not at all, through a temp file of this writer's own (pid and a random
+    part, so two processes never share one), removed if the write fails."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        with open(tmp, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+class CorruptManifest(UserError):
+    """A manifest that is not the JSON object a run wrote (cut short, overwritten, bad bytes)."""
 
 
 def read_manifest(folder: str | os.PathLike) -> dict[str, Any]:
-    return json.loads((Path(folder) / MANIFEST).read_text())
+    """The manifest of ``folder``; one that is not a JSON object raises :class:`CorruptManifest` naming it."""
+    path = Path(folder) / MANIFEST
+    try:
+        data = json.loads(path.read_bytes().decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CorruptManifest(f"{repo_relative(path.resolve())} is not a readable manifest ({exc}); restore it "
+                              "(git checkout, a backup) or delete its folder to start afresh") from None
+    if not isinstance(data, dict):
+        raise CorruptManifest(f"{repo_relative(path.resolve())} is not a manifest (a JSON {type(data).__name__}, "
+                              "not an object); restore it or delete its folder to start afresh")
+    return data
+
+
+def run_status(folder: str | os.PathLike) -> str | None:
+    """What a folder's manifest says about its run (None without one), with a "running" run that no
+    live process holds read as "interrupted" (it was killed before it could say so)."""
+    if not (Path(folder) / MANIFEST).is_file():
+        return None
+    status = read_manifest(folder).get("status")
+    if status == "running" and not is_locked(folder):
+        return "interrupted"
+    return status
 
 
 def is_finished(folder: str | os.PathLike) -> bool:
@@ -180,25 +198,50 @@ def is_finished(folder: str | os.PathLike) -> bool:
     return (Path(folder) / MANIFEST).is_file() and read_manifest(folder).get("status") == "finished"
 
 
+def run_lock(folder: str | os.PathLike) -> AbstractContextManager[Any]:
+    """The write lock of ``folder`` on rank 0 of a launch (or a single process), nothing on the other
+    ranks: they write only their own shard files, while rank 0 holds the folder and its manifest."""
+    return folder_lock(folder) if launch_rank_and_world()[0] == 0 else nullcontext()
+
+
 @contextmanager
 def run_folder(folder: str | os.PathLike, config: Mapping[str, Any], seed: int | None,
                **extra: Any) -> Iterator[Path]:
-    """A folder whose manifest says "running" until the body finishes, then "finished" or "failed".
+    """A folder whose manifest says "running" until the body finishes, then "finished", "failed" or
+    "interrupted" (Ctrl-C, SIGTERM, a full or read-only disk: what a rerun can resume after).
 
-    Processes other than rank 0 of a multi-process launch write nothing: their body runs the same
-    job, and a second writer could leave a manifest saying "finished" while rank 0 is still running.
+    The folder's lock (:func:`workbench.locking.folder_lock`) is held throughout, so a second run on
+    it is refused at once. Processes other than rank 0 of a multi-process launch write nothing and
+    take no lock: their body runs the same job, and a second writer could leave a manifest saying
+    "finished" while rank 0 is still running.
     """
     folder = Path(folder)
     if launch_rank_and_world()[0] != 0:
         yield folder
         return
-    before = (folder / MANIFEST).read_text() if (folder / MANIFEST).is_file() else None
-    write_manifest(folder, config, seed, status="running", finished_at=None, **extra)
-    try:
-        yield folder
-    except BaseException as exc:
-        write_manifest(folder, config, seed, status="failed", finished_at=_now(), error=repr(exc), **extra)
-        raise
-    path = write_manifest(folder, config, seed, status="finished", finished_at=_now(), **extra)
-    if before is not None and _identity(json.loads(before)) == _identity(read_manifest(folder)):
-        _replace_text(path, before)  # a rerun that changed nothing: the earlier record stands
+    with run_lock(folder):
+        before = (folder / MANIFEST).read_text() if (folder / MANIFEST).is_file() else None
+        write_manifest(folder, config, seed, status="running", finished_at=None, **extra)
+        try:
+            yield folder
+        except BaseException as exc:
+            status = "interrupted" if interrupted(exc) else "failed"
+            try:
+                write_manifest(folder, config, seed, status=status, finished_at=_now(),
+                               error=repr(exc) if status == "failed" else (str(exc) or type(exc).__name__),
+                               **extra)
+            except OSError as again:  # the disk that failed the body may fail this too: the lock tells
+                log.warning("%s: could not record status %r (%s); the manifest says 'running', "
+                            "which reads as interrupted once this process ends", folder, status, again)
+            raise
+        path = write_manifest(folder, config, seed, status="finished", finished_at=_now(), **extra)
+        if before is not None and _identity(json.loads(before)) == _identity(read_manifest(folder)):
+            _replace_text(path, before)  # a rerun that changed nothing: the earlier record stands
+
+
+def interrupted(exc: BaseException) -> bool:
+    """Whether ``exc`` stopped a run from outside (Ctrl-C, SIGTERM as SystemExit, a full or read-only
+    disk) rather than a fault of the run itself: rerunning the same command resumes it."""
+    if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+        return True
+    return isinstance(exc, OSError) and exc.errno in FULL_ERRNOS | READ_ONLY_ERRNOS

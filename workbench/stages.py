@@ -8,6 +8,11 @@ of a :class:`~workbench.records.ShardStore`, and skips the units already on disk
 with the same settings therefore ends with exactly the rows of an uninterrupted run. The settings that
 decide those rows (the stage's *identity*) are recorded in the folder's manifest, and a rerun whose
 identity differs is refused (:class:`ResumeMismatch`) instead of mixing two runs in one folder.
+
+Before a rerun adds anything, the folder is locked (one writer at a time, :mod:`workbench.locking`) and
+every shard is verified against the sha256 the manifest recorded (or, if written since, read whole
+against the schema); a bad shard is set aside with one warning line and its unit produced again, so a
+corrupted file can neither change the results nor be blessed by the manifest's new hashes.
 """
 
 from __future__ import annotations
@@ -30,8 +35,9 @@ from tqdm.auto import tqdm
 from workbench.distributed import World
 from workbench.errors import UserError
 from workbench.layout import REPO_ROOT
+from workbench.locking import folder_lock
 from workbench.records import ShardStore
-from workbench.runs import MANIFEST, read_manifest, run_folder
+from workbench.runs import MANIFEST, launch_rank_and_world, read_manifest, run_folder
 
 log = logging.getLogger(__name__)
 
@@ -129,21 +135,34 @@ def check_identity(folder: str | os.PathLike, identity: Mapping[str, Any]) -> No
 
 @contextmanager
 def stage(folder: str | os.PathLike, identity: Mapping[str, Any], seed: int | None, *,
-          config: Mapping[str, Any] | None = None, **extra: Any) -> Iterator[Path]:
-    """A stage folder, checked against ``identity`` first, whose manifest says "running" until the body
-    finishes, then "finished" or "failed".
+          config: Mapping[str, Any] | None = None, store: ShardStore | None = None,
+          **extra: Any) -> Iterator[Path]:
+    """A locked stage folder, checked against ``identity`` first, whose manifest says "running" until
+    the body finishes, then "finished", "failed" or "interrupted".
 
     The manifest config is ``{"identity": identity}``, or ``config`` when given, which must then hold
     the identity's fields as its own (see :func:`check_identity`). ``extra`` goes into the manifest
-    beside the config (e.g. a ``kind``).
+    beside the config (e.g. a ``kind``). The shards of ``store`` (a store in ``folder``) are verified
+    before the manifest is rewritten, and bad ones set aside (see :meth:`ShardStore.verify`). Ranks
+    other than 0 of a distributed launch neither lock nor verify: rank 0 does, before they start.
     """
     if config is not None:
         missing = [k for k in identity if k not in config or config[k] != identity[k]]
         if missing:
             raise ValueError(f"config must hold the identity fields {missing} as they are")
-    check_identity(folder, identity)
-    with run_folder(folder, {IDENTITY: dict(identity)} if config is None else config, seed, **extra) as path:
-        yield path
+    manifest_config = {IDENTITY: dict(identity)} if config is None else config
+    if launch_rank_and_world()[0] != 0:
+        check_identity(folder, identity)
+        with run_folder(folder, manifest_config, seed, **extra) as path:
+            yield path
+        return
+    with folder_lock(folder):
+        check_identity(folder, identity)
+        if store is not None:
+            recorded = read_manifest(folder).get("files", {}) if (Path(folder) / MANIFEST).is_file() else {}
+            store.verify(recorded)
+        with run_folder(folder, manifest_config, seed, **extra) as path:
+            yield path
 
 
 @dataclass(frozen=True)

@@ -129,7 +129,9 @@ class Grade:
     ``extracted`` is the final run of boxes joined with ``", "`` (usually one box's content), None
     when there is none. ``error`` is None for an ordinary right or wrong answer, otherwise why:
     ``no_boxed``, ``unclosed_boxed``, ``empty_boxed``, ``multiple_answers`` (different boxed
-    answers to a single-value gold), ``timeout`` (over the CPU limit twice), ``parse_error:
+    answers to a single-value gold), ``timeout`` (over the CPU limit twice), ``too_complex: ...``
+    (longer or more deeply nested than math-verify reads faithfully, never sent to it),
+    ``invalid_text`` (a lone surrogate in the response), ``parse_error:
     answer``, ``parse_error: gold``, ``worker_crashed: ...`` or ``error: <ExceptionType>``.
     """
 

@@ -26,6 +26,19 @@ MAX_BOXES_JOINED = 16
 
 NO_BOXED, UNCLOSED_BOXED, EMPTY_BOXED = "no_boxed", "unclosed_boxed", "empty_boxed"
 MULTIPLE_ANSWERS = "multiple_answers"
+INVALID_TEXT = "invalid_text"
+TOO_COMPLEX = "too_complex"
+
+MAX_ANSWER_DEPTH = 10
+"""Deepest bracket nesting (``{}``, ``()``, ``[]``) of an answer math-verify is asked about. Its
+LaTeX parser gives up on deep nesting and falls back to an inner sub-expression, so that
+``\\frac{\\frac{...\\frac{5}{2}...}{2}}{2}`` 150 deep compared equal to ``\\frac{5}{2}``, and
+nesting from about 15 deep ran into the time limit instead. The deepest of the six real benchmarks'
+golds is 3, so an answer deeper than 10 is graded wrong (``too_complex``) without a guess."""
+
+MAX_ANSWER_CHARS = 1_000
+"""Longest answer (one box) math-verify is asked about: about five times the longest real gold (210
+characters); anything longer is graded wrong (``too_complex``)."""
 
 
 # --------------------------------------------------------------------------- boxes
@@ -397,8 +410,35 @@ def _fast_verdict(readings: list[tuple[str, ...]], gold: Gold) -> bool | None:
     return all(verdicts)
 
 
+def too_complex(latex: str) -> str | None:
+    """Why an answer is beyond what math-verify reads faithfully (``MAX_ANSWER_CHARS``,
+    ``MAX_ANSWER_DEPTH``), or None."""
+    if len(latex) > MAX_ANSWER_CHARS:
+        return f"{TOO_COMPLEX}: {len(latex):,} characters > {MAX_ANSWER_CHARS:,}"
+    depth = deepest = 0
+    for char in latex:
+        if char in "{([":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif char in "})]":
+            depth = max(0, depth - 1)
+    if deepest > MAX_ANSWER_DEPTH:
+        return f"{TOO_COMPLEX}: nesting depth {deepest} > {MAX_ANSWER_DEPTH}"
+    return None
+
+
+def _valid_text(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def prepare(response: str, answer: str, benchmark: str) -> Prepared:
     """Read a response against its gold (see the rules in :mod:`workbench.grading`)."""
+    if not _valid_text(response):  # a lone surrogate: no tokenizer made it, no cache or file can hold it
+        return Prepared(None, INVALID_TEXT, False)
     parts, error = final_boxes(response)
     if error is not None:
         return Prepared(None if error != EMPTY_BOXED else "", error, False)
@@ -410,6 +450,9 @@ def prepare(response: str, answer: str, benchmark: str) -> Prepared:
             raise ValueError(f"{benchmark}: the gold answer must be an integer, got {answer!r}")
         correct = all(integer_literal(part) == gold.integer for part in parts)
         return Prepared(extracted, MULTIPLE_ANSWERS if len(parts) > 1 and not correct else None, correct)
+    for part in parts:
+        if reason := too_complex(part):
+            return Prepared(extracted, reason, False)
     normalised = [_normalise(part, rules, gold=gold) for part in parts]
     if len(parts) > 1 and gold.multi:
         values = [latex for latex, _ in normalised]

@@ -10,8 +10,10 @@ not have children at all.
 Why CPU time: a verdict must not depend on how busy the machine is. A legitimate but slow
 equivalence needs the same CPU seconds on an idle and on a loaded machine, while its wall time
 stretches with the load. The parent reads each worker's CPU time from ``/proc/<pid>/stat`` and
-kills a worker whose current request has used more than its limit; the wall clock is only a
-generous backstop (a stopped or starved worker). Where ``/proc`` is missing the limit falls back to
+kills a worker whose current request has used more than its limit; the wall clock is a backstop
+(a stopped or starved worker, a hostile answer on a machine so loaded that its CPU limit would take
+minutes of wall time): ``3 * limit + 10`` seconds, so an item costs at most 25 + 40 wall seconds
+with the default limits and its retry. Where ``/proc`` is missing the limit falls back to
 wall-clock seconds.
 
 A request that overruns is retried once, in a fresh worker, with a longer limit; only a second
@@ -47,7 +49,7 @@ WORKER_MEMORY_LIMIT = 4 * 2**30
 STARTUP_TIMEOUT = 120.0
 """Wall seconds a fresh worker may take to import math-verify and report ready (slow, loaded hosts)."""
 
-WALL_BACKSTOP_FACTOR, WALL_BACKSTOP_SLACK = 10.0, 30.0
+WALL_BACKSTOP_FACTOR, WALL_BACKSTOP_SLACK = 3.0, 10.0
 """A request is also killed after ``factor * limit + slack`` wall seconds, whatever its CPU time."""
 
 PIPELINE_BYTES = 32_768

@@ -92,6 +92,10 @@ class ServerAuthError(ServerError, UserError):
     """The server refused the API key (HTTP 401/403)."""
 
 
+class ServerUnreachable(ServerError, UserError):
+    """No answer after every retry (a dead, stopped or unreachable server): one line, exit 2."""
+
+
 class ModelNotServed(ServerError, UserError):
     """The server does not serve the requested model name; the message lists the names it serves."""
 
@@ -169,8 +173,9 @@ class ServerScorer:
                 text = (f"no answer within timeout={self.timeout:g} s" if timed_out
                         else self._redact(str(reason) or type(reason).__name__))
                 if attempt + 1 == tries:
-                    hint = "; raise the timeout for long requests, or check the server" if timed_out else ""
-                    raise ServerError(f"could not reach {url} after {tries} tries: {text}{hint}") from None
+                    hint = ("; raise the timeout for long requests, or check the server" if timed_out
+                            else "; start the server (or fix its URL) and run the command again")
+                    raise ServerUnreachable(f"could not reach {url} after {tries} tries: {text}{hint}") from None
                 log.warning("could not reach %s (try %d of %d): %s", url, attempt + 1, tries, text)
             time.sleep(self.backoff_s * 2**attempt)
             attempt += 1

@@ -62,6 +62,7 @@ from typing import Any
 
 import torch
 
+from workbench.checks import logprob_value
 from workbench.errors import UserError
 from workbench.models.base import Completion, SamplingConfig, encode_prompt
 from workbench.stages import derive_seed
@@ -157,7 +158,7 @@ def completion_logprobs(prompt_logprobs: Sequence[Any] | None, sequence: Sequenc
             raise VLLMOutputError(
                 f"{where}: position {k} lacks the actual token {token} (keys {list(entry)[:5]})"
             )
-        values.append(float(item["logprob"] if isinstance(item, Mapping) else item.logprob))
+        values.append(logprob_value(item.get("logprob") if isinstance(item, Mapping) else item.logprob, where, k))
     return torch.tensor(values, dtype=torch.float32)
 
 
