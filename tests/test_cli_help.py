@@ -54,7 +54,7 @@ def test_train_help_leads_with_what_users_set():
     for flag in ("--seed", "--output_dir", "--teacher_model", "--teacher_server_url", "--max_steps", "--use_vllm"):
         assert flag in shown
     real = {s for a in config_parser()._actions for s in a.option_strings}
-    assert set(shown) - {"--config", "--help-all"} <= real  # every option shown is one the parser takes
+    assert set(shown) - {"--config", "--help-all", "--dry-run"} <= real  # every option shown is one the parser takes
     flat = " ".join(HELP.split())
     assert f"--method NAME {' | '.join(METHODS)}" in flat
     assert " | ".join(ABLATIONS) in flat

@@ -49,6 +49,10 @@ GRPOConfig and the workbench's; it imports TRL, so it takes a few seconds).
   --max_steps N              optimizer steps
   --learning_rate FLOAT
   --use_vllm BOOL            generate with vLLM (needs a CUDA GPU)
+  --dry-run                  print the plan (batch arithmetic, worst-case micro-batch, GPU memory per
+                             device, the teacher server's --max-model-len) and load nothing; with
+                             --world_size N, --gpu_memory_gb GB (refuses a plan that does not fit),
+                             --accelerate_config train/launch/zero3.yaml, --plan-format shell
   -h, --help                 this text
   --help-all                 every field with its help (also: --help --all)
 
@@ -136,6 +140,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not argv:
         raise UserError("give a recipe, e.g. python -m train.cli --config train/recipes/toy_scope.yaml "
                         "(--help lists the usual options)")
+    if "--dry-run" in argv:
+        from train.plan import dry_run
+
+        print(dry_run(argv), end="")
+        return 0
     early_output = check_command_line(argv).values.get("output_dir")
     if isinstance(early_output, str):
         check_fresh(early_output)
