@@ -49,7 +49,7 @@ def test_train_help_leads_with_what_users_set():
     lines = HELP.splitlines()
     assert len(lines) < 50
     assert lines[0] == "usage: python -m train.cli --config RECIPE.yaml [--FIELD VALUE ...]"
-    shown = re.findall(r"^  (--[a-z_]+)", HELP, flags=re.MULTILINE)
+    shown = re.findall(r"^  (--[a-z_-]+)", HELP, flags=re.MULTILINE)
     assert shown[:4] == ["--config", "--method", "--ablation", "--tau"]
     for flag in ("--seed", "--output_dir", "--teacher_model", "--teacher_server_url", "--max_steps", "--use_vllm"):
         assert flag in shown
