@@ -117,7 +117,8 @@ def interrupted_message(output_dir: str | Path, trainer: Any | None) -> str:
         kept.append("snapshots/")
     kept.append(f"{MANIFEST} (status 'failed')")
     return (f"stopped at step {trainer.state.global_step} of {trainer.state.max_steps}; kept in {out}: "
-            f"{', '.join(kept)}; this command does not resume from a checkpoint: {again}")
+            f"{', '.join(kept)}; " + (f"to continue, run the same command with --resume_from_checkpoint "
+                                      f"{checkpoint}; " if checkpoint else "") + again)
 
 
 def _help(argv: Sequence[str]) -> str | None:
@@ -145,9 +146,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         print(dry_run(argv), end="")
         return 0
-    early_output = check_command_line(argv).values.get("output_dir")
+    early = check_command_line(argv).values
+    early_output = early.get("output_dir")
+    resuming = early.get("resume_from_checkpoint") not in (None, "None", "none", "null", False)
     if isinstance(early_output, str):
-        check_fresh(early_output)
+        if not resuming:
+            check_fresh(early_output)
         check_writable(early_output)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from train.config import parse_config
@@ -156,8 +160,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     cfg = parse_config(argv)
     if cfg.output_dir != early_output:
-        check_fresh(cfg.output_dir)
+        if not resuming:
+            check_fresh(cfg.output_dir)
         check_writable(cfg.output_dir)
+    if resuming:
+        from train.checkpoints import resolve_checkpoint
+
+        cfg.resume_from_checkpoint = resolve_checkpoint(cfg.output_dir, cfg.resume_from_checkpoint)
     trainer = None
     try:
         with run_folder(cfg.output_dir, cfg.to_dict(), cfg.seed, method=cfg.method):

@@ -36,7 +36,7 @@ SHARED_TRAINING_FIELDS = (
     "num_train_epochs", "per_device_train_batch_size", "gradient_accumulation_steps", "seed", "data_seed",
     "logging_steps", "logging_first_step", "report_to", "run_name", "save_strategy", "bf16", "fp16",
     "max_grad_norm", "adam_beta1", "adam_beta2", "adam_epsilon", "optim", "use_cpu", "disable_tqdm",
-    "activation_checkpointing",
+    "activation_checkpointing", "save_steps", "save_total_limit",
 )
 
 
@@ -90,4 +90,9 @@ def build_kd_trainer(cfg: ScopeConfig, tokenizer: Any, dataset: Dataset) -> Any:
         max_length=None, completion_only_loss=True, packing=False,
         model_init_kwargs=cfg.model_init_kwargs,
     )
-    return SFTTrainer(model=cfg.resolved_student(), args=sft_args, train_dataset=data, processing_class=tokenizer)
+    from train.checkpoints import ExactResume
+
+    class KDTrainer(ExactResume, SFTTrainer):
+        """SFTTrainer whose resumed run ends as the uninterrupted one."""
+
+    return KDTrainer(model=cfg.resolved_student(), args=sft_args, train_dataset=data, processing_class=tokenizer)
