@@ -239,6 +239,11 @@ class ScopeConfig(GRPOConfig):
     kd_samples_per_prompt: int = field(
         default=1, metadata={"help": "Teacher samples per training prompt for method kd."}
     )
+    kd_unit_prompts: int = field(
+        default=256,
+        metadata={"help": "Method kd: prompts per unit of teacher sampling (one seeded call; units are shared out "
+                          "over the processes and kept under <output_dir>/kd_samples as they finish)."},
+    )
     kd_keep_incorrect: bool = field(
         default=True,
         metadata={"help": "Keep teacher samples the grader marks wrong (plain sequence-level KD). False keeps "
@@ -263,8 +268,6 @@ class ScopeConfig(GRPOConfig):
 
         check_teacher_fits_sharding({"teacher_model": self.teacher_model},
                                     sharding_from_environment({"deepspeed": self.deepspeed}))
-        if self.method == "kd" and self.teacher_server_url:
-            raise UserError("method kd samples from a local teacher; set teacher_model")
         if self.heldout_every and self.dataset_name != TOY_DATASET:
             raise UserError("heldout_every evaluates on toy test problems; it needs dataset_name 'toy'")
         unknown = sorted(set(self.toy_tiers) - set(TOY_TIERS))

@@ -56,6 +56,7 @@ POSITIVE_COUNTS = {
     "heldout_problems_per_tier": "held-out toy problems per tier",
     "heldout_samples": "samples per held-out problem",
     "kd_samples_per_prompt": "teacher samples per prompt",
+    "kd_unit_prompts": "prompts per unit of teacher sampling",
 }
 # Counts where 0 means "never" but a negative number means nothing.
 NON_NEGATIVE_COUNTS = {"snapshot_every": "generation batches between weight snapshots",
