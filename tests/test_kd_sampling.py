@@ -61,3 +61,17 @@ def test_kd_takes_a_served_teacher_with_replicas(tmp_path):
     teacher = _teacher(cfg, "cpu")
     assert type(teacher).__name__ == "ServerBackend"
     assert teacher.base_urls == ["http://127.0.0.1:9", "http://127.0.0.1:10"]
+
+
+def test_last_checkpoint_missing_is_an_error_except_where_kd_samples_are_kept(tmp_path):
+    from train.checkpoints import resolve_checkpoint
+    from workbench.errors import UserError
+
+    with pytest.raises(UserError, match="no checkpoint-N folder"):
+        resolve_checkpoint(tmp_path, "last")
+    assert resolve_checkpoint(tmp_path, "last", missing_ok=True) is None
+    (tmp_path / "checkpoint-2").mkdir()
+    (tmp_path / "checkpoint-2" / "trainer_state.json").write_text("{}")
+    assert resolve_checkpoint(tmp_path, "last") == str(tmp_path / "checkpoint-2")
+    with pytest.raises(UserError, match="is not a checkpoint folder"):
+        resolve_checkpoint(tmp_path, str(tmp_path))

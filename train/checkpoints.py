@@ -18,12 +18,15 @@ SCOPE_STATE = "scope_state.json"
 LAST = ("true", "last", "True")
 
 
-def resolve_checkpoint(output_dir: str | Path, value: str | bool) -> str:
-    """The checkpoint folder `value` names (``true``/``last``: the newest in `output_dir`)."""
+def resolve_checkpoint(output_dir: str | Path, value: str | bool, *, missing_ok: bool = False) -> str | None:
+    """The checkpoint folder `value` names (``true``/``last``: the newest in `output_dir`; None when there is
+    none yet and `missing_ok`)."""
     from transformers.trainer_utils import get_last_checkpoint
 
     if value is True or str(value) in LAST:
         last = get_last_checkpoint(str(output_dir)) if Path(output_dir).is_dir() else None
+        if last is None and missing_ok:
+            return None
         if last is None:
             raise UserError(f"--resume_from_checkpoint {value}: no checkpoint-N folder in {output_dir}; "
                             "pass a checkpoint folder, or run with --save_strategy steps --save_steps N first")

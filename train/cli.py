@@ -166,7 +166,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if resuming:
         from train.checkpoints import resolve_checkpoint
 
-        cfg.resume_from_checkpoint = resolve_checkpoint(cfg.output_dir, cfg.resume_from_checkpoint)
+        # kd keeps its teacher samples before the first checkpoint: `last` then starts training from step 0
+        cfg.resume_from_checkpoint = resolve_checkpoint(cfg.output_dir, cfg.resume_from_checkpoint,
+                                                        missing_ok=cfg.method == "kd")
+        if cfg.resume_from_checkpoint is None:
+            logging.getLogger(__name__).info("no checkpoint in %s yet: training starts at step 0, reusing the "
+                                             "teacher samples kept there", cfg.output_dir)
     trainer = None
     try:
         with run_folder(cfg.output_dir, cfg.to_dict(), cfg.seed, method=cfg.method):
