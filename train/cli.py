@@ -93,6 +93,21 @@ def check_fresh(folder: str | Path) -> None:
                     "pass a fresh --output_dir, or delete the folder to run it again")
 
 
+def check_resumable(folder: str | Path) -> None:
+    """Resuming continues a run that stopped; a finished run's model and logs are not to be overwritten."""
+    from workbench.runs import MANIFEST, launch_rank_and_world, read_manifest
+
+    if launch_rank_and_world()[0] != 0 or not (Path(folder) / MANIFEST).is_file():
+        return
+    try:
+        status = read_manifest(folder).get("status")
+    except (OSError, ValueError):
+        return
+    if status == "finished":
+        raise UserError(f"output_dir {folder} holds a finished run; --resume_from_checkpoint continues a run that "
+                        "stopped: pass a fresh --output_dir to train again")
+
+
 def interrupted_message(output_dir: str | Path, trainer: Any | None) -> str:
     """What a run stopped by Ctrl-C left in its folder, with the log history written out first."""
     from workbench.runs import MANIFEST
@@ -150,7 +165,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     early_output = early.get("output_dir")
     resuming = early.get("resume_from_checkpoint") not in (None, "None", "none", "null", False)
     if isinstance(early_output, str):
-        if not resuming:
+        if resuming:
+            check_resumable(early_output)
+        else:
             check_fresh(early_output)
         check_writable(early_output)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -160,7 +177,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     cfg = parse_config(argv)
     if cfg.output_dir != early_output:
-        if not resuming:
+        if resuming:
+            check_resumable(cfg.output_dir)
+        else:
             check_fresh(cfg.output_dir)
         check_writable(cfg.output_dir)
     if resuming:
