@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pandas as pd
+import psutil
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -78,7 +79,6 @@ def test_a_resumed_run_ends_as_the_uninterrupted_one(tmp_path, method):
 def test_two_processes_killed_after_a_checkpoint_resume_to_the_uninterrupted_run(tmp_path):
     """torchrun, 2 processes (gloo): the run is SIGKILLed once checkpoint-3 is complete, then resumed."""
     import os
-    import signal
     import subprocess
     import sys
     import time
@@ -96,15 +96,18 @@ def test_two_processes_killed_after_a_checkpoint_resume_to_the_uninterrupted_run
     done = subprocess.run(command(whole), cwd=repo, env=env, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-4000:]
 
-    proc = subprocess.Popen(command(cut), cwd=repo, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
+    proc = subprocess.Popen(command(cut), cwd=repo, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     marker = cut / f"checkpoint-{SAVE_AT}" / "scope_state.json"  # written last of the checkpoint
     deadline = time.monotonic() + 900
     try:
         while not marker.exists() and proc.poll() is None and time.monotonic() < deadline:
             time.sleep(0.2)
-    finally:
-        os.killpg(proc.pid, signal.SIGKILL)
+    finally:  # torchrun's workers run in sessions of their own: kill them by pid, then torchrun
+        workers = psutil.Process(proc.pid).children(recursive=True)
+        for worker in workers:
+            worker.kill()
+        psutil.wait_procs(workers, timeout=60)
+        proc.kill()
         proc.wait()
     assert marker.exists(), "the run ended or timed out before its checkpoint"
     assert not (cut / "model").exists()  # killed before the end
