@@ -49,12 +49,12 @@ def test_train_help_leads_with_what_users_set():
     lines = HELP.splitlines()
     assert len(lines) < 50
     assert lines[0] == "usage: python -m train.cli --config RECIPE.yaml [--FIELD VALUE ...]"
-    shown = re.findall(r"^  (--[a-z_]+)", HELP, flags=re.MULTILINE)
+    shown = re.findall(r"^  (--[a-z_-]+)", HELP, flags=re.MULTILINE)
     assert shown[:4] == ["--config", "--method", "--ablation", "--tau"]
     for flag in ("--seed", "--output_dir", "--teacher_model", "--teacher_server_url", "--max_steps", "--use_vllm"):
         assert flag in shown
     real = {s for a in config_parser()._actions for s in a.option_strings}
-    assert set(shown) - {"--config", "--help-all"} <= real  # every option shown is one the parser takes
+    assert set(shown) - {"--config", "--help-all", "--dry-run"} <= real  # every option shown is one the parser takes
     flat = " ".join(HELP.split())
     assert f"--method NAME {' | '.join(METHODS)}" in flat
     assert " | ".join(ABLATIONS) in flat

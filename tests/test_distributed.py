@@ -1,4 +1,4 @@
-"""Two processes (torchrun, gloo on CPU) train SCOPE as one: a group split between the processes is
+"""Two processes (torchrun, gloo on CPU; one node, or two "nodes" of one process each) train SCOPE as one: a group split between the processes is
 weighted as a whole, logged losses and metrics cover every rollout, and only rank 0 writes the run folder.
 
 The per-device batch (12) is not a multiple of the group size (8), so each generation batch of 24
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -67,21 +68,44 @@ if os.environ.get("RANK", "0") != "0":
 '''
 
 
-@pytest.fixture(scope="module")
-def run(tmp_path_factory) -> tuple[Path, Path]:
-    """(run folder, audit log) of a 3-step toy SCOPE run on two processes."""
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module", params=["one node", "two nodes"])
+def run(request, tmp_path_factory) -> tuple[Path, Path]:
+    """(run folder, audit log) of a 3-step toy SCOPE run on two processes: one torchrun with two processes,
+    or two torchruns of one process each as two "nodes" (--nnodes 2 --node_rank 0/1, rendezvous on
+    127.0.0.1, gloo), as a multi-node launch runs."""
     tmp = tmp_path_factory.mktemp("distributed")
     out, audit_dir, audit_log = tmp / "run", tmp / "audit", tmp / "audit.log"
     audit_dir.mkdir()
     (audit_dir / "sitecustomize.py").write_text(AUDIT_HOOK)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "AUDIT_ROOT": str(out), "AUDIT_LOG": str(audit_log),
            "PYTHONPATH": os.pathsep.join(p for p in (str(audit_dir), os.environ.get("PYTHONPATH")) if p)}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(WORLD),
-           "-m", "train.cli", "--config", "train/recipes/toy_scope.yaml",
-           "--per_device_train_batch_size", str(PER_DEVICE), "--max_steps", str(STEPS),
-           "--toy_problems_per_tier", "4", "--heldout_every", "0", "--output_dir", str(out)]
-    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    train = ["-m", "train.cli", "--config", "train/recipes/toy_scope.yaml",
+             "--per_device_train_batch_size", str(PER_DEVICE), "--max_steps", str(STEPS),
+             "--toy_problems_per_tier", "4", "--heldout_every", "0", "--output_dir", str(out)]
+    launcher = [sys.executable, "-m", "torch.distributed.run"]
+    if request.param == "one node":
+        launches = [[*launcher, "--standalone", "--nproc_per_node", str(WORLD), *train]]
+    else:
+        port = free_port()
+        launches = [[*launcher, "--nnodes", str(WORLD), "--nproc_per_node", "1", "--node_rank", str(node),
+                     "--master_addr", "127.0.0.1", "--master_port", str(port), *train] for node in range(WORLD)]
+    procs = [subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for cmd in launches]
+    try:
+        for proc in procs:
+            stdout, stderr = proc.communicate(timeout=900)
+            assert proc.returncode == 0, stdout[-3000:] + stderr[-5000:]
+    finally:
+        for proc in procs:  # a node that failed leaves the other waiting at the rendezvous
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
     return out, audit_log
 
 
@@ -137,7 +161,9 @@ def test_weights_are_normalised_over_whole_groups_across_processes(snapshots):
         torch.tensor(snapshots["teacher_log_ppl"].to_numpy(), dtype=torch.float32),
         WeightConfig(),
     )
-    assert snapshots["weight"].to_numpy() == pytest.approx(expected.numpy(), abs=1e-6)
+    diff = np.abs(snapshots["weight"].to_numpy() - expected.numpy()).max()
+    print(f"weights of {len(snapshots)} rollouts vs a single-process recomputation: max |diff| {diff:.3g}")
+    assert diff <= 1e-6
 
 
 def test_logged_losses_and_metrics_cover_both_processes(snapshots, history):

@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import socket
@@ -59,8 +60,9 @@ def direct_to_localhost(monkeypatch) -> None:
         monkeypatch.setenv(name, "127.0.0.1,localhost")
 
 
-@pytest.fixture
-def server() -> Iterator[FakeVLLMServer]:
+@contextlib.contextmanager
+def fake_server() -> Iterator[FakeVLLMServer]:
+    """A local server answering like vLLM, on a free port, for the length of the block."""
     state = FakeVLLMServer(url="")
 
     class Handler(BaseHTTPRequestHandler):
@@ -93,10 +95,18 @@ def server() -> Iterator[FakeVLLMServer]:
     state.url = f"http://127.0.0.1:{httpd.server_address[1]}"
     thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True)
     thread.start()
-    yield state
-    httpd.shutdown()
-    httpd.server_close()
-    thread.join()
+    try:
+        yield state
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join()
+
+
+@pytest.fixture
+def server() -> Iterator[FakeVLLMServer]:
+    with fake_server() as state:
+        yield state
 
 
 @pytest.fixture
@@ -338,3 +348,68 @@ def test_a_logprob_within_float_rounding_of_zero_is_accepted(server, api_key):
     server.answer = answer
     got = scorer(server).token_logprobs([[2, 3]], [[4, 5, EOS]])[0]
     assert got.tolist() == pytest.approx([-9999.0, LOGPROB_TOLERANCE / 2, logp(4, EOS)])
+
+
+# ------------------------------------------------------------------------------------ replicas
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]  # closed again: nothing listens there
+
+
+def test_replica_urls_from_a_list_or_a_comma_separated_string():
+    assert ServerScorer("http://a:1/v1, http://b:2", "m").base_urls == ["http://a:1", "http://b:2"]
+    assert ServerScorer(["http://a:1", "http://b:2/"], "m").base_urls == ["http://a:1", "http://b:2"]
+    with pytest.raises(ValueError, match="at least one server URL"):
+        ServerScorer(" , ", "m")
+
+
+def test_requests_spread_round_robin_and_keep_their_order(server):
+    with fake_server() as other:
+        prompts = [[2 + i % 5] for i in range(8)]
+        completions = [[3 + j for j in range(i % 3 + 1)] for i in range(8)]
+        pool = ServerScorer([server.url, other.url], "teacher", batch_size=1, concurrency=1, backoff_s=0.0,
+                            progress=False)
+        out = pool.token_logprobs(prompts, completions)
+    assert len(server.requests) == 4 and len(other.requests) == 4  # 8 one-pair requests, alternating
+    assert all(torch.equal(o, expected(p, c)) for o, p, c in zip(out, prompts, completions))
+
+
+def test_a_dead_replica_is_passed_over_and_reported_once(server, caplog):
+    dead = f"http://127.0.0.1:{free_port()}"
+    pool = ServerScorer([dead, server.url], "teacher", batch_size=1, concurrency=2, max_retries=0, backoff_s=0.0,
+                        progress=False)
+    prompts, completions = [[2]] * 6, [[3, 4]] * 6
+    with caplog.at_level(logging.WARNING, logger="workbench"):
+        out = pool.token_logprobs(prompts, completions)
+        again = pool.token_logprobs(prompts[:2], completions[:2])  # the dead replica is not tried again
+    assert len(server.requests) == 8  # every request answered by the live replica, none lost
+    assert all(torch.equal(o, expected([2], [3, 4])) for o in out + again)
+    reports = [r.getMessage() for r in caplog.records if "stopped answering" in r.getMessage()]
+    assert len(reports) == 1 and dead in reports[0] and "1 of 2 replicas left" in reports[0]
+
+
+def test_every_replica_dead_is_one_error_naming_each():
+    dead = [f"http://127.0.0.1:{free_port()}" for _ in range(2)]
+    pool = ServerScorer(dead, "teacher", batch_size=1, concurrency=2, max_retries=3, backoff_s=0.0, progress=False)
+    with pytest.raises(ServerError, match="none of the 2 teacher replicas answers /v1/completions") as err:
+        pool.token_logprobs([[2]] * 5, [[3]] * 5)
+    assert all(url in str(err.value) for url in dead)
+
+
+def test_a_replica_is_tried_again_after_revive_s(server):
+    pool = ServerScorer(server.url + "," + server.url, "teacher", batch_size=1, concurrency=1, backoff_s=0.0,
+                        revive_s=0.0, progress=False)
+    pool._set_down(pool._replicas[0], "test")
+    pool.token_logprobs([[2]] * 2, [[3]] * 2)
+    assert pool._replicas[0].down_since is None  # revive_s 0: tried at once, answered, up again
+
+
+def test_retryable_status_moves_to_the_next_replica(server):
+    with fake_server() as other:
+        server.script.append((503, {"error": "busy"}))
+        pool = ServerScorer([server.url, other.url], "teacher", batch_size=1, concurrency=1, max_retries=1,
+                            backoff_s=0.0, progress=False)
+        out = pool.token_logprobs([[2]], [[3]])
+    assert len(server.requests) == 1 and len(other.requests) == 1  # the retry went to the other replica
+    assert torch.equal(out[0], expected([2], [3]))

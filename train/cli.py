@@ -49,6 +49,10 @@ GRPOConfig and the workbench's; it imports TRL, so it takes a few seconds).
   --max_steps N              optimizer steps
   --learning_rate FLOAT
   --use_vllm BOOL            generate with vLLM (needs a CUDA GPU)
+  --dry-run                  print the plan (batch arithmetic, worst-case micro-batch, GPU memory per
+                             device, the teacher server's --max-model-len) and load nothing; with
+                             --world_size N, --gpu_memory_gb GB (refuses a plan that does not fit),
+                             --accelerate_config train/launch/zero3.yaml, --plan-format shell
   -h, --help                 this text
   --help-all                 every field with its help (also: --help --all)
 
@@ -89,6 +93,21 @@ def check_fresh(folder: str | Path) -> None:
                     "pass a fresh --output_dir, or delete the folder to run it again")
 
 
+def check_resumable(folder: str | Path) -> None:
+    """Resuming continues a run that stopped; a finished run's model and logs are not to be overwritten."""
+    from workbench.runs import MANIFEST, launch_rank_and_world, read_manifest
+
+    if launch_rank_and_world()[0] != 0 or not (Path(folder) / MANIFEST).is_file():
+        return
+    try:
+        status = read_manifest(folder).get("status")
+    except (OSError, ValueError):
+        return
+    if status == "finished":
+        raise UserError(f"output_dir {folder} holds a finished run; --resume_from_checkpoint continues a run that "
+                        "stopped: pass a fresh --output_dir to train again")
+
+
 def interrupted_message(output_dir: str | Path, trainer: Any | None) -> str:
     """What a run stopped by Ctrl-C left in its folder, with the log history written out first."""
     from workbench.runs import MANIFEST
@@ -113,7 +132,8 @@ def interrupted_message(output_dir: str | Path, trainer: Any | None) -> str:
         kept.append("snapshots/")
     kept.append(f"{MANIFEST} (status 'failed')")
     return (f"stopped at step {trainer.state.global_step} of {trainer.state.max_steps}; kept in {out}: "
-            f"{', '.join(kept)}; this command does not resume from a checkpoint: {again}")
+            f"{', '.join(kept)}; " + (f"to continue, run the same command with --resume_from_checkpoint "
+                                      f"{checkpoint}; " if checkpoint else "") + again)
 
 
 def _help(argv: Sequence[str]) -> str | None:
@@ -136,9 +156,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not argv:
         raise UserError("give a recipe, e.g. python -m train.cli --config train/recipes/toy_scope.yaml "
                         "(--help lists the usual options)")
-    early_output = check_command_line(argv).values.get("output_dir")
+    if "--dry-run" in argv:
+        from train.plan import dry_run
+
+        print(dry_run(argv), end="")
+        return 0
+    early = check_command_line(argv).values
+    early_output = early.get("output_dir")
+    resuming = early.get("resume_from_checkpoint") not in (None, "None", "none", "null", False)
     if isinstance(early_output, str):
-        check_fresh(early_output)
+        if resuming:
+            check_resumable(early_output)
+        else:
+            check_fresh(early_output)
         check_writable(early_output)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from train.config import parse_config
@@ -147,8 +177,20 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     cfg = parse_config(argv)
     if cfg.output_dir != early_output:
-        check_fresh(cfg.output_dir)
+        if resuming:
+            check_resumable(cfg.output_dir)
+        else:
+            check_fresh(cfg.output_dir)
         check_writable(cfg.output_dir)
+    if resuming:
+        from train.checkpoints import resolve_checkpoint
+
+        # kd keeps its teacher samples before the first checkpoint: `last` then starts training from step 0
+        cfg.resume_from_checkpoint = resolve_checkpoint(cfg.output_dir, cfg.resume_from_checkpoint,
+                                                        missing_ok=cfg.method == "kd")
+        if cfg.resume_from_checkpoint is None:
+            logging.getLogger(__name__).info("no checkpoint in %s yet: training starts at step 0, reusing the "
+                                             "teacher samples kept there", cfg.output_dir)
     trainer = None
     try:
         with run_folder(cfg.output_dir, cfg.to_dict(), cfg.seed, method=cfg.method):

@@ -140,11 +140,30 @@ class ScopeConfig(GRPOConfig):
     )
     teacher_server_url: str | None = field(
         default=None,
-        metadata={"help": "Base URL of an OpenAI-compatible vLLM server holding the teacher (scored with echo + "
-                          "prompt logprobs); the API key is read from $SCOPE_TEACHER_API_KEY."},
+        metadata={"help": "Base URL of an OpenAI-compatible vLLM server holding the teacher (scored with prompt "
+                          "logprobs), or several replicas of it: comma-separated on the command line, a list in a "
+                          "recipe. Requests go round-robin; a replica that stops answering is passed over and "
+                          "reported once. The API key is read from $SCOPE_TEACHER_API_KEY."},
     )
     teacher_server_model: str | None = field(
         default=None, metadata={"help": "Model name the teacher server serves (required with teacher_server_url)."}
+    )
+    teacher_server_timeout: float = field(
+        default=300.0,
+        metadata={"help": "Seconds a teacher server may take to answer one scoring request before it is tried "
+                          "again (a request holds teacher_server_batch_size rollouts)."},
+    )
+    teacher_server_tries: int = field(
+        default=3,
+        metadata={"help": "Tries of one teacher request (timeouts, HTTP 408/429/5xx), each on the next replica, "
+                          "with backoff 1, 2, 4 ... s between them; an unreachable replica is passed over at once."},
+    )
+    teacher_server_concurrency: int = field(
+        default=4, metadata={"help": "Teacher requests in flight per replica and process."}
+    )
+    teacher_server_batch_size: int = field(
+        default=16,
+        metadata={"help": "Rollouts per teacher scoring request (within the server's VLLM_MAX_COMPLETION_PROMPTS)."},
     )
     teacher_tokenizer: str | None = field(
         default=None,
@@ -220,6 +239,11 @@ class ScopeConfig(GRPOConfig):
     kd_samples_per_prompt: int = field(
         default=1, metadata={"help": "Teacher samples per training prompt for method kd."}
     )
+    kd_unit_prompts: int = field(
+        default=256,
+        metadata={"help": "Method kd: prompts per unit of teacher sampling (one seeded call; units are shared out "
+                          "over the processes and kept under <output_dir>/kd_samples as they finish)."},
+    )
     kd_keep_incorrect: bool = field(
         default=True,
         metadata={"help": "Keep teacher samples the grader marks wrong (plain sequence-level KD). False keeps "
@@ -227,7 +251,11 @@ class ScopeConfig(GRPOConfig):
     )
 
     def __post_init__(self) -> None:
+        if isinstance(self.teacher_server_url, (list, tuple)):  # a recipe's list of replicas
+            self.teacher_server_url = ",".join(str(u) for u in self.teacher_server_url)
         check_values({f.name: getattr(self, f.name) for f in dataclasses.fields(self)})
+        if self.teacher_server_timeout <= 0:
+            raise UserError(f"teacher_server_timeout must be > 0 seconds, got {self.teacher_server_timeout}")
         if self.bf16 is None:
             self.bf16 = not self.fp16 and _bf16_supported()
         if self.teacher_model and self.teacher_server_url:
@@ -236,8 +264,10 @@ class ScopeConfig(GRPOConfig):
             raise UserError("teacher_server_url needs teacher_server_model (the name the server serves)")
         if self.method in ("scope", "opd", "kd") and not (self.teacher_model or self.teacher_server_url):
             raise UserError(f"method {self.method!r} needs a teacher: set teacher_model or teacher_server_url")
-        if self.method == "kd" and self.teacher_server_url:
-            raise UserError("method kd samples from a local teacher; set teacher_model")
+        from train.plan import check_teacher_fits_sharding, sharding_from_environment
+
+        check_teacher_fits_sharding({"teacher_model": self.teacher_model},
+                                    sharding_from_environment({"deepspeed": self.deepspeed}))
         if self.heldout_every and self.dataset_name != TOY_DATASET:
             raise UserError("heldout_every evaluates on toy test problems; it needs dataset_name 'toy'")
         unknown = sorted(set(self.toy_tiers) - set(TOY_TIERS))

@@ -59,7 +59,8 @@ class HeldOutAccuracy(TrainerCallback):
         log.info("step %d: %s = %.3f", state.global_step, self.key, score)
 
     def on_train_begin(self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any) -> None:
-        self._measure(model, state)
+        if state.global_step == 0:  # a resumed run has its measurement before training in its log already
+            self._measure(model, state)
 
     def on_step_end(self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any) -> None:
         if state.global_step % self.every == 0:

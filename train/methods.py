@@ -115,7 +115,13 @@ def write_log_history(history: list[dict[str, Any]], folder: Path) -> None:
 def train_run(cfg: ScopeConfig, trainer: Any | None = None) -> dict[str, Any]:
     """Train, then save the model and the log history under ``cfg.output_dir``; returns a summary."""
     trainer = trainer or build_trainer(cfg)
-    result = trainer.train()
+    resume = cfg.resume_from_checkpoint
+    if resume:
+        from train.checkpoints import resolve_checkpoint
+
+        resume = resolve_checkpoint(cfg.output_dir, resume)
+        log.info("resuming from %s", resume)
+    result = trainer.train(resume_from_checkpoint=resume or None)
     out = Path(cfg.output_dir)
     trainer.save_model(str(out / MODEL_DIR))  # every process calls it; only the main one writes
     if trainer.accelerator.is_main_process:

@@ -49,10 +49,14 @@ POSITIVE_COUNTS = {
     "max_prompt_length": "prompt tokens",
     "max_train_samples": "training prompts",
     "teacher_score_tokens": "tokens per teacher scoring pass",
+    "teacher_server_tries": "tries of one teacher request",
+    "teacher_server_concurrency": "teacher requests in flight per replica",
+    "teacher_server_batch_size": "rollouts per teacher request",
     "toy_problems_per_tier": "toy training problems per tier",
     "heldout_problems_per_tier": "held-out toy problems per tier",
     "heldout_samples": "samples per held-out problem",
     "kd_samples_per_prompt": "teacher samples per prompt",
+    "kd_unit_prompts": "prompts per unit of teacher sampling",
 }
 # Counts where 0 means "never" but a negative number means nothing.
 NON_NEGATIVE_COUNTS = {"snapshot_every": "generation batches between weight snapshots",

@@ -42,7 +42,9 @@ def load_teacher(cfg: ScopeConfig, student_tokenizer: Any, device: str) -> Score
         from workbench.models.server import ServerScorer
 
         log.info("teacher: %s served at %s", cfg.teacher_server_model, cfg.teacher_server_url)
-        return ServerScorer(cfg.teacher_server_url, str(cfg.teacher_server_model), progress=False)
+        return ServerScorer(cfg.teacher_server_url, str(cfg.teacher_server_model), timeout=cfg.teacher_server_timeout,
+                            max_retries=cfg.teacher_server_tries - 1, batch_size=cfg.teacher_server_batch_size,
+                            concurrency=cfg.teacher_server_concurrency, progress=False)
     from workbench.models.hf import HFBackend
 
     path = cfg.resolved_teacher()

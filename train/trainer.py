@@ -61,11 +61,13 @@ from __future__ import annotations
 
 import logging
 import time
+from pathlib import Path
 from typing import Any
 
 import torch
 from trl import GRPOTrainer
 
+from train.checkpoints import ExactResume
 from train.config import ROUTED_METHODS, ScopeConfig
 from train.reward import CorrectnessReward
 from train.scope import (
@@ -83,7 +85,7 @@ log = logging.getLogger(__name__)
 OPD_WEIGHTS = WeightConfig(teacher_mode="uniform")
 
 
-class ScopeTrainer(GRPOTrainer):
+class ScopeTrainer(ExactResume, GRPOTrainer):
     """GRPOTrainer whose loss is SCOPE's (or uniform OPD's), selected by ``args.method``.
 
     Args:
@@ -105,7 +107,7 @@ class ScopeTrainer(GRPOTrainer):
             raise ValueError(f"ScopeTrainer runs scope, opd or grpo; method {args.method!r} has its own trainer")
         snapshots = (snapshot_store(args.output_dir)
                      if args.method in ROUTED_METHODS and args.snapshot_every > 0 else None)
-        if snapshots is not None and snapshots.shards():
+        if snapshots is not None and snapshots.shards() and not args.resume_from_checkpoint:
             raise ValueError(f"{snapshots.path} already holds snapshots of an earlier run; "
                              "use a fresh output_dir or delete them")
         self.correctness = CorrectnessReward(args.grader_workers, args.grader_timeout,
@@ -306,11 +308,28 @@ class ScopeTrainer(GRPOTrainer):
             self._snapshot_rows = []
 
     def train(self, *args: Any, **kwargs: Any) -> Any:
-        """TRL's train; buffered snapshot rows are written when it returns or fails."""
+        """TRL's train (resumable, see ExactResume); buffered snapshot rows are written when it returns or fails."""
         try:
             return super().train(*args, **kwargs)
         finally:
             self._flush_snapshots()
+
+    def _save_checkpoint(self, model: Any, trial: Any) -> None:
+        self._flush_snapshots()  # the checkpoint then covers exactly the shards on disk
+        super()._save_checkpoint(model, trial)
+
+    def _resume_state(self) -> dict[str, Any]:
+        shards = [p.name for p in self._snapshots.shards()] if self._snapshots is not None else []
+        return {**super()._resume_state(), "generation": self._generation, "snapshot_shards": shards}
+
+    def _restore_resume_state(self, state: dict[str, Any], checkpoint: Path) -> None:
+        super()._restore_resume_state(state, checkpoint)
+        self._generation = int(state["generation"])
+        if self._snapshots is not None and self.accelerator.is_main_process:
+            keep = set(state["snapshot_shards"])
+            for shard in self._snapshots.shards():
+                if shard.name not in keep:  # rows of generations after the checkpoint: made again now
+                    shard.unlink()
 
     # ---------------------------------------------------------------------------- loss
     def _compute_loss(self, model, inputs):  # type: ignore[override]

@@ -203,21 +203,42 @@ def _server() -> Iterator[LiveServer]:
     server.stop()
 
 
+@pytest.fixture(scope="session")
+def _second_server() -> Iterator[LiveServer]:
+    server = LiveServer(TEACHER_DIR, SERVER_KEY)
+    server.start()
+    yield server
+    server.stop()
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _boot_server_early(request) -> None:
-    """Start the server at session start when a collected test needs it, so it boots in parallel."""
+    """Start the servers at session start when a collected test needs them, so they boot in parallel."""
     if any("served_teacher" in item.fixturenames for item in request.session.items):
         request.getfixturevalue("_server")
+    if any("second_served_teacher" in item.fixturenames for item in request.session.items):
+        request.getfixturevalue("_second_server")
+
+
+def _healthy(server: LiveServer) -> LiveServer:
+    """`server`, healthy; restarted first if an earlier test killed it."""
+    if server.process is not None and not server.alive():
+        server.stop()
+        server.start()
+    server.wait_healthy()
+    return server
 
 
 @pytest.fixture
 def served_teacher(_server: LiveServer) -> LiveServer:
     """The live server, healthy; restarted first if an earlier test killed it."""
-    if _server.process is not None and not _server.alive():
-        _server.stop()
-        _server.start()
-    _server.wait_healthy()
-    return _server
+    return _healthy(_server)
+
+
+@pytest.fixture
+def second_served_teacher(_second_server: LiveServer) -> LiveServer:
+    """A second replica of the served teacher (same model, same key, its own port and process group)."""
+    return _healthy(_second_server)
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -225,6 +246,7 @@ def pytest_runtest_makereport(item, call):
     """Attach the server log's tail to the report of a failed test that used the server."""
     outcome = yield
     report = outcome.get_result()
-    server = getattr(item, "funcargs", {}).get("served_teacher")
-    if report.failed and isinstance(server, LiveServer):
-        report.sections.append((f"vLLM server log (tail of {server.log_path})", server.log_tail()))
+    for name in ("served_teacher", "second_served_teacher"):
+        server = getattr(item, "funcargs", {}).get(name)
+        if report.failed and isinstance(server, LiveServer):
+            report.sections.append((f"vLLM server log (tail of {server.log_path})", server.log_tail()))

@@ -26,7 +26,9 @@ vLLM extra `return_token_ids=True` (`choice.token_ids`, EOS included as in `vllm
 The API key is read from the environment variable named by `api_key_env` at each request and sent as
 `Authorization: Bearer ...`; it is never stored on the object, logged, or put in a repr or an error
 (server messages are redacted before they are raised). Connection errors, timeouts, truncated answers
-and HTTP 408/429/5xx are retried with exponential backoff, then fail with `ServerError`; the first
+and HTTP 408/429/5xx are retried with exponential backoff, then fail with `ServerError`. Given several
+replicas (a list of URLs), requests go round-robin and a replica that cannot be reached is passed
+over, reported once, for the others to take its requests; the call fails only when none answers. The first
 failure of a multi-request call cancels the requests not yet sent, so a dead server costs one
 request's retries, and no partial result is ever returned. A wrong key (401/403) or a model name the
 server does not serve (404, answered with the names it does serve) fails at once as a `UserError`.
@@ -100,30 +102,65 @@ class ModelNotServed(ServerError, UserError):
     """The server does not serve the requested model name; the message lists the names it serves."""
 
 
+class _HTTPStatusError(ServerError):
+    """An HTTP error status from the replica at `root`."""
+
+    def __init__(self, message: str, status: int, root: str) -> None:
+        super().__init__(message, status)
+        self.root = root
+
+
+def split_urls(urls: str | Sequence[str] | None) -> list[str]:
+    """Server URLs from one URL, a comma-separated string, or a list of either."""
+    if urls is None:
+        return []
+    items = [urls] if isinstance(urls, str) else list(urls)
+    return [part.strip() for item in items for part in str(item).split(",") if part.strip()]
+
+
 def _api_root(base_url: str) -> str:
     """Accept both "http://host:8000" and the OpenAI-style "http://host:8000/v1"."""
     root = base_url.rstrip("/")
     return root[: -len("/v1")] if root.endswith("/v1") else root
 
 
-class ServerScorer:
-    """Scorer over a vLLM OpenAI-compatible server.
+class _Replica:
+    """One server of the pool: its API root and, once it stopped answering, when and why."""
 
-    `batch_size` sequences go in one request and `concurrency` requests are in flight at once (the
-    server batches concurrent requests itself). `timeout` is per request, in seconds; a request is
-    tried `max_retries + 1` times, waiting `backoff_s * 2**attempt` seconds between tries.
+    def __init__(self, root: str) -> None:
+        self.root = root
+        self.down_since: float | None = None
+        self.reason = ""
+
+
+class ServerScorer:
+    """Scorer over one vLLM OpenAI-compatible server or a pool of replicas serving the same model.
+
+    `base_url` is one URL, a comma-separated string of URLs, or a list of them. Requests go to the
+    replicas round-robin. A replica that cannot be reached (connection refused or reset) is set aside,
+    reported once, and the request goes on to the next one; it is tried again after `revive_s`
+    seconds. Only when every replica is down does a call fail, with one error naming each.
+
+    `batch_size` sequences go in one request and `concurrency` requests per replica are in flight at
+    once (the server batches concurrent requests itself). `timeout` is per request, in seconds; a
+    request answered with a retryable status or not at all within `timeout` is tried `max_retries + 1`
+    times in all, each try on the next replica, waiting `backoff_s * 2**attempt` seconds between tries.
     """
 
-    def __init__(self, base_url: str, model: str, *, api_key_env: str = "SCOPE_TEACHER_API_KEY",
+    def __init__(self, base_url: str | Sequence[str], model: str, *, api_key_env: str = "SCOPE_TEACHER_API_KEY",
                  timeout: float = 600.0, max_retries: int = 4, backoff_s: float = 1.0, batch_size: int = 16,
-                 concurrency: int = 4, progress: bool = True) -> None:
+                 concurrency: int = 4, revive_s: float = 60.0, progress: bool = True) -> None:
         for name, value in (("batch_size", batch_size), ("concurrency", concurrency)):
             if value < 1:
                 raise ValueError(f"{name} must be >= 1, got {value}")
         if max_retries < 0 or timeout <= 0 or backoff_s < 0:
             raise ValueError("need max_retries >= 0, timeout > 0 and backoff_s >= 0")
-        self.base_url = _api_root(base_url)
-        self.url = f"{self.base_url}/v1/completions"
+        roots = split_urls(base_url)
+        if not roots:
+            raise ValueError("give at least one server URL")
+        self._replicas = [_Replica(_api_root(u)) for u in roots]
+        self.base_urls = [r.root for r in self._replicas]
+        self.base_url = self.base_urls[0] if len(self.base_urls) == 1 else ",".join(self.base_urls)
         self.model = model
         self.api_key_env = api_key_env
         self.timeout = timeout
@@ -131,9 +168,17 @@ class ServerScorer:
         self.backoff_s = backoff_s
         self.batch_size = batch_size
         self.concurrency = concurrency
+        self.revive_s = revive_s
         self.progress = progress
+        self._turn = 0
+        self._lock = threading.Lock()
         if not os.environ.get(api_key_env):
             log.info("$%s is not set: requests to %s carry no Authorization header", api_key_env, self.base_url)
+
+    @property
+    def url(self) -> str:
+        """The completions endpoint (of the first replica, for messages)."""
+        return f"{self.base_urls[0]}/v1/completions"
 
     def __repr__(self) -> str:
         return (f"{type(self).__name__}(base_url={self.base_url!r}, model={self.model!r}, "
@@ -144,8 +189,41 @@ class ServerScorer:
         key = os.environ.get(self.api_key_env)
         return text.replace(key, "***") if key else text
 
-    def _request(self, url: str, body: dict[str, Any] | None = None) -> Any:
-        """JSON answer of a POST (`body` given) or GET to `url`, retrying what a retry can fix."""
+    def _next_replica(self) -> _Replica | None:
+        """The next replica in turn that is up (or down long enough to be tried again); None if none."""
+        with self._lock:
+            now = time.monotonic()
+            for _ in range(len(self._replicas)):
+                replica = self._replicas[self._turn % len(self._replicas)]
+                self._turn += 1
+                if replica.down_since is None or now - replica.down_since >= self.revive_s:
+                    return replica
+        return None
+
+    def _set_down(self, replica: _Replica, reason: str) -> None:
+        with self._lock:
+            first = replica.down_since is None
+            replica.down_since = time.monotonic()
+            replica.reason = reason
+            left = sum(r.down_since is None for r in self._replicas)
+        if first and len(self._replicas) > 1:
+            log.warning("teacher replica %s stopped answering (%s); %d of %d replicas left", replica.root, reason,
+                        left, len(self._replicas))
+
+    def _set_up(self, replica: _Replica) -> None:
+        if replica.down_since is not None:
+            with self._lock:
+                replica.down_since = None
+            log.warning("teacher replica %s answers again", replica.root)
+
+    def _all_down(self, path: str) -> ServerError:
+        """Only a pool is ever all down: a single server is retried like any failing request."""
+        reasons = "; ".join(f"{r.root} ({r.reason})" for r in self._replicas)
+        return ServerError(f"none of the {len(self._replicas)} teacher replicas answers {path}: {reasons}")
+
+    def _request(self, path: str, body: dict[str, Any] | None = None) -> Any:
+        """JSON answer of a POST (`body` given) or GET to `path` on the replicas in turn, retrying what a
+        retry can fix and passing over replicas that cannot be reached."""
         data = None if body is None else json.dumps(body).encode()
         headers = {"Accept": "application/json"} | ({} if data is None else {"Content-Type": "application/json"})
         key = os.environ.get(self.api_key_env)
@@ -154,10 +232,15 @@ class ServerScorer:
         tries = self.max_retries + 1
         attempt = 0
         while True:
+            replica = self._next_replica()
+            if replica is None:
+                raise self._all_down(path)
+            url = f"{replica.root}{path}"
             request = urllib.request.Request(url, data=data, headers=headers, method="GET" if data is None else "POST")
             try:
                 with urllib.request.urlopen(request, timeout=self.timeout) as response:
                     raw = response.read()
+                self._set_up(replica)
                 break
             except urllib.error.HTTPError as err:
                 detail = self._redact(err.read().decode(errors="replace").strip()[:500])
@@ -165,17 +248,22 @@ class ServerScorer:
                     raise ServerAuthError(f"{url} answered HTTP {err.code}; check the key in ${self.api_key_env}: "
                                           f"{detail}", err.code) from None
                 if err.code not in RETRY_STATUSES or attempt + 1 == tries:
-                    raise ServerError(f"{url} answered HTTP {err.code}: {detail}", err.code) from None
+                    raise _HTTPStatusError(f"{url} answered HTTP {err.code}: {detail}", err.code,
+                                           replica.root) from None
                 log.warning("%s answered HTTP %d (try %d of %d): %s", url, err.code, attempt + 1, tries, detail)
             except (urllib.error.URLError, TimeoutError, ConnectionError, http.client.HTTPException) as err:
                 reason = getattr(err, "reason", err)
                 timed_out = isinstance(reason, TimeoutError)
                 text = (f"no answer within timeout={self.timeout:g} s" if timed_out
                         else self._redact(str(reason) or type(reason).__name__))
+                if not timed_out and len(self._replicas) > 1:
+                    self._set_down(replica, text)  # unreachable: the next replica takes the request, no wait
+                    continue
                 if attempt + 1 == tries:
                     hint = ("; raise the timeout for long requests, or check the server" if timed_out
                             else "; start the server (or fix its URL) and run the command again")
-                    raise ServerUnreachable(f"could not reach {url} after {tries} tries: {text}{hint}") from None
+                    where = url if len(self._replicas) == 1 else f"the teacher replicas ({self.base_url})"
+                    raise ServerUnreachable(f"could not reach {where} after {tries} tries: {text}{hint}") from None
                 log.warning("could not reach %s (try %d of %d): %s", url, attempt + 1, tries, text)
             time.sleep(self.backoff_s * 2**attempt)
             attempt += 1
@@ -186,13 +274,13 @@ class ServerScorer:
 
     def served_models(self) -> list[str]:
         """The model names the server answers to (`GET /v1/models`)."""
-        answer = self._request(f"{self.base_url}/v1/models")
+        answer = self._request("/v1/models")
         return [str(m.get("id")) for m in answer.get("data", [])] if isinstance(answer, dict) else []
 
     def _post(self, body: dict[str, Any]) -> dict[str, Any]:
         try:
-            answer = self._request(self.url, body)
-        except ServerError as err:
+            answer = self._request("/v1/completions", body)
+        except _HTTPStatusError as err:
             if err.status != 404:
                 raise
             try:
@@ -201,7 +289,7 @@ class ServerScorer:
                 raise err from None
             if self.model in served:
                 raise
-            raise ModelNotServed(f"{self.base_url} does not serve the model {self.model!r}; it serves {served}: "
+            raise ModelNotServed(f"{err.root} does not serve the model {self.model!r}; it serves {served}: "
                                  "pass one of those as the model name", 404) from None
         if not isinstance(answer, dict) or not isinstance(answer.get("choices"), list):
             raise VLLMOutputError(f"{self.url}: the answer has no 'choices' list")
@@ -225,8 +313,9 @@ class ServerScorer:
                 raise
 
         results = []
+        workers = self.concurrency * len(self._replicas)
         with (tqdm(total=len(items), desc=desc, unit="request", disable=not self.progress, leave=False) as bar,
-              ThreadPoolExecutor(max_workers=self.concurrency) as pool):
+              ThreadPoolExecutor(max_workers=workers) as pool):
             futures = [pool.submit(guarded, item) for item in items]
             try:
                 for future in futures:
