@@ -111,18 +111,17 @@ def workers_on_one_gpu() -> None:
 
 
 def training() -> None:
-    script = REPO / "scripts" / "gpu_check_train.py"
-    if not script.is_file():
-        return row("training", "skipped", "no scripts/gpu_check_train.py")
-    done = subprocess.run([sys.executable, str(script)], cwd=REPO, capture_output=True, text=True, timeout=900)
-    lines = [l for l in done.stdout.splitlines() if l.startswith("[gpu-check]")]
-    print("\n".join(lines))
-    for line in lines:
-        check, _, rest = line.removeprefix("[gpu-check] ").partition(": ")
-        status, _, detail = rest.partition(" - ")
-        ROWS.append((check, status, detail))
-    if done.returncode != 0:
-        row("training", "FAILED", (done.stderr or done.stdout).strip().splitlines()[-1])
+    """The rows of scripts/gpu_check_train.py: toy SCOPE steps in bf16 through the trainer, and a 1-GPU
+    torchrun (NCCL) launch of the same."""
+    spec = importlib.util.spec_from_file_location("gpu_check_train", REPO / "scripts" / "gpu_check_train.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    for result in module.check_training():
+        if result.get("skipped"):
+            row(str(result["check"]), "skipped", str(result["skipped"]))
+            continue
+        detail = ", ".join(f"{k} {v}" for k, v in result.items() if k not in ("check", "ok"))
+        row(str(result["check"]), "ok" if result["ok"] else "FAILED", detail)
 
 
 def main() -> int:
