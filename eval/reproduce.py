@@ -61,6 +61,8 @@ TOY_BATCH_SEQUENCES = 1024
 # The paper's evaluation uses repetition penalty 1.08 for its Qwen3 student and 1.0 otherwise.
 PAPER_REPETITION_PENALTY = {"qwen3-1.7b-base": 1.08}
 MODEL_ALIASES = {"smollm2": "smollm2-135m-instruct"}
+SET_DATA_DIR = ("to read the real benchmarks from a folder of their six JSONL files, set DATA_DIR=/path "
+                "(make), --data-dir /path, or the environment variable SCOPE_DATA_DIR")
 ENGINES = ("hf", "vllm")
 _SEED_DIR = re.compile(r"seed(\d+)")
 # A hub repository id as huggingface_hub accepts it: "org/name", word characters, '-' and '.'.
@@ -167,15 +169,26 @@ def toy_folders(checkpoints: Sequence[Checkpoint], samples_root: str | Path) -> 
 # ------------------------------------------------------------------------------------ sampling
 def load_problems(benchmarks: Sequence[str], data_dir: str | Path | None = None, *, limit: int | None = None,
                   toy_size: int = TOY_SIZE) -> list[Problem]:
-    """The problems of several benchmarks in order; a missing, empty or malformed file is a UserError."""
-    from workbench.data import DataError, load_benchmark
+    """The problems of several benchmarks in order; a missing, empty or malformed file, or a hub that
+    cannot serve them when no data folder is set, is a UserError."""
+    from workbench.data import DataError, default_data_dir, get_spec, load_benchmark
 
+    folder = data_dir if data_dir is not None else default_data_dir()
+    from_hub = [spec.hf_id for spec in map(get_spec, benchmarks)
+                if spec.suite != "toy" and spec.hf_id and (folder is None or spec.local_file is None)]
+    if from_hub:
+        from workbench.hub import check_hub_datasets
+
+        check_hub_datasets(list(dict.fromkeys(from_hub)), SET_DATA_DIR)
     problems = []
     for name in benchmarks:
         try:
             problems += load_benchmark(name, data_dir, limit=limit, toy_size=toy_size)
         except (DataError, FileNotFoundError, ValueError) as exc:
-            raise UserError(str(exc)) from None
+            raise UserError(f"{exc}; {SET_DATA_DIR}" if isinstance(exc, FileNotFoundError) else str(exc)) from None
+        except OSError as exc:  # datasets' ConnectionError offline, a cache it cannot read
+            raise UserError(f"{name}: the hub dataset could not be loaded ({type(exc).__name__}: "
+                            f"{str(exc).splitlines()[0] if str(exc) else ''}); {SET_DATA_DIR}") from None
     return problems
 
 
@@ -605,6 +618,17 @@ def check_model(model: str, gguf_file: str | None = None) -> None:
         raise UserError(f"--model {model}: no such folder, and not a hub id of the form org/name")
 
 
+def check_hub_model(model: str, gguf_file: str | None = None) -> None:
+    """A model that is neither an alias nor a local folder is a hub id: it must be in the local cache or
+    known to a reachable hub, checked in seconds before anything loads (offline, transformers would
+    retry for half a minute and end in a traceback)."""
+    if model in MODEL_ALIASES or Path(model).expanduser().is_dir():
+        return
+    from workbench.hub import check_hub_model as check
+
+    check("--model", model, gguf_file or "config.json")
+
+
 def _unit_size(text: str) -> UnitSize:
     if text == "all":
         return "all"
@@ -668,7 +692,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     if args.from_samples is not None and not args.from_samples.is_dir():
         raise UserError(f"--from-samples {args.from_samples}: no such folder")
     if args.data_dir is not None and not args.data_dir.is_dir():
-        raise UserError(f"--data-dir {args.data_dir}: no such folder")
+        raise UserError(f"--data-dir {args.data_dir} (DATA_DIR= in make): no such folder; give the folder of "
+                        "the six benchmark JSONL files, or leave it unset to read them from the hub")
     if args.base is not None and not (args.base / "config.json").is_file():
         raise UserError(f"--base {args.base}: not a model folder (no config.json)")
     if args.model:
@@ -716,6 +741,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             n, tokens = args.n or defaults.n, args.max_new_tokens or defaults.max_new_tokens
             label = args.label or model_label(args.model, args.gguf_file)
             problems = load_problems(REAL_BENCHMARKS, args.data_dir, limit=args.limit)
+            check_hub_model(args.model, args.gguf_file)
             folders = [real_folder(args.model, args.samples_dir or REAL_EVAL_RUNS, n=n, max_new_tokens=tokens,
                                    limit=args.limit, seed=args.seed, engine=args.backend, label=label,
                                    unit_size=args.unit_size)]
