@@ -160,7 +160,8 @@ def run_units(store: ShardStore, units: Sequence[WorkUnit], produce: Callable[[W
 
     Rows already stored are filtered out before appending, so a unit cut differently on a rerun can
     never write a key twice. The progress bar counts rows (named ``unit``), and tokens per second
-    when the rows have ``n_tokens``.
+    when the rows have ``n_tokens``, and how many were graded and found correct when they have ``correct``
+    (the grader's own per-batch summary is a debug log line, so the bar stays one line).
     """
     on_disk = store.keys()
     todo = [u for u in units if not all(k in on_disk for k in u.keys)]
@@ -169,14 +170,21 @@ def run_units(store: ShardStore, units: Sequence[WorkUnit], produce: Callable[[W
     total = sum(len(u.keys) for u in units)
     bar = tqdm(total=total, initial=total - sum(len(u.keys) for u in todo), unit=unit, desc=desc,
                disable=not progress)
-    tokens, start = 0, time.perf_counter()
+    tokens, graded, correct, start = 0, 0, 0, time.perf_counter()
     for work in todo:
         rows = produce(work)
         fresh = ~pd.Series([tuple(r) in on_disk for r in rows[list(store.key)].itertuples(index=False)],
                            index=rows.index, dtype=bool)
         store.append(rows[fresh])
-        bar.update(len(work.keys))
+        postfix = []
+        if "correct" in rows:
+            verdicts = rows["correct"].dropna()
+            graded, correct = graded + len(verdicts), correct + int(verdicts.astype(bool).sum())
+            postfix.append(f"{graded} graded, {correct} correct")
         if "n_tokens" in rows:
             tokens += int(rows["n_tokens"].sum())
-            bar.set_postfix(tok_per_s=f"{tokens / max(time.perf_counter() - start, 1e-9):.0f}")
+            postfix.append(f"{tokens / max(time.perf_counter() - start, 1e-9):.0f} tok/s")
+        if postfix:
+            bar.set_postfix_str(", ".join(postfix), refresh=False)
+        bar.update(len(work.keys))
     bar.close()
