@@ -277,7 +277,7 @@ def _report(result: PipelineResult) -> None:
     if result.weights_summary is not None:
         print("\nSCOPE weights on these rollouts (paper's Eqs. 4-5), by τ and path; ESS/n = effective sample size "
               "over group size (1: uniform weights); p10/p50/p90: weight percentiles:")
-        names = {"tau": "τ", "n_rollouts": "rollouts", "n_subsets": "groups", "ess_frac_mean": "ESS/n",
+        names = {"tau": "τ", "path": "path", "n_rollouts": "rollouts", "n_subsets": "groups", "ess_frac_mean": "ESS/n",
                  "max_weight_mean": "max weight", "weight_p10": "p10", "weight_median": "p50", "weight_p90": "p90"}
         print(result.weights_summary[list(names)].rename(columns=names).to_string(index=False, float_format=sig))
     print("\ntimings (s): " + ", ".join(f"{k[:-2]} {v:.0f}" for k, v in result.timings.items()))

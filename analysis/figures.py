@@ -490,7 +490,7 @@ def _draw(figures: list[dict[str, Any]], out_dir: Path, name: str, make: Any, in
     with house_style():
         paths = save_figure(make(), out_dir, name)
     figures.append({"name": name, "files": [p.name for p in paths.values()], "inputs": [_path(p) for p in inputs]})
-    log.info("wrote %s", paths["png"])
+    log.debug("wrote %s", paths["png"])  # the command prints the list of figures once
 
 
 def _path(path: str | os.PathLike) -> str:

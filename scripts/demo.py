@@ -127,9 +127,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         table = metric_table(long, metric)
         written.update({f"{metric}.{k}": str(v) for k, v in
                         write_tables(table, args.out_dir, metric.replace("@", "_at_"), ci=True).items()})
-        meaning = (f"mean accuracy of the {args.n} samples" if metric.startswith("Avg") else
+        shown = metric.replace("avg", "Avg").replace("pass", "Pass")
+        meaning = (f"mean accuracy of the {args.n} samples" if shown.startswith("Avg") else
                    f"share of problems solved by at least one of {args.n} samples")
-        print(f"\nToy world, {metric} (%) per tier ({meaning}), {args.toy_size} problems x {args.n} samples, "
+        print(f"\nToy world, {shown} (%) per tier ({meaning}), {args.toy_size} problems x {args.n} samples, "
               "temperature 0.6; ± = half-width of the 95% bootstrap interval over problems:")
         print(to_markdown(format_cells(table, ci=True)))
     truncated = int((samples["finish_reason"] == "length").sum())
