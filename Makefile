@@ -7,8 +7,6 @@ STAMP := $(VENV)/.installed
 VLLM_VENV ?= .venv-vllm
 VLLM_PY := $(VLLM_VENV)/bin/python
 VLLM_STAMP := $(VLLM_VENV)/.installed
-# Targets that sample run in the engine environment once `make setup-vllm` has built it.
-RUN_PY = $(if $(wildcard $(VLLM_STAMP)),$(VLLM_PY),$(PY))
 HAVE_GPU := $(if $(shell command -v nvidia-smi 2>/dev/null),1,)
 # PyTorch: the CPU build from PyTorch's CPU index; on an NVIDIA machine PyPI's own build (CUDA 13.0), the
 # one vLLM's wheels are built against. A torch 2.13.0 wheel pip already finds without an index is used as is.
@@ -28,9 +26,12 @@ NNODES ?= 1
 NODE_RANK ?= 0
 MASTER_ADDR ?= 127.0.0.1
 MASTER_PORT ?= 29511
-# The six real benchmarks as JSONL (see README "Real benchmarks"); override with DATA_DIR=...
-DATA_DIR ?= $(if $(SCOPE_DATA_DIR),$(SCOPE_DATA_DIR),$(abspath ../shared/data/benchmarks))
+# The six real benchmarks as JSONL (see README "Real benchmarks"): DATA_DIR=..., else $$SCOPE_DATA_DIR, else
+# ../shared/data/benchmarks where that folder exists; with none of them, real benchmarks come from the hub.
+DATA_DIR ?= $(or $(SCOPE_DATA_DIR),$(wildcard $(abspath ../shared/data/benchmarks)))
+ifneq ($(DATA_DIR),)
 export SCOPE_DATA_DIR := $(DATA_DIR)
+endif
 
 # Variables this Makefile reads; any other NAME=value on the command line is a typo, not a setting.
 KNOWN_VARS := VENV VLLM_VENV TORCH_INDEX VLLM_PIN DATA_DIR MODEL BACKEND LIMIT N MAX_NEW_TOKENS FROM_SAMPLES \
@@ -112,12 +113,14 @@ GPU_PY ?= python3
 gpu-check:  ## on a CUDA machine: sampling, 2 workers, bf16-vs-fp32 scoring, training steps; one summary table
 	$(GPU_PY) scripts/gpu_check.py
 
-lab: $(STAMP)  ## install JupyterLab (once) and open the notebooks
-	@$(PY) -c "import jupyterlab, ipywidgets" 2>/dev/null || $(call install_locked,$(PY),$(LOCK) $(LAB_LOCK))
+lab: $(STAMP)  ## install JupyterLab and papermill (once) and open the notebooks
+	@$(PY) -c "import jupyterlab, ipywidgets, papermill" 2>/dev/null || $(call install_locked,$(PY),$(LOCK) $(LAB_LOCK))
 	$(VENV)/bin/jupyter lab $(if $(filter 0,$(shell id -u)),--allow-root) notebooks/
 
-demo: $(STAMP)  ## the main job on the toy world: evaluation, analysis, tables (on vLLM once setup-vllm ran)
-	$(RUN_PY) scripts/demo.py
+# transformers samples the toy models faster than vLLM, start-up included (make bench), so the demo uses
+# vLLM only when asked: make demo BACKEND=vllm (builds .venv-vllm on first use).
+demo: $(STAMP) $(if $(filter vllm,$(BACKEND)),$(VLLM_STAMP))  ## the main job on the toy world: evaluation, analysis, tables (transformers; BACKEND=vllm for vLLM)
+	$(if $(filter vllm,$(BACKEND)),$(VLLM_PY),$(PY)) scripts/demo.py $(if $(BACKEND),--backend $(BACKEND))
 
 test: $(STAMP)  ## the test suite; its 'data', 'realmodel' and 'engines' groups run when what they need is there
 	@$(PY) -m pytest -q $(PYTEST_ARGS); rc=$$?; \
@@ -141,7 +144,7 @@ real-slice: $(STAMP)  ## SmolLM2-135M-Instruct, 2 problems per real benchmark, n
 
 EVAL_PY = $(if $(filter vllm,$(BACKEND)),$(VLLM_PY),$(PY))
 EVAL_ARGS = $(if $(FROM_SAMPLES),--from-samples $(FROM_SAMPLES)) \
-  $(if $(MODEL),--model $(MODEL) --data-dir $(DATA_DIR)) $(if $(BACKEND),--backend $(BACKEND)) \
+  $(if $(MODEL),--model $(MODEL) $(if $(DATA_DIR),--data-dir $(DATA_DIR))) $(if $(BACKEND),--backend $(BACKEND)) \
   $(if $(BENCHMARKS),--benchmarks $(BENCHMARKS)) $(if $(TP),--tensor-parallel-size $(TP)) \
   $(if $(BASE_URL),--base-url $(BASE_URL)) $(if $(CONCURRENCY),--concurrency $(CONCURRENCY)) \
   $(if $(UNIT_SIZE),--unit-size $(UNIT_SIZE)) \

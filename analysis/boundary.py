@@ -192,8 +192,9 @@ def boundary_markdown(analysis: BoundaryAnalysis, decimals: int = 1) -> str:
         "student PPL": [f"{v:.3f}" for v in b["student_ppl_mean"]],
         "solve rate %": cell("solve"), "solved sometimes %": cell("sometimes"), "always solved %": cell("always"),
     }, index=pd.Index(b["bucket"], name="student-PPL bucket"))
-    return ("Correct rollouts by student-PPL bucket vs their problems' solve rate (fresh student samples); "
-            "this run, no paper counterpart:\n" + to_markdown(table))
+    return (f"Correct rollouts by student-PPL bucket (Q1 lowest PPL, {b['bucket'].iloc[-1]} highest) vs their "
+            "problems' solve rate in fresh student samples, this run (no paper counterpart); "
+            "[lo, hi] = 95% bootstrap interval over rollouts:\n" + to_markdown(table))
 
 
 def write_boundary(analysis: BoundaryAnalysis, out_dir: str | os.PathLike) -> dict[str, Path]:

@@ -15,7 +15,6 @@ a shell write to the same place.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 from collections.abc import Sequence
@@ -27,6 +26,8 @@ from workbench.errors import UserArgumentParser, UserError, check_model_name, ma
 from workbench.layout import FIGURES, RESULTS, RUNS, TOY_MAX_NEW_TOKENS, TOY_RESULTS, TOY_TIERS
 
 if TYPE_CHECKING:  # the rest is imported when a command runs, so --help and argument errors are instant
+    import pandas as pd
+
     from analysis.pipeline import PipelineResult
 
 ANALYSIS_TIERS = ",".join(TOY_TIERS[2:])  # the tiers where the base student is wrong most often (Avg@32 19-53%)
@@ -176,15 +177,76 @@ def _settings(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def _headline(title: str, stats: dict[str, Any], keys: Sequence[tuple[str, ...]]) -> None:
-    print(f"\n{title}")
-    for path in keys:
-        node: Any = stats
-        for k in path:
-            if not isinstance(node, dict) or "undefined" in node:
-                break
-            node = node.get(k, "absent")
-        print(f"  {'/'.join(path)}: {json.dumps(node, default=float)}")
+def sig(value: Any, digits: int = 3) -> str:
+    """A number to ``digits`` significant digits (``-0.271``, ``2.73e-05``); anything else as text."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return str(value)
+    return f"{value:.{digits}g}"
+
+
+def _get(stats: dict[str, Any], *path: str) -> Any:
+    """``stats[path...]``, or None where a level is absent or the statistic was undefined."""
+    node: Any = stats
+    for key in path:
+        if not isinstance(node, dict) or "undefined" in node or key not in node:
+            return None
+        node = node[key]
+    return None if isinstance(node, dict) and "undefined" in node else node
+
+
+def statistics_rows(kind: str, stats: dict[str, Any], n_buckets: int) -> list[tuple[str, str]]:
+    """(what was measured, value) pairs of an experiment's headline statistics, 3 significant digits."""
+    last = f"Q{n_buckets}"
+
+    def rho(node: Any) -> str:
+        if node is None:
+            return "undefined"
+        return f"{sig(node['rho'])}  (p = {sig(node['p_value'])}, n = {node['n']})"
+
+    def ci(node: Any) -> str:
+        return "undefined" if node is None else f"[{sig(node[0])}, {sig(node[1])}]"
+
+    def steps(node: Any) -> str:
+        if node is None:
+            return "undefined"
+        return f"{node['adjacent_in_direction']} of {node['n_adjacent']} steps fall from Q1 to {last}"
+
+    if kind == "recovery":
+        pooled = stats.get("pooled", {})
+        above = pooled.get("ratios_with_q1_above_qn")
+        return [
+            ("Spearman ρ, teacher PPL vs recovery (mean over r)", rho(_get(pooled, "spearman_mean_over_ratios"))),
+            (f"ratios r where Q1 recovers more than {last}",
+             "undefined" if above is None else f"{above} of {pooled.get('n_ratios', '?')}"),
+            ("logistic slope per unit log-PPL, r held fixed: 95% CI",
+             ci(_get(pooled, "logistic_ratio_controlled", "slope_ci"))),
+            ("  ... teacher's own solve rate also held fixed: 95% CI",
+             ci(_get(pooled, "logistic_ratio_and_teacher_solve_controlled", "slope_ci"))),
+            ("teacher's from-scratch solve rate by bucket", steps(_get(stats, "teacher_solve_by_bucket"))),
+        ]
+    p_trend = _get(stats, "trend", "p_value")
+    return [
+        ("Spearman ρ, student PPL vs solve rate (per rollout)", rho(_get(stats, "spearman_per_rollout"))),
+        ("Spearman ρ, the same per problem", rho(_get(stats, "spearman_per_problem"))),
+        ("logistic slope per unit log-PPL: 95% CI", ci(_get(stats, "logistic", "slope_ci"))),
+        (f"Jonckheere-Terpstra p, solve rate falling Q1 to {last}", "undefined" if p_trend is None else sig(p_trend)),
+        ("solve rate by bucket", steps(_get(stats, "monotonicity"))),
+    ]
+
+
+def aligned(rows: Sequence[tuple[str, str]], indent: str = "  ") -> str:
+    """Two columns, the first padded to its widest cell."""
+    width = max(len(name) for name, _ in rows)
+    return "\n".join(f"{indent}{name.ljust(width)}  {value}" for name, value in rows)
+
+
+def bucket_table(buckets: pd.DataFrame) -> str:
+    """A bucket summary with readable headers, numbers to 3 significant digits, no row numbers."""
+    names = {"n_rollouts": "rollouts", "n_problems": "problems", "teacher_ppl_mean": "teacher PPL",
+             "teacher_nll_mean": "teacher NLL", "teacher_solve_pct": "teacher solves %",
+             "teacher_solve_ci_lo": "95% CI low", "teacher_solve_ci_hi": "95% CI high"}
+    shown = buckets.rename(columns=names).set_index("bucket")
+    return shown.to_string(float_format=sig)
 
 
 def _report(result: PipelineResult) -> None:
@@ -198,23 +260,26 @@ def _report(result: PipelineResult) -> None:
     for name, reason in result.skipped.items():
         print(f"{name} experiment skipped: {reason}")
     if result.recovery is not None:
+        n_buckets = int(result.recovery.buckets["bucket"].nunique())
         print("\n" + recovery_markdown(result.recovery))
-        print(result.recovery.buckets.to_string(index=False, float_format="%.3f"))
-        _headline("Teacher PPL vs recovery:", result.recovery.statistics,
-                  [("pooled", "spearman_mean_over_ratios"), ("pooled", "ratios_with_q1_above_qn"),
-                   ("pooled", "logistic_ratio_controlled", "slope_ci"),
-                   ("pooled", "logistic_ratio_and_teacher_solve_controlled", "slope_ci"),
-                   ("teacher_solve_by_bucket",)])
+        print(f"\nWrong rollouts by teacher-PPL bucket (Q1 lowest PPL, Q{n_buckets} highest); teacher solves % = "
+              "how often the teacher solves the problem from scratch:")
+        print(bucket_table(result.recovery.buckets))
+        print(f"\nTeacher PPL vs recovery, over wrong rollouts (r: truncation ratio; Q1..Q{n_buckets}: "
+              "teacher-PPL buckets; 95% CI: Wald interval of the slope):")
+        print(aligned(statistics_rows("recovery", result.recovery.statistics, n_buckets)))
     if result.boundary is not None:
+        n_buckets = int(result.boundary.buckets["bucket"].nunique())
         print("\n" + boundary_markdown(result.boundary))
-        _headline("Student PPL vs capability boundary:", result.boundary.statistics,
-                  [("spearman_per_rollout",), ("spearman_per_problem",), ("logistic", "slope_ci"),
-                   ("trend", "p_value"), ("monotonicity", "adjacent_in_direction")])
+        print(f"\nStudent PPL vs capability boundary, over correct rollouts (Q1..Q{n_buckets}: student-PPL "
+              "buckets, Q1 lowest; 95% CI: Wald interval of the slope):")
+        print(aligned(statistics_rows("boundary", result.boundary.statistics, n_buckets)))
     if result.weights_summary is not None:
-        print("\nSCOPE weights on these rollouts (paper's Eqs. 4-5), by tau and path:")
-        print(result.weights_summary[["tau", "path", "n_rollouts", "n_subsets", "ess_frac_mean", "max_weight_mean",
-                                      "weight_p10", "weight_median", "weight_p90"]]
-              .to_string(index=False, float_format="%.3f"))
+        print("\nSCOPE weights on these rollouts (paper's Eqs. 4-5), by τ and path; ESS/n = effective sample size "
+              "over group size (1: uniform weights); p10/p50/p90: weight percentiles:")
+        names = {"tau": "τ", "path": "path", "n_rollouts": "rollouts", "n_subsets": "groups", "ess_frac_mean": "ESS/n",
+                 "max_weight_mean": "max weight", "weight_p10": "p10", "weight_median": "p50", "weight_p90": "p90"}
+        print(result.weights_summary[list(names)].rename(columns=names).to_string(index=False, float_format=sig))
     print("\ntimings (s): " + ", ".join(f"{k[:-2]} {v:.0f}" for k, v in result.timings.items()))
 
 

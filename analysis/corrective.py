@@ -461,7 +461,10 @@ def run_corrective(student: Backend, teacher: Backend, rollouts: pd.DataFrame, p
 def recovery_markdown(analysis: RecoveryAnalysis, decimals: int = 1) -> str:
     """This run's table (± half-width of the interval) and, below it, the paper's, each titled."""
     ours = MetricTable(analysis.table.metric, analysis.table.values, analysis.table.ci_lo, analysis.table.ci_hi)
-    parts = ["Recovery rate (%) of teacher continuations, this run (rows r, columns teacher-PPL bucket):\n",
+    last = bucket_labels(int(analysis.buckets["bucket"].nunique()))[-1]
+    parts = [f"Recovery rate (%) of teacher continuations, this run. Rows: r, the fraction of a wrong rollout kept "
+             f"before the teacher continues; columns: Q1..{last}, the wrong rollouts' teacher-PPL buckets (Q1 lowest), "
+             f"and Q1−{last} their gap; ± = half-width of the 95% bootstrap interval over wrong rollouts:\n",
              to_markdown(format_cells(ours, decimals=decimals, ci=True))]
     if analysis.table.paper is not None:
         paper = analysis.table.paper.map(lambda v: "n/a" if not np.isfinite(v) else f"{v:.{decimals}f}")

@@ -12,6 +12,8 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+import seaborn as sns
+from matplotlib.ticker import MaxNLocator
 
 import dataclasses
 
@@ -23,7 +25,7 @@ from workbench.data import suite_generation
 from workbench.runs import run_folder
 from eval.reference import PAPER_SOURCE, reference_dir
 from workbench.plotting import (
-    TEXT_WIDTH, house_style, method_colours, palette, pass_at_k_panel, save_figure,
+    BAND_ALPHA, METHOD_COLOURS, TEXT_WIDTH, house_style, method_colours, pass_at_k_panel, save_figure,
 )
 
 METRICS = {"avg": "Avg@{n}", "pass": "Pass@{n}"}
@@ -114,23 +116,44 @@ def paradox_table(result: ExperimentResult) -> pd.DataFrame:
     return table
 
 
-def _points(ax: plt.Axes, summary: pd.DataFrame, metric: str, labels: list[str], colours: dict) -> None:
-    tiers = list(dict.fromkeys(summary["benchmark"]))
-    width = 0.8 / max(1, len(labels))
-    for i, label in enumerate(labels):
-        part = summary[summary["label"] == label].set_index("benchmark").reindex(tiers)
-        x = np.arange(len(tiers)) + (i - (len(labels) - 1) / 2) * width
-        ax.errorbar(x, part[metric], yerr=part[f"{metric}_ci"].fillna(0), fmt="o", ms=3, capsize=2,
-                    color=colours[label], label=label)
-    ax.set_xticks(np.arange(len(tiers)), tiers, rotation=30)
-    low = (summary[metric] - summary[f"{metric}_ci"].fillna(0)).min()
-    ax.set_ylim(max(-2.0, low - 3.0), 101.5)  # an interval wider than the scale (few seeds) is cut at it
-    ax.grid(axis="y", linewidth=0.3, alpha=0.6)
+def _variant_colours(name: str, labels: list[str]) -> dict[str, tuple]:
+    """Each row's colour: a method its own (workbench.plotting); SCOPE's ablations black, so that in the
+    DPAW figure SCOPE and the OPD control stand out and the ablations read by their labels."""
+    methods = {v.display: v.name if v.name in METHOD_COLOURS else v.name.split("-")[0] for v in variants_of(name)}
+    own = {label: method for label, method in methods.items()
+           if method in METHOD_COLOURS and (method != "scope" or label == "SCOPE")}  # an ablation is not SCOPE
+    colours = method_colours(sorted(set(own.values())))
+    return {label: colours[own[label]] if label in own else (0.0, 0.0, 0.0) for label in labels}
+
+
+def _forest(ax: plt.Axes, summary: pd.DataFrame, metric: str, tier: str, labels: list[str], colours: dict,
+            reference: str | None) -> None:
+    """One tier's panel: a row per variant (first at the top), its mean and 95 % interval, cut at 0 and 100
+    (a rate cannot leave them), and a dashed line at the reference variant's mean."""
+    part = summary[summary["benchmark"] == tier].set_index("label").reindex(labels)
+    y = np.arange(len(labels))[::-1]
+    mean, half = part[metric].to_numpy(dtype=float), part[f"{metric}_ci"].fillna(0).to_numpy(dtype=float)
+    low, high = np.clip(mean - half, 0, 100), np.clip(mean + half, 0, 100)
+    if reference in part.index and np.isfinite(part.at[reference, metric]):
+        ax.axvline(part.at[reference, metric], color=colours[reference], linewidth=0.6, linestyle="--", zorder=1)
+    for yi, label, m, lo, hi in zip(y, labels, mean, low, high):
+        if np.isfinite(m):
+            ax.errorbar(m, yi, xerr=[[m - lo], [hi - m]], fmt="o", ms=3, capsize=1.5, elinewidth=0.8,
+                        color=colours[label], zorder=3)
+    span_lo, span_hi = np.nanmin(low), np.nanmax(high)
+    pad = max(1.5, 0.08 * (span_hi - span_lo))
+    ax.set_xlim(max(-0.8, span_lo - pad), min(100.8, span_hi + pad))  # no tick beyond 0 or 100
+    ax.set_ylim(-0.6, len(labels) - 0.4)
+    ax.set_title(tier, fontsize=7)
+    ax.grid(axis="x", linewidth=0.3, alpha=0.6)
+    ax.xaxis.set_major_locator(MaxNLocator(nbins=3, steps=[1, 2, 5, 10]))
+    ax.tick_params(axis="x", labelsize=6)
 
 
 def figure(result: ExperimentResult, n: int, folder: Path) -> dict[str, Path]:
-    """The experiment's figure: per-tier points with intervals (main, dpaw), a curve over tau (tau),
-    and the Pass@k curves (main's paradox figure is separate: :func:`paradox_figure`)."""
+    """The experiment's figure: a curve over τ (tau); else one panel per tier and metric, a row per
+    variant with its interval (main, dpaw), so eight variants never crowd one axis
+    (main's Pass@k paradox figure is separate: :func:`paradox_figure`)."""
     labels = [v.display for v in variants_of(result.name) if v.display in set(result.summary["label"])]
     with house_style():
         if result.name == "tau":
@@ -138,21 +161,37 @@ def figure(result: ExperimentResult, n: int, folder: Path) -> dict[str, Path]:
             avg = result.summary[result.summary["benchmark"] == "Average"].set_index("label").reindex(labels)
             taus = [float(label.split("=")[1]) for label in labels]
             for ax, metric in zip(axes, METRICS):
-                ax.errorbar(taus, avg[metric], yerr=avg[f"{metric}_ci"], marker="o", capsize=3, color=palette(1)[0])
+                low = np.clip(avg[metric] - avg[f"{metric}_ci"], 0, 100)
+                high = np.clip(avg[metric] + avg[f"{metric}_ci"], 0, 100)
+                ax.errorbar(taus, avg[metric], yerr=[avg[metric] - low, high - avg[metric]], marker="o", capsize=3,
+                            color=METHOD_COLOURS["scope"])
                 ax.set_xscale("log", base=2)
                 ax.set_xticks(taus, [f"{t:g}" for t in taus])
-                ax.set_xlabel("τ")
-                ax.set_ylabel(f"{METRICS[metric].format(n=n)} Average (%)")
+                ax.set_xlabel("τ (SCOPE's softmax temperature)")
+                ax.set_ylabel(f"{METRICS[metric].format(n=n)} (%), mean of the tiers")
                 ax.grid(axis="y", linewidth=0.3, alpha=0.6)
+            title = "SCOPE on the toy world by τ: mean over seeds, 95 % t interval"
         else:
-            colours = dict(zip(labels, method_colours([v.name for v in variants_of(result.name)
-                                                       if v.display in labels]).values()))
-            fig, axes = plt.subplots(1, 2, figsize=(TEXT_WIDTH, 2.8), sharey=False)
-            for ax, metric in zip(axes, METRICS):
-                _points(ax, result.summary, metric, labels, colours)
-                ax.set_ylabel(f"{METRICS[metric].format(n=n)} (%)")
-            axes[1].legend(fontsize=6, frameon=False, loc="lower left")
-        fig.suptitle(f"toy {result.name}: mean over seeds, 95 % t interval", fontsize=8)
+            colours = _variant_colours(result.name, labels)
+            tiers = list(dict.fromkeys(result.summary["benchmark"]))
+            reference = next((v.display for v in variants_of(result.name) if v.name == "scope"), None)
+            fig, axes = plt.subplots(2, len(tiers), figsize=(TEXT_WIDTH, 0.9 + 0.42 * len(labels)), sharey=True,
+                                     squeeze=False)
+            for row, metric in enumerate(METRICS):
+                for ax, tier in zip(axes[row], tiers):
+                    _forest(ax, result.summary, metric, tier, labels, colours, reference)
+                axes[row, 0].set_yticks(np.arange(len(labels))[::-1], labels)
+                axes[row, len(tiers) // 2].set_xlabel(f"{METRICS[metric].format(n=n)} (%)")
+            for label, tick in zip(labels, axes[0, 0].get_yticklabels()):
+                tick.set_color(colours[label])
+            for label, tick in zip(labels, axes[1, 0].get_yticklabels()):
+                tick.set_color(colours[label])
+            title = {"main": "toy main comparison", "dpaw": "toy DPAW ablation"}.get(result.name, f"toy {result.name}")
+            title += (": mean over seeds, 95 % t interval (cut at 0 and 100)"
+                      + (f"; dashed: {reference}'s mean" if reference else ""))
+        sns.despine(fig)
+        fig.suptitle(title, fontsize=8)
+        fig.tight_layout(h_pad=0.8, w_pad=0.3)
         return save_figure(fig, folder, f"toy_{result.name}")
 
 
@@ -171,9 +210,9 @@ def paradox_figure(result: ExperimentResult, folder: Path) -> dict[str, Path]:
         change = _change_from_base(curves)
         for method in methods[1:]:
             part = change[change["method"] == method]
-            axes[1].plot(part["k"], part["change"], marker="o", color=colours[method], label=method)
+            axes[1].plot(part["k"], part["change"], marker="o", color=colours[method], label=method, zorder=3)
             axes[1].fill_between(part["k"], part["change"] - part["ci"], part["change"] + part["ci"],
-                                 color=colours[method], alpha=0.15, linewidth=0)
+                                 color=colours[method], alpha=BAND_ALPHA, linewidth=0, zorder=1)
         axes[1].axhline(0, color="0.5", linewidth=0.6)
         axes[1].set_xscale("log", base=2)
         ks = sorted(pd.unique(curves["k"]))

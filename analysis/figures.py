@@ -48,8 +48,8 @@ from eval.curves import pass_at_k_curves
 from eval.reference import PAPER_SOURCE
 from train.snapshots import has_snapshots, read_snapshots
 from workbench.plotting import (
-    COLUMN_WIDTH, PASS_AT_K_LABEL, house_style, legend_columns, method_colours, palette, pass_at_k_panel,
-    save_figure, seed_band, seed_note,
+    COLUMN_WIDTH, OKABE_ITO, PASS_AT_K_LABEL, house_style, legend_columns, method_colours, ordered_palette, palette,
+    pass_at_k_panel, save_figure, seed_band, seed_note,
 )
 from workbench.records import read_records
 from workbench.runs import MANIFEST, read_manifest, write_manifest
@@ -61,6 +61,8 @@ SAMPLE_COLUMNS = {"benchmark", "problem_id", "sample_idx", "correct"}
 UNCOMMITTED = "runs"  # results/runs/, results/toy/runs/: git-ignored, absent from a fresh clone
 FIGURE_SUFFIXES = (".pdf", ".png")
 NOT_EVAL_COLUMNS = {"group_id", "step", "logps", "ratio", "token_ids"}
+# SCOPE's two paths, in colours no method uses: MLE (correct rollouts) orange, OPD (wrong ones) sky blue
+PATH_COLOURS = {"mle": OKABE_ITO["orange"], "opd": OKABE_ITO["sky blue"]}
 
 
 def _buckets(columns: Sequence[str]) -> list[str]:
@@ -78,7 +80,7 @@ def recovery_vs_ratio(table: pd.DataFrame) -> Figure:
     buckets = _buckets(table.columns)
     has_paper = any(f"{b}_paper" in table.columns and table[f"{b}_paper"].notna().any() for b in buckets)
     fig, axes = plt.subplots(1, 2 if has_paper else 1, figsize=(COLUMN_WIDTH, 2.1), sharey=True, squeeze=False)
-    colours = palette(len(buckets))
+    colours = ordered_palette(len(buckets))
     r = table.index.to_numpy(dtype=float)
     ax = axes[0, 0]
     for b, colour in zip(buckets, colours):
@@ -104,8 +106,12 @@ def recovery_vs_ratio(table: pd.DataFrame) -> Figure:
     return fig
 
 
-def _jitter(values: np.ndarray, scale: float, seed: int = 0) -> np.ndarray:
-    return values + np.random.default_rng(seed).uniform(-scale, scale, size=values.shape)
+def _jitter(values: np.ndarray, scale: float, seed: int = 0, low: float = 0.0, high: float = 100.0) -> np.ndarray:
+    """Values spread by up to ``scale`` so equal ones stay visible, reflected back inside [low, high]: a
+    rate drawn above 100 % (or below 0) would show a value that cannot occur."""
+    moved = values + np.random.default_rng(seed).uniform(-scale, scale, size=values.shape)
+    moved = np.where(moved > high, 2 * high - moved, moved)
+    return np.where(moved < low, 2 * low - moved, moved)
 
 
 def ppl_vs_recovery(per_rollout: pd.DataFrame) -> Figure:
@@ -115,13 +121,13 @@ def ppl_vs_recovery(per_rollout: pd.DataFrame) -> Figure:
     ``analysis.stats.logistic_regression``); its slope and 95% interval are in the legend.
     """
     ratios = sorted(per_rollout["ratio"].unique())
-    colours = palette(len(ratios))
+    colours = ordered_palette(len(ratios))
     fig, ax = plt.subplots(figsize=(COLUMN_WIDTH, 2.6))
     x_all = per_rollout["teacher_log_ppl"].to_numpy()
     grid = np.linspace(x_all.min(), x_all.max(), 200)
     for r, colour in zip(ratios, colours):
         part = per_rollout[per_rollout["ratio"] == r]
-        ax.scatter(part["teacher_log_ppl"], _jitter(part["recovery_rate"].to_numpy(), 0.025, seed=int(r * 100)),
+        ax.scatter(part["teacher_log_ppl"], _jitter(100 * part["recovery_rate"].to_numpy(), 2.5, seed=int(r * 100)),
                    s=4, alpha=0.35, color=colour, linewidths=0, rasterized=True)
         label = f"r={r:g}"
         try:
@@ -134,11 +140,11 @@ def ppl_vs_recovery(per_rollout: pd.DataFrame) -> Figure:
         else:
             lo, hi = fit.slope_ci
             label += f": {fit.slope:+.2f} [{lo:+.2f}, {hi:+.2f}]" + ("" if fit.converged else " (separated)")
-            ax.plot(grid, fit.predict(grid), color=colour)
+            ax.plot(grid, 100 * fit.predict(grid), color=colour)
         ax.plot([], [], color=colour, marker="o", markersize=3, label=label)
     ax.set_xlabel("teacher log-PPL of the wrong rollout (mean token NLL)")
-    ax.set_ylabel("recovery rate of the rollout")
-    ax.set_ylim(-0.06, 1.06)
+    ax.set_ylabel("recovery rate of the rollout (%)")
+    ax.set_ylim(-4, 104)
     sns.despine(fig)
     fig.tight_layout()
     fig.legend(*ax.get_legend_handles_labels(), title="truncation ratio: logistic slope per nat [95% CI]",
@@ -199,7 +205,7 @@ def boundary_scatter(per_rollout: pd.DataFrame) -> Figure:
     fig, ax = plt.subplots(figsize=(COLUMN_WIDTH, 2.3))
     x = per_rollout["student_log_ppl"].to_numpy()
     colour = palette(1)[0]
-    ax.scatter(x, _jitter(per_rollout["solve_rate"].to_numpy(), 0.015), s=5, alpha=0.4, color=colour, linewidths=0,
+    ax.scatter(x, _jitter(100 * per_rollout["solve_rate"].to_numpy(), 1.5), s=5, alpha=0.4, color=colour, linewidths=0,
                rasterized=True, label="correct rollout")
     try:
         fit = logistic_regression(x, per_rollout["n_solved"].to_numpy(), per_rollout["n_samples"].to_numpy())
@@ -208,11 +214,11 @@ def boundary_scatter(per_rollout: pd.DataFrame) -> Figure:
     else:
         grid = np.linspace(x.min(), x.max(), 200)
         lo, hi = fit.slope_ci
-        ax.plot(grid, fit.predict(grid), color="black",
+        ax.plot(grid, 100 * fit.predict(grid), color="black",
                 label=f"logistic fit: slope per nat {fit.slope:+.2f} [{lo:+.2f}, {hi:+.2f}] (95% CI)")
     ax.set_xlabel("student log-PPL of its correct rollout")
-    ax.set_ylabel("problem solve rate\n(fresh student samples)")
-    ax.set_ylim(-0.05, 1.05)
+    ax.set_ylabel("problem solve rate (%)\n(fresh student samples)")
+    ax.set_ylim(-4, 104)
     sns.despine(fig)
     fig.tight_layout()
     fig.legend(*ax.get_legend_handles_labels(), loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=1)
@@ -232,7 +238,8 @@ def weight_distributions(sweep: pd.DataFrame) -> Figure:
     keys = [k for k in ("tau", "group", "path") if k in data.columns]
     data = data[data.groupby(keys, sort=False)["weight"].transform("size") >= 2]
     fig, axes = plt.subplots(1, 2, figsize=(COLUMN_WIDTH, 2.2), sharey=True)
-    for ax, path, colour in zip(axes, ("mle", "opd"), palette(2)):
+    for ax, path in zip(axes, ("mle", "opd")):
+        colour = PATH_COLOURS[path]
         part = data[data["path"] == path]
         if part.empty:
             ax.set_axis_off()
@@ -247,7 +254,7 @@ def weight_distributions(sweep: pd.DataFrame) -> Figure:
         ax.set_xticks(range(1, len(taus) + 1), [f"{t:g}" for t in taus])
         ax.axhline(1.0, color="grey", linewidth=0.6, linestyle=":")
         ax.set_title(PATH_LABELS[path], fontsize=7)
-        ax.set_xlabel("tau")
+        ax.set_xlabel("τ")
         ax.set_ylabel("weight × subset size" if path == "mle" else "")
     sns.despine(fig)
     fig.tight_layout(w_pad=0.5)
@@ -259,7 +266,7 @@ def ess_vs_tau(sweep: pd.DataFrame) -> Figure:
     ess = effective_sample_size(sweep)
     ess = ess[ess["n"] >= 2]
     fig, ax = plt.subplots(figsize=(COLUMN_WIDTH, 2.1))
-    for path, colour in zip(("mle", "opd"), palette(2)):
+    for path, colour in PATH_COLOURS.items():
         part = ess[ess["path"] == path].groupby("tau")["ess_frac"].agg(["mean", "sem", "size"]).reset_index()
         if part.empty:
             continue
@@ -267,7 +274,7 @@ def ess_vs_tau(sweep: pd.DataFrame) -> Figure:
                     color=colour, label=f"{PATH_LABELS[path]} ({int(part['size'].iloc[0])} subsets)")
     ax.set_xscale("log", base=2)
     ax.set_xticks(sorted(sweep["tau"].unique()), [f"{t:g}" for t in sorted(sweep["tau"].unique())])
-    ax.set_xlabel("tau")
+    ax.set_xlabel("τ")
     ax.set_ylabel("mean ESS / subset size")
     ax.set_ylim(0, 1.05)
     ax.legend(loc="lower right")
@@ -285,7 +292,8 @@ def weight_vs_ppl(weighted: pd.DataFrame) -> Figure:
     data["centred"] = data["own"] - data.groupby(keys, sort=False)["own"].transform("mean")
     data = data[data.groupby(keys, sort=False)["weight"].transform("size") >= 2]
     fig, axes = plt.subplots(1, 2, figsize=(COLUMN_WIDTH, 2.1), sharey=True)
-    for ax, path, colour in zip(axes, ("mle", "opd"), palette(2)):
+    for ax, path in zip(axes, ("mle", "opd")):
+        colour = PATH_COLOURS[path]
         part = data[data["path"] == path]
         ax.scatter(part["centred"], part["relative"], s=4, alpha=0.4, color=colour, linewidths=0, rasterized=True)
         ax.axhline(1.0, color="grey", linewidth=0.6, linestyle=":")
@@ -338,10 +346,11 @@ def weights_over_steps(runs: dict[RunKey, pd.DataFrame]) -> Figure:
 
 
 # ----------------------------------------------------------------------------------- training
+# (axis label, log-column needles, scale): rates logged as fractions are drawn in %, as every table shows them
 DYNAMICS = (
-    ("entropy", ("entropy",)),
-    ("fraction correct", ("frac_correct", "fraction_correct")),
-    ("Avg@k", ("avg@",)),
+    ("entropy (nats)", ("entropy",), 1.0),
+    ("rollouts correct (%)", ("frac_correct", "fraction_correct"), 100.0),
+    ("held-out Avg@k (%)", ("avg@",), 100.0),
 )
 
 
@@ -356,7 +365,7 @@ def _dynamics_column(columns: Sequence[str], needles: Sequence[str]) -> str | No
 
 def training_dynamics(histories: dict[RunKey, pd.DataFrame]) -> Figure:
     """Entropy, fraction of correct rollouts and Avg@k over training steps, one line per method."""
-    present = [(title, needles) for title, needles in DYNAMICS
+    present = [(title, needles, scale) for title, needles, scale in DYNAMICS
                if any(_dynamics_column(h.columns, needles) for h in histories.values())]
     if not present:
         raise ValueError("no log history has entropy, fraction-correct or Avg@k columns")
@@ -364,13 +373,14 @@ def training_dynamics(histories: dict[RunKey, pd.DataFrame]) -> Figure:
                              squeeze=False)
     methods = _methods(list(histories))
     colours = method_colours(methods)
-    for ax, (title, needles) in zip(axes[:, 0], present):
+    for ax, (title, needles, scale) in zip(axes[:, 0], present):
         for method in methods:
             parts = []
             for (m, seed), history in histories.items():
                 column = _dynamics_column(history.columns, needles)
                 if m == method and column is not None:
-                    parts.append(history[["step", column]].dropna().rename(columns={column: "value"}).assign(seed=seed))
+                    values = history[["step", column]].dropna().rename(columns={column: "value"})
+                    parts.append(values.assign(value=values["value"] * scale, seed=seed))
             if parts:
                 seed_band(ax, pd.concat(parts, ignore_index=True), "step", "value", colours[method], method)
         ax.set_ylabel(title)
@@ -480,7 +490,7 @@ def _draw(figures: list[dict[str, Any]], out_dir: Path, name: str, make: Any, in
     with house_style():
         paths = save_figure(make(), out_dir, name)
     figures.append({"name": name, "files": [p.name for p in paths.values()], "inputs": [_path(p) for p in inputs]})
-    log.info("wrote %s", paths["png"])
+    log.debug("wrote %s", paths["png"])  # the command prints the list of figures once
 
 
 def _path(path: str | os.PathLike) -> str:
@@ -576,7 +586,7 @@ def regenerate(results_dir: str | os.PathLike = "results", out_dir: str | os.Pat
         if has_snapshots(run):
             snapshots[run_key(run, root)] = snapshot_weights(read_snapshots(run))
         history = read_history(run)
-        if history is not None and any(_dynamics_column(history.columns, n) for _, n in DYNAMICS):
+        if history is not None and any(_dynamics_column(history.columns, n) for _, n, _ in DYNAMICS):
             histories[run_key(run, root)] = history
     training: list[dict[str, Any]] = []
     if snapshots:

@@ -134,6 +134,17 @@ def check_model(model: str, gguf_file: str | None = None) -> None:
         raise UserError(f"--model {model}: no such folder, and not a hub id of the form org/name")
 
 
+def check_hub_model(model: str, gguf_file: str | None = None) -> None:
+    """A model that is neither an alias nor a local folder is a hub id: it must be in the local cache or
+    known to a reachable hub, checked in seconds before anything loads (offline, transformers would
+    retry for half a minute and end in a traceback)."""
+    if model in MODEL_ALIASES or Path(model).expanduser().is_dir():
+        return
+    from workbench.hub import check_hub_model as check
+
+    check("--model", model, gguf_file or "config.json")
+
+
 def _unit_size(text: str) -> UnitSize:
     if text == "all":
         return "all"
@@ -246,7 +257,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     if args.from_samples is not None and not args.from_samples.is_dir():
         raise UserError(f"--from-samples {args.from_samples}: no such folder")
     if args.data_dir is not None and not args.data_dir.is_dir():
-        raise UserError(f"--data-dir {args.data_dir}: no such folder")
+        raise UserError(f"--data-dir {args.data_dir} (DATA_DIR= in make): no such folder; give the folder of "
+                        "the six benchmark JSONL files, or leave it unset to read them from the hub")
     if args.base is not None and not (args.base / "config.json").is_file():
         raise UserError(f"--base {args.base}: not a model folder (no config.json)")
     if args.model and args.backend != "server":
@@ -323,6 +335,8 @@ def _main(argv: Sequence[str] | None, locks: contextlib.ExitStack) -> int:
             n, tokens = args.n or defaults.n, args.max_new_tokens or defaults.max_new_tokens
             label = args.label or model_label(args.model, args.gguf_file)
             problems = load_problems(benchmarks, args.data_dir, limit=args.limit)
+            if args.backend != "server":
+                check_hub_model(args.model, args.gguf_file)
             folders = [real_folder(args.model, args.samples_dir or REAL_EVAL_RUNS, n=n, max_new_tokens=tokens,
                                    limit=args.limit, seed=args.seed, engine=args.backend, label=label,
                                    unit_size=args.unit_size, benchmarks=args.benchmarks)]

@@ -29,19 +29,32 @@ if TYPE_CHECKING:
 TOY_BATCH_SEQUENCES = 1024
 # The paper's evaluation uses repetition penalty 1.08 for its Qwen3 student and 1.0 otherwise.
 PAPER_REPETITION_PENALTY = {"qwen3-1.7b-base": 1.08}
+SET_DATA_DIR = ("to read the real benchmarks from a folder of their six JSONL files, set DATA_DIR=/path "
+                "(make), --data-dir /path, or the environment variable SCOPE_DATA_DIR")
 
 
 def load_problems(benchmarks: Sequence[str], data_dir: str | Path | None = None, *, limit: int | None = None,
                   toy_size: int = TOY_SIZE) -> list[Problem]:
-    """The problems of several benchmarks in order; a missing, empty or malformed file is a UserError."""
-    from workbench.data import DataError, load_benchmark
+    """The problems of several benchmarks in order; a missing, empty or malformed file, or a hub that
+    cannot serve them when no data folder is set, is a UserError."""
+    from workbench.data import DataError, default_data_dir, get_spec, load_benchmark
 
+    folder = data_dir if data_dir is not None else default_data_dir()
+    from_hub = [spec.hf_id for spec in map(get_spec, benchmarks)
+                if spec.suite != "toy" and spec.hf_id and (folder is None or spec.local_file is None)]
+    if from_hub:
+        from workbench.hub import check_hub_datasets
+
+        check_hub_datasets(list(dict.fromkeys(from_hub)), SET_DATA_DIR)
     problems = []
     for name in benchmarks:
         try:
             problems += load_benchmark(name, data_dir, limit=limit, toy_size=toy_size)
         except (DataError, FileNotFoundError, ValueError) as exc:
-            raise UserError(str(exc)) from None
+            raise UserError(f"{exc}; {SET_DATA_DIR}" if isinstance(exc, FileNotFoundError) else str(exc)) from None
+        except OSError as exc:  # datasets' ConnectionError offline, a cache it cannot read
+            raise UserError(f"{name}: the hub dataset could not be loaded ({type(exc).__name__}: "
+                            f"{str(exc).splitlines()[0] if str(exc) else ''}); {SET_DATA_DIR}") from None
     return problems
 
 

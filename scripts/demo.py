@@ -5,8 +5,10 @@
 2. The perplexity analyses (teacher PPL vs error recovery, student PPL vs capability boundary) run on the
    same pair and print their tables beside the paper's.
 
-Sampling runs on vLLM when it is importable (the `.venv-vllm` environment, `make setup-vllm`), else on
-transformers; the demo says which in one line, and each engine keeps its own sample folders because their
+Sampling runs on transformers unless vLLM is asked for (``--backend vllm``, ``make demo BACKEND=vllm``):
+on the toy models transformers is the faster engine for this job, start-up included (`make bench`'s
+bench_engines measures both on the same problems), so vLLM would only make the demo slower. The demo
+says which engine samples and why in one line; each engine keeps its own sample folders because their
 random streams differ. Raw samples go under results/runs/demo/ (git-ignored, resumable); the small tables
 under results/toy/ are committed, each with a manifest.
 """
@@ -39,26 +41,23 @@ from workbench.runs import write_manifest
 from workbench.toy import STUDENT_DIR, TEACHER_DIR
 
 
-def pick_engine(requested: str = "auto") -> str:
-    """"vllm" when asked for, or on "auto" when vLLM is importable; else "hf"."""
-    have_vllm = importlib.util.find_spec("vllm") is not None
-    if requested == "vllm" and not have_vllm:
+def pick_engine(requested: str = "hf") -> str:
+    """The engine asked for; vLLM only when asked, and only where it is importable."""
+    if requested == "vllm" and importlib.util.find_spec("vllm") is None:
         raise UserError("--backend vllm needs vLLM, which this Python lacks: run `make setup-vllm` "
-                        "(make demo then uses .venv-vllm)")
-    if requested == "auto":
-        return "vllm" if have_vllm else "hf"
+                        "(make demo BACKEND=vllm then uses .venv-vllm)")
     return requested
 
 
 def engine_line(engine: str) -> str:
-    """The one line saying which engine samples (and, without vLLM, how to get it)."""
+    """The one line saying which engine samples and why."""
     if engine == "vllm":
         import vllm
 
-        return f"sampling engine: vLLM {vllm.__version__}"
-    if importlib.util.find_spec("vllm") is None:
-        return "sampling engine: transformers (HF); vLLM is not installed here (`make setup-vllm` adds it)"
-    return "sampling engine: transformers (HF)"
+        return (f"sampling engine: vLLM {vllm.__version__} (asked for; on the toy models transformers "
+                "samples faster, start-up included: see make bench)")
+    return ("sampling engine: transformers (HF), the faster one on the toy models, start-up included "
+            "(make bench compares them); make demo BACKEND=vllm samples with vLLM")
 
 
 def _sampler(engine: str, folder: Path):
@@ -96,8 +95,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--toy-size", type=int, default=20, help="problems per toy tier")
     parser.add_argument("--n", type=int, default=8, help="samples per problem")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--backend", choices=("auto", "hf", "vllm"), default="auto",
-                        help="sampling engine; auto: vLLM when installed, else transformers")
+    parser.add_argument("--backend", choices=("hf", "vllm"), default="hf",
+                        help="sampling engine (default: transformers, the faster one on the toy models)")
     parser.add_argument("--out-dir", type=Path, help="where the accuracy tables go (default: results/toy/demo, "
                                                        "results/toy/demo-vllm on vLLM)")
     parser.add_argument("--samples-dir", type=Path, help="where the raw samples go (default: results/runs/demo, "
@@ -128,7 +127,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         table = metric_table(long, metric)
         written.update({f"{metric}.{k}": str(v) for k, v in
                         write_tables(table, args.out_dir, metric.replace("@", "_at_"), ci=True).items()})
-        print(f"\nToy world, {metric} (%) per tier, {args.toy_size} problems x {args.n} samples, temperature 0.6:")
+        shown = metric.replace("avg", "Avg").replace("pass", "Pass")
+        meaning = (f"mean accuracy of the {args.n} samples" if shown.startswith("Avg") else
+                   f"share of problems solved by at least one of {args.n} samples")
+        print(f"\nToy world, {shown} (%) per tier ({meaning}), {args.toy_size} problems x {args.n} samples, "
+              "temperature 0.6; ± = half-width of the 95% bootstrap interval over problems:")
         print(to_markdown(format_cells(table, ci=True)))
     truncated = int((samples["finish_reason"] == "length").sum())
     accuracy_s = time.perf_counter() - started

@@ -4,6 +4,9 @@
     python scripts/notebook_screens.py --screens            # HTML export + Chromium screenshot of each
     python scripts/notebook_screens.py --execute 03 -p steps 200 -p seed 1 --output-dir /tmp/nb
 
+With ``-p`` the executed copies go to ``--output-dir``; only ``--in-place`` lets a parameterised run
+replace the committed notebook (``make notebooks`` runs every one with its defaults, in place).
+
 Notebooks are committed with their outputs so they show results on open; this is the one way those
 outputs are made. Parameters are injected the way papermill does it: a cell tagged
 ``injected-parameters`` goes right after the cell tagged ``parameters`` and overrides its values, so
@@ -77,14 +80,23 @@ def inject_parameters(nb: nbformat.NotebookNode, parameters: Mapping[str, Any]) 
 
 
 def execute(path: Path, parameters: Mapping[str, Any] | None = None, timeout: int = 900) -> nbformat.NotebookNode:
-    """Run a notebook top to bottom from its own folder (as Jupyter does) and return it with outputs."""
+    """Run a notebook top to bottom from its own folder (as Jupyter does) and return it with outputs.
+
+    The kernel talks over local IPC sockets, not TCP: nothing listens on a port, and ipykernel has no
+    reason to warn that TCP traffic is unencrypted on every run."""
+    from jupyter_client.manager import KernelManager
     from nbclient import NotebookClient
 
     nb = nbformat.read(path, as_version=4)
     inject_parameters(nb, parameters or {})
-    client = NotebookClient(nb, timeout=timeout, kernel_name="python3",
-                            resources={"metadata": {"path": str(path.parent)}})
-    client.execute()
+    with tempfile.TemporaryDirectory(prefix="nb-kernel-") as sockets:
+        kernel = KernelManager(kernel_name="python3", transport="ipc", ip=str(Path(sockets) / "kernel"))
+        client = NotebookClient(nb, km=kernel, timeout=timeout, resources={"metadata": {"path": str(path.parent)}})
+        try:
+            client.execute()
+        finally:  # nbclient leaves a kernel it was handed running
+            if kernel.has_kernel:
+                kernel.shutdown_kernel()
     return nb
 
 
@@ -164,11 +176,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
                         help="override a value of the parameters cell (repeatable)")
     parser.add_argument("--output-dir", type=Path, default=None,
-                        help="write executed notebooks here instead of in place")
+                        help="write executed notebooks here instead of in place (needed with -p)")
+    parser.add_argument("--in-place", action="store_true",
+                        help="with -p: overwrite the committed notebooks with the parameterised run")
     parser.add_argument("--screens-dir", type=Path, default=SCREENS_DIR)
     args = parser.parse_args(argv)
     if not (args.execute or args.screens):
         parser.error("say --execute, --screens or both")
+    if args.parameter and args.execute and args.output_dir is None and not args.in_place:
+        # the committed notebooks hold the default run's outputs; another size must not silently replace them
+        print("error: -p runs a notebook with other parameters; give --output-dir DIR for the executed copies "
+              "(or --in-place to overwrite the committed notebooks)", file=sys.stderr)
+        return 2
+    if args.in_place and args.output_dir is not None:
+        parser.error("--in-place and --output-dir are two destinations; give one")
     try:
         paths = notebooks(args.names)
         parameters = parse_parameters(args.parameter)

@@ -58,3 +58,44 @@ def test_script_targets_run_the_files_of_scripts_and_benchmarks():
     assert "scripts/build_toy.py --check" in result.stdout
     assert not re.search(r"-m (analysis\.demo|train\.(toy_suite|bench_)|eval\.bench_|workbench\.toy\.build)",
                          result.stdout)
+
+
+def _bare_clone(tmp_path: Path) -> Path:
+    """The Makefile alone in a folder with nothing beside it (no ../shared), its environments 'installed'."""
+    repo = tmp_path / "clone"
+    repo.mkdir()
+    (repo / "Makefile").write_text((REPO / "Makefile").read_text())
+    (repo / "pyproject.toml").write_text("")
+    for venv in (".venv", ".venv-vllm"):
+        (repo / venv).mkdir()
+        (repo / venv / ".installed").write_text("")  # newer than pyproject.toml: nothing to install
+    return repo
+
+
+def _dry_run(repo: Path, *args: str, **env: str) -> str:
+    import os
+
+    environ = {k: v for k, v in os.environ.items() if k != "SCOPE_DATA_DIR"} | env
+    result = subprocess.run(["make", "--no-print-directory", "-n", "-C", str(repo), *args], capture_output=True,
+                            text=True, timeout=60, env=environ)
+    assert result.returncode == 0, result.stderr
+    return " ".join(result.stdout.replace("\\\n", " ").split())
+
+
+def test_a_hub_model_gets_a_data_folder_only_where_the_user_has_one(tmp_path):
+    repo = _bare_clone(tmp_path)
+    command = _dry_run(repo, "reproduce-tables", "MODEL=org/name")
+    assert "--model org/name" in command and "--data-dir" not in command  # the hub serves the benchmarks
+    command = _dry_run(repo, "reproduce-tables", "MODEL=org/name", "DATA_DIR=/data/bench")
+    assert "--model org/name --data-dir /data/bench" in command
+    command = _dry_run(repo, "reproduce-tables", "MODEL=org/name", SCOPE_DATA_DIR="/env/bench")
+    assert "--model org/name --data-dir /env/bench" in command
+    (tmp_path / "shared" / "data" / "benchmarks").mkdir(parents=True)  # the folder beside the clone
+    command = _dry_run(repo, "reproduce-tables", "MODEL=org/name")
+    assert f"--data-dir {tmp_path / 'shared' / 'data' / 'benchmarks'}" in command
+
+
+def test_the_demo_samples_with_transformers_unless_vllm_is_asked_for(tmp_path):
+    repo = _bare_clone(tmp_path)  # .venv-vllm exists: it is not used unless asked
+    assert _dry_run(repo, "demo").endswith(".venv/bin/python scripts/demo.py")
+    assert _dry_run(repo, "demo", "BACKEND=vllm").endswith(".venv-vllm/bin/python scripts/demo.py --backend vllm")

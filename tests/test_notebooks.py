@@ -73,3 +73,46 @@ def test_unknown_parameter_is_refused():
     nb = nbformat.read(ROOT / "notebooks" / "04_tables.ipynb", as_version=4)
     with pytest.raises(screens.NotebookProblem, match="unknown parameter 'kk'"):
         screens.inject_parameters(nb, {"kk": 3})
+
+
+def test_parameters_never_overwrite_a_committed_notebook_unless_asked():
+    import subprocess
+    import sys
+
+    path = ROOT / "notebooks" / "04_tables.ipynb"
+    before = path.read_bytes()
+    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "notebook_screens.py"), "--execute", "04",
+                           "-p", "k", "4"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr.strip() == ("error: -p runs a notebook with other parameters; give --output-dir DIR for the "
+                                   "executed copies (or --in-place to overwrite the committed notebooks)")
+    assert path.read_bytes() == before  # refused before the kernel started
+
+
+def test_the_kernel_prints_no_transport_warning(tmp_path):
+    """The kernel's own stderr (not a cell's output) stays empty: no 'running over TCP without encryption'."""
+    import subprocess
+    import sys
+
+    notebook = tmp_path / "tiny.ipynb"
+    nbformat.write(nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("print(6 * 7)")]), notebook)
+    code = ("import importlib.util, sys; from pathlib import Path; "
+            f"spec = importlib.util.spec_from_file_location('s', {str(ROOT / 'scripts' / 'notebook_screens.py')!r}); "
+            "m = importlib.util.module_from_spec(spec); spec.loader.exec_module(m); "
+            f"print(m.execute(Path({str(notebook)!r})).cells[0].outputs[0].text, end='')")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == "42\n" and proc.stderr == ""
+
+
+def test_the_tool_the_notebooks_name_for_real_runs_comes_with_make_lab():
+    import re
+    import tomllib
+
+    named = {m.group(1) for path in NOTEBOOKS for cell in nbformat.read(path, as_version=4).cells[:1]
+             for m in re.finditer(r"`?(papermill) notebooks/", cell.source)}
+    assert named == {"papermill"}
+    lab = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]["lab"]
+    assert any(re.match(r"papermill\b", requirement) for requirement in lab)
+    makefile = (ROOT / "Makefile").read_text()
+    assert re.search(r'^lab:.*\n\t.*import [\w, ]*papermill.*\.\[lab\]', makefile, flags=re.M)

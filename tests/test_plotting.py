@@ -5,7 +5,9 @@ from __future__ import annotations
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from workbench.plotting import METHOD_ORDER, method_colours, palette, pass_at_k_panel, save_figure, seed_note
+from workbench.plotting import (
+    METHOD_ORDER, method_colours, ordered_palette, palette, pass_at_k_panel, save_figure, seed_note,
+)
 
 
 def _figure():
@@ -28,10 +30,40 @@ def test_save_figure_writes_the_same_bytes_without_dates_or_versions(tmp_path):
     assert not plt.get_fignums()  # both figures closed
 
 
+def _hue_family(rgb) -> str:
+    """A colour's family by eye: achromatic, or the hue sector its hue angle falls in."""
+    import colorsys
+
+    h, lightness, saturation = colorsys.rgb_to_hls(*rgb)
+    if saturation < 0.15 or lightness < 0.08:
+        return "grey"
+    degrees = h * 360
+    for name, upper in (("red-orange", 45), ("yellow", 70), ("green", 170), ("blue", 250), ("purple", 345)):
+        if degrees < upper:
+            return name
+    return "red-orange"
+
+
 def test_a_method_keeps_its_colour_whichever_methods_are_drawn():
-    colours = palette(len(METHOD_ORDER) + 1)
-    assert method_colours(["scope", "base"]) == {"scope": colours[4], "base": colours[0]}
-    assert method_colours(["opd", "mine", "scope"]) == {"opd": colours[3], "mine": colours[5], "scope": colours[4]}
+    alone = method_colours(["scope"])
+    assert method_colours(["base", "opd", "scope"])["scope"] == alone["scope"] == (0xD5 / 255, 0x5E / 255, 0.0)
+    assert method_colours(["opd", "mine", "scope"])["opd"] == method_colours(["opd"])["opd"]
+    assert {m: c for m, c in method_colours(["mine", "yours", "kd"]).items() if m != "kd"} == method_colours(["mine", "yours"])
+
+
+def test_no_two_workbench_methods_share_a_hue_family():
+    colours = method_colours(list(METHOD_ORDER))
+    families = {m: _hue_family(c) for m, c in colours.items()}
+    assert len(set(families.values())) == len(METHOD_ORDER), families
+    assert len(palette(8)) == len(set(palette(8))) == 8
+
+
+def test_ordered_categories_darken_step_by_step():
+    """Q1..Qn (or increasing ratios) take monotone steps of lightness: the order reads without a legend."""
+    import colorsys
+
+    lightness = [colorsys.rgb_to_hls(*c)[1] for c in ordered_palette(4)]
+    assert lightness == sorted(lightness) and len(set(lightness)) == 4
 
 
 def test_pass_at_k_panel_draws_the_seed_mean_on_a_log2_axis():

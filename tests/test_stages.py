@@ -111,3 +111,27 @@ def test_shards_without_a_manifest_are_refused(tmp_path):
     ShardStore(tmp_path).append(_rows(_units(1)[0]))
     with pytest.raises(ResumeMismatch, match="holds shards but no manifest.json"):
         check_identity(tmp_path, {"model": "m"})
+
+
+def test_the_stage_bar_counts_the_graded_rows_and_grading_logs_no_line_per_batch(tmp_path, capsys, caplog):
+    """One bar per stage: the grading count sits inside it, not in log lines between its refreshes."""
+    import logging
+
+    from workbench.grading import grade_batch
+
+    store = ShardStore(tmp_path)
+
+    def produce(unit):
+        rows = _rows(unit)
+        with caplog.at_level(logging.INFO, logger="workbench.grading"):
+            grades = grade_batch([("The answer is \\boxed{1}.", "1", "toy-1"), ("\\boxed{2}", "1", "toy-1")],
+                                 workers=1)
+        rows["correct"] = [g.correct for g in grades]
+        return rows
+
+    run_units(store, _units(3), produce, desc="sampling t", progress=True, unit="sample")
+    final = capsys.readouterr().err.replace("\r", "\n").strip().splitlines()[-1]
+    # 3 units x 2 rows, one right and one wrong in each; 2 tokens per row
+    assert final.startswith("sampling t: 100%") and "6/6" in final and "6 graded, 3 correct" in final, final
+    assert "tok/s" in final
+    assert [r for r in caplog.records if r.name.startswith("workbench.grading")] == []

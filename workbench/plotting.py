@@ -1,7 +1,9 @@
 """One look for every figure the workbench draws, and figure files that change only when the figure does.
 
-House style: seaborn's colour-blind palette (its hues stay apart under the common colour-vision
-deficiencies), 8 pt text so a figure set at single-column width (3.5 in) or across both columns
+House style: the Okabe-Ito colours (chosen to stay apart under the common colour-vision deficiencies);
+each workbench method has its own colour from a hue family no other method uses (SCOPE vermillion,
+OPD blue, KD green, GRPO purple, the base student black), ordered categories (teacher-PPL buckets,
+truncation ratios) take steps of one colour-blind-safe sequential map (cividis), 8 pt text so a figure set at single-column width (3.5 in) or across both columns
 (7 in) reads at the paper's own text size, vector PDF with TrueType fonts (text stays text) plus a
 200 dpi PNG for notebooks and READMEs, tight bounding boxes. A method keeps its colour in every
 figure, whichever methods a figure shows.
@@ -25,6 +27,7 @@ from typing import Any
 
 import matplotlib
 import matplotlib.pyplot as plt
+import numpy as np
 import pandas as pd
 import seaborn as sns
 from matplotlib.axes import Axes
@@ -36,7 +39,12 @@ logging.getLogger("fontTools").setLevel(logging.WARNING)
 
 matplotlib.use("Agg")  # figures go to files: Agg needs no display and renders alike everywhere
 
-PALETTE = "colorblind"
+# Okabe & Ito (2008), "Color Universal Design": eight colours told apart with any colour-vision deficiency.
+OKABE_ITO = {"black": "#000000", "orange": "#E69F00", "sky blue": "#56B4E9", "bluish green": "#009E73",
+             "yellow": "#F0E442", "blue": "#0072B2", "vermillion": "#D55E00", "reddish purple": "#CC79A7"}
+PALETTE = [OKABE_ITO[c] for c in ("blue", "vermillion", "bluish green", "reddish purple", "orange", "sky blue",
+                                  "black", "yellow")]
+SEQUENTIAL = "cividis"  # perceptually even, readable with either red-green deficiency and in greyscale
 COLUMN_WIDTH = 3.5  # inches: one column of a two-column paper
 TEXT_WIDTH = 7.0  # inches: both columns
 PNG_DPI = 200
@@ -50,8 +58,12 @@ HOUSE_RC = {
     "legend.fontsize": 6.5, "legend.title_fontsize": 7, "legend.frameon": False, "lines.linewidth": 1.2,
     "lines.markersize": 3.5, "axes.linewidth": 0.6, "figure.dpi": 100, **SAVE_RC,
 }
-# Methods of the workbench in fixed colour slots; others follow in order of appearance.
+# Methods of the workbench in fixed colours, no two from one hue family; others take the rest in order.
 METHOD_ORDER = ("base", "grpo", "kd", "opd", "scope")
+METHOD_COLOURS = {"base": OKABE_ITO["black"], "grpo": OKABE_ITO["reddish purple"], "kd": OKABE_ITO["bluish green"],
+                  "opd": OKABE_ITO["blue"], "scope": OKABE_ITO["vermillion"]}
+OTHER_COLOURS = [OKABE_ITO["orange"], OKABE_ITO["sky blue"], "#999999", OKABE_ITO["yellow"]]
+BAND_ALPHA = 0.15  # a seed band under its line: light enough that overlapping bands leave every line visible
 PASS_AT_K_LABEL = "Pass@k (%), unbiased"
 
 
@@ -65,15 +77,23 @@ def house_style() -> Iterator[None]:
 
 
 def palette(n: int) -> list[tuple[float, float, float]]:
+    """``n`` unordered categories (series that are not methods), Okabe-Ito colours in a fixed order."""
     return sns.color_palette(PALETTE, n)
 
 
+def ordered_palette(n: int) -> list[tuple[float, float, float]]:
+    """``n`` ordered categories (Q1..Qn, increasing ratios): even steps of the sequential map, dark to
+    light, its palest end left out so every step shows on white."""
+    return [tuple(float(v) for v in c[:3]) for c in matplotlib.colormaps[SEQUENTIAL](np.linspace(0.0, 0.8, n))]
+
+
 def method_colours(methods: Sequence[str]) -> dict[str, Any]:
-    """One colour per method, the same in every figure: known methods keep fixed slots."""
-    extra = [m for m in dict.fromkeys(methods) if m not in METHOD_ORDER]
-    colours = palette(len(METHOD_ORDER) + len(extra))
-    slots = {m: i for i, m in enumerate([*METHOD_ORDER, *extra])}
-    return {m: colours[slots[m]] for m in methods}
+    """One colour per method, the same in every figure: known methods keep theirs, others take the
+    remaining Okabe-Ito colours in order of appearance (then seaborn's colour-blind palette)."""
+    extra = [m for m in dict.fromkeys(methods) if m not in METHOD_COLOURS]
+    spare = OTHER_COLOURS + [c for c in sns.color_palette("colorblind", max(0, len(extra) - len(OTHER_COLOURS)))]
+    colours = {**METHOD_COLOURS, **dict(zip(extra, spare))}
+    return {m: matplotlib.colors.to_rgb(colours[m]) for m in methods}
 
 
 def legend_columns(labels: Sequence[str], most: int) -> int:
@@ -102,9 +122,10 @@ def seed_band(ax: Axes, per_seed: pd.DataFrame, x: str, y: str, colour: Any, lab
     ``per_seed`` holds columns ``x``, ``y`` and ``seed``.
     """
     stats = per_seed.groupby(x)[y].agg(["mean", "min", "max"])
-    ax.plot(stats.index, stats["mean"], color=colour, label=label, marker="o" if len(stats) < 12 else None)
+    # lines above every band (zorder), so a wide band never hides another method's line
+    ax.plot(stats.index, stats["mean"], color=colour, label=label, marker="o" if len(stats) < 12 else None, zorder=3)
     if per_seed["seed"].nunique() > 1:
-        ax.fill_between(stats.index, stats["min"], stats["max"], color=colour, alpha=0.2, linewidth=0)
+        ax.fill_between(stats.index, stats["min"], stats["max"], color=colour, alpha=BAND_ALPHA, linewidth=0, zorder=1)
 
 
 def pass_at_k_panel(ax: Axes, curves: pd.DataFrame, colours: Mapping[str, Any]) -> None:

@@ -183,8 +183,9 @@ def run_units(store: ShardStore, units: Sequence[WorkUnit], produce: Callable[[W
     never write a key twice. With several workers (``world``), every worker lists what is on disk,
     waits for the others, then takes every ``size``-th unit still to do; each shard is named by its
     unit's index, so the folder ends the same whoever wrote which shard, and the call returns when all
-    workers are done. The progress bar counts rows (named ``unit``) with tokens per second, or, with
-    several workers, units done by all of them (on rank 0).
+    workers are done. The progress bar counts rows (named ``unit``), tokens per second and how many were
+    graded and found correct (the grader's own per-batch summary is a debug line, so the bar stays one
+    line); with several workers, rank 0's bar counts the units done by all of them.
     """
     world = world or World()
     on_disk = store.keys()
@@ -200,17 +201,24 @@ def run_units(store: ShardStore, units: Sequence[WorkUnit], produce: Callable[[W
     total = sum(len(u.keys) for u in units)
     bar = tqdm(total=total, initial=total - sum(len(u.keys) for u in todo), unit=unit, desc=desc,
                disable=not progress or world.size > 1)
-    tokens, start = 0, time.perf_counter()
+    tokens, graded, correct, start = 0, 0, 0, time.perf_counter()
     try:
         for work in mine:
             rows = produce(work)
             fresh = ~pd.Series([tuple(r) in on_disk for r in rows[list(store.key)].itertuples(index=False)],
                                index=rows.index, dtype=bool)
             store.append(rows[fresh], part=work.index)
-            bar.update(len(work.keys))
+            postfix = []
+            if "correct" in rows:
+                verdicts = rows["correct"].dropna()
+                graded, correct = graded + len(verdicts), correct + int(verdicts.astype(bool).sum())
+                postfix.append(f"{graded} graded, {correct} correct")
             if "n_tokens" in rows:
                 tokens += int(rows["n_tokens"].sum())
-                bar.set_postfix(tok_per_s=f"{tokens / max(time.perf_counter() - start, 1e-9):.0f}")
+                postfix.append(f"{tokens / max(time.perf_counter() - start, 1e-9):.0f} tok/s")
+            if postfix:
+                bar.set_postfix_str(", ".join(postfix), refresh=False)
+            bar.update(len(work.keys))
         world.barrier()  # every share is on disk
     finally:
         bar.close()

@@ -340,7 +340,8 @@ def grade_batch(
     report.timeouts = errors.get("timeout", 0)
     report.crashes = errors.get("worker_crashed", 0)
     report.seconds = time.monotonic() - started
-    level = logging.WARNING if report.timeouts or report.crashes else logging.INFO
+    # a routine batch is counted in its stage's progress bar; a log line per batch would break the bar up
+    level = logging.WARNING if report.timeouts or report.crashes else logging.DEBUG
     logger.log(level, "%s", report.summary())
     result = GradeList(grades)
     result.report = report
