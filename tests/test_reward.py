@@ -65,7 +65,7 @@ class ScriptedTeacher:
 ANSWERS = ["3", "7"]
 
 
-def _kd_samples(monkeypatch, prompts, keep_incorrect):
+def _kd_samples(monkeypatch, tmp_path, prompts, keep_incorrect):
     import workbench.models.hf as hf
 
     monkeypatch.setattr(hf, "HFBackend", ScriptedTeacher)
@@ -74,6 +74,7 @@ def _kd_samples(monkeypatch, prompts, keep_incorrect):
         resolved_teacher=lambda: "teacher", teacher_dtype=None, teacher_tokenizer=None, disable_tqdm=True,
         kd_samples_per_prompt=3, temperature=0.6, top_p=1.0, top_k=None, max_completion_length=8,
         repetition_penalty=1.0, seed=5, grader_workers=1, grader_timeout=5.0, kd_keep_incorrect=keep_incorrect,
+        device="cpu", teacher_server_url=None, output_dir=str(tmp_path), kd_unit_prompts=256,
     )
     tokenizer = SimpleNamespace(get_vocab=lambda: {"a": 0},
                                 apply_chat_template=lambda messages, **_: "<user>" + messages[0]["content"])
@@ -85,8 +86,8 @@ def _kd_samples(monkeypatch, prompts, keep_incorrect):
     (True, ["\\boxed{3}", "\\boxed{x}", "\\boxed{7}", "\\boxed{x}"]),
     (False, ["\\boxed{3}", "\\boxed{7}"]),
 ])
-def test_kd_keeps_finished_teacher_samples(monkeypatch, keep_incorrect, expected):
-    rows = _kd_samples(monkeypatch, ["Q:1+2?A:", "Q:2+5?A:"], keep_incorrect)
+def test_kd_keeps_finished_teacher_samples(monkeypatch, tmp_path, keep_incorrect, expected):
+    rows = _kd_samples(monkeypatch, tmp_path, ["Q:1+2?A:", "Q:2+5?A:"], keep_incorrect)
     ((prompts, sampling),) = ScriptedTeacher.calls
     assert prompts == ["Q:1+2?A:", "Q:2+5?A:"] and (sampling.n, sampling.seed, sampling.top_k) == (3, 5, 0)
     # per prompt: the right finished sample, never the truncated one, the wrong one only when kept
@@ -94,9 +95,9 @@ def test_kd_keeps_finished_teacher_samples(monkeypatch, keep_incorrect, expected
     assert [r["prompt"] for r in rows] == ["Q:1+2?A:"] * (len(expected) // 2) + ["Q:2+5?A:"] * (len(expected) // 2)
 
 
-def test_kd_conversations_get_assistant_turns(monkeypatch):
+def test_kd_conversations_get_assistant_turns(monkeypatch, tmp_path):
     chats = [[{"role": "user", "content": "Q:1+2?A:"}], [{"role": "user", "content": "Q:2+5?A:"}]]
-    rows = _kd_samples(monkeypatch, chats, False)
+    rows = _kd_samples(monkeypatch, tmp_path, chats, False)
     assert ScriptedTeacher.calls[0][0] == ["<user>Q:1+2?A:", "<user>Q:2+5?A:"]
     assert rows == [{"prompt": chats[0], "completion": [{"role": "assistant", "content": "\\boxed{3}"}]},
                     {"prompt": chats[1], "completion": [{"role": "assistant", "content": "\\boxed{7}"}]}]
