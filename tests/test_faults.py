@@ -546,3 +546,17 @@ def test_a_dead_teacher_server_is_one_line_saying_what_to_do(capsys):
     line = _one_line(capsys.readouterr().err)
     assert line.startswith(f"error: could not reach http://127.0.0.1:{port}/v1/completions after 2 tries: ")
     assert line.endswith("; start the server (or fix its URL) and run the command again")
+
+
+def test_damaged_committed_counts_are_refused_in_one_line(tmp_path):
+    from analysis.experiments import COUNTS_FILE, read_counts
+
+    shutil.copytree(REPO / "results" / "toy" / "experiments" / "main", tmp_path / "main")
+    counts, _ = read_counts("main", tmp_path)  # intact: read as committed
+    assert len(counts) > 0
+    path = tmp_path / "main" / COUNTS_FILE
+    data = bytearray(path.read_bytes())
+    data[-9] ^= 0x01
+    path.write_bytes(bytes(data))
+    with pytest.raises(UserError, match=r"counts.csv.gz is not the file its manifest recorded .*make toy-main"):
+        read_counts("main", tmp_path)

@@ -89,12 +89,28 @@ def file_hashes(folder: str | os.PathLike) -> dict[str, str]:
     for path in sorted(Path(folder).iterdir()):
         if (path.is_file() and path.name != MANIFEST and not path.name.startswith(".")
                 and not path.name.endswith(UNLISTED_SUFFIXES)):
-            digest = hashlib.sha256()
-            with open(path, "rb") as fh:
-                for block in iter(lambda: fh.read(1 << 20), b""):
-                    digest.update(block)
-            out[path.name] = digest.hexdigest()
+            out[path.name] = sha256_file(path)
     return out
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def check_recorded(path: str | os.PathLike, remedy: str) -> Path:
+    """``path``, refused in one line (a UserError naming it and ``remedy``) when its bytes are not the
+    ones its folder's manifest recorded, so a damaged committed file cannot change what is drawn from it."""
+    path = Path(path)
+    if (path.parent / MANIFEST).is_file():
+        recorded = read_manifest(path.parent).get("files", {}).get(path.name)
+        if recorded is not None and sha256_file(path) != recorded:
+            raise UserError(f"{repo_relative(path.resolve())} is not the file its manifest recorded (sha256 differs); "
+                            f"{remedy}")
+    return path
 
 
 def _identity(manifest: Mapping[str, Any]) -> str:
