@@ -307,6 +307,16 @@ def test_ctrl_c_says_what_was_kept_and_how_to_resume_and_the_resume_is_exact(tmp
     assert _tables(tmp_path / "tables") == reference and not _leftovers(tmp_path)
 
 
+def test_sigterm_is_recorded_like_ctrl_c_and_the_resume_is_exact(tmp_path, reference):
+    proc = _interrupt(tmp_path, signal.SIGTERM)
+    assert proc.returncode == 143
+    assert _one_line(proc.stderr).startswith("interrupted: stopped by SIGTERM; finished work is kept; run the same "
+                                             "command to resume: python tests/fault_worker.py ")
+    assert read_manifest(tmp_path / "samples")["status"] == "interrupted" and not _leftovers(tmp_path)
+    assert _run(tmp_path).returncode == 0
+    assert _tables(tmp_path / "tables") == reference and not _leftovers(tmp_path)
+
+
 def test_kill_9_leaves_a_run_that_reads_as_interrupted_and_resumes_exactly(tmp_path, reference):
     proc = _interrupt(tmp_path, signal.SIGKILL)
     assert proc.returncode == -signal.SIGKILL
