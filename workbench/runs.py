@@ -24,7 +24,6 @@ import logging
 import os
 import platform
 import subprocess
-import sys
 import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager, nullcontext
