@@ -36,6 +36,17 @@ WORKER = [sys.executable, str(REPO / "tests" / "fault_worker.py")]
 UNITS = len(fault_worker.TIERS) * fault_worker.PER_TIER
 
 
+def _namespace_mounts() -> str | None:
+    """Why a user+mount namespace (for a tmpfs or a read-only bind mount) cannot be made here, else None."""
+    if shutil.which("unshare") is None:
+        return "the unshare tool is not installed"
+    probe = subprocess.run(["unshare", "-rm", "sh", "-c", "mount -t tmpfs tmpfs /mnt"], capture_output=True, text=True)
+    return None if probe.returncode == 0 else f"unshare -rm cannot mount a tmpfs here: {probe.stderr.strip()}"
+
+
+NO_NAMESPACE = _namespace_mounts()
+
+
 def _outputs(folder: Path) -> dict[str, bytes]:
     """Every file under ``folder`` by relative path, hidden ones included, caches and manifests not
     (a manifest records times; its hashes are checked apart)."""
@@ -350,6 +361,28 @@ def test_a_full_disk_mid_run_is_one_line_and_the_rerun_is_exact(tmp_path, refere
     assert _tables(tmp_path / "tables") == reference and not _leftovers(tmp_path)
 
 
+@pytest.mark.skipif(NO_NAMESPACE is not None, reason=f"needs a mount namespace: {NO_NAMESPACE}")
+def test_a_real_disk_that_fills_mid_run_is_one_line_and_the_rerun_on_more_space_is_exact(tmp_path, reference):
+    """Samples on a 28 kB tmpfs: the third shard finds no room; after a remount with room, the rerun."""
+    mount, samples = tmp_path / "mnt", tmp_path / "mnt" / "samples"
+    mount.mkdir()
+    worker = shlex.join([*WORKER, str(samples), str(tmp_path / "tables")])
+    script = (f"mount -t tmpfs -o size=28k tmpfs {mount} && {worker} 2>{tmp_path / 'err'}; echo rc=$?; "
+              f"ls -A {samples}; grep '\"status\"' {samples}/manifest.json; "
+              f"mount -o remount,size=1m {mount} && {worker} >/dev/null && ls -A {samples}")
+    proc = subprocess.run(["unshare", "-rm", "sh", "-c", script], cwd=REPO, capture_output=True, text=True,
+                          timeout=300)
+    out = proc.stdout.split()
+    line = _one_line((tmp_path / "err").read_text())
+    assert line.startswith(f"error: disk full writing {samples}/part-000002-") and "(No space left on device)" in line
+    first = out[: out.index('"status":') + 2]
+    assert first[0] == "rc=2" and first[-1] == '"interrupted",'  # recorded in place: no room for a temp file
+    assert sorted(first[1:-2]) == ["grades.sqlite", "manifest.json", *sorted(n for n in first if n.startswith("part-"))]
+    assert len([n for n in first if n.startswith("part-")]) == 2  # whole shards only, no temp files
+    assert len([n for n in out[len(first):] if n.startswith("part-")]) == UNITS
+    assert _tables(tmp_path / "tables") == reference
+
+
 @pytest.mark.parametrize("code, says", [(errno.EROFS, "read-only"), (errno.EACCES, "read-only"),
                                         (errno.ENOSPC, "disk full")])
 def test_a_disk_error_anywhere_is_one_line_naming_the_file(capsys, code, says):
@@ -515,17 +548,6 @@ def test_the_served_teacher_health_check_passes_long_after_the_servers_start(tmp
 
 
 # ------------------------------------------------------------------------------ read-only results
-def _namespace_mounts() -> str | None:
-    """Why a user+mount namespace (for a read-only bind mount) cannot be made here, else None."""
-    if shutil.which("unshare") is None:
-        return "the unshare tool is not installed"
-    probe = subprocess.run(["unshare", "-rm", "sh", "-c", "mount -t tmpfs tmpfs /mnt"], capture_output=True, text=True)
-    return None if probe.returncode == 0 else f"unshare -rm cannot mount a tmpfs here: {probe.stderr.strip()}"
-
-
-NO_NAMESPACE = _namespace_mounts()
-
-
 @pytest.mark.skipif(NO_NAMESPACE is not None, reason=f"needs a mount namespace: {NO_NAMESPACE}")
 @pytest.mark.parametrize("command, where", [
     ("-m analysis.cli figures", "results/figures/"),

@@ -141,6 +141,10 @@ class ShardStore:
             with open(tmp, "rb") as fh:
                 os.fsync(fh.fileno())
             os.replace(tmp, final)
+        except OSError as exc:
+            if exc.filename is None and exc.errno is not None:  # pyarrow's errors name no file
+                raise OSError(exc.errno, os.strerror(exc.errno), str(final)) from exc
+            raise
         finally:
             tmp.unlink(missing_ok=True)
         log.debug("wrote %d rows to %s", table.num_rows, final)

@@ -163,14 +163,28 @@ def write_manifest(folder: str | os.PathLike, config: Mapping[str, Any], seed: i
 
 def _replace_text(path: Path, text: str) -> None:
     """Write ``path`` whole or not at all, through a temp file of this writer's own (pid and a random
-    part, so two processes never share one), removed if the write fails."""
+    part, so two processes never share one), removed if the write fails.
+
+    On a full disk, where even the temp file finds no room, a file whose blocks already hold the new
+    text is rewritten in place instead: that needs no new space, so a run stopped by a full disk can
+    still record that it was interrupted.
+    """
     tmp = path.with_name(f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
+    data = text.encode("utf-8")
     try:
-        with open(tmp, "w", encoding="utf-8") as fh:
-            fh.write(text)
+        with open(tmp, "wb") as fh:
+            fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
+    except OSError as exc:
+        if exc.errno not in FULL_ERRNOS or not path.is_file() or path.stat().st_blocks * 512 < len(data):
+            raise
+        with open(path, "r+b") as fh:
+            fh.write(data)
+            fh.truncate()
+            fh.flush()
+            os.fsync(fh.fileno())
     finally:
         tmp.unlink(missing_ok=True)
 
