@@ -595,3 +595,18 @@ def test_damaged_committed_counts_are_refused_in_one_line(tmp_path):
     path.write_bytes(bytes(data))
     with pytest.raises(UserError, match=r"counts.csv.gz is not the file its manifest recorded .*make toy-main"):
         read_counts("main", tmp_path)
+
+
+def test_a_lock_whose_setup_fails_is_released(tmp_path, monkeypatch):
+    import workbench.locking as locking
+
+    def broken(folder):
+        raise OSError(errno.EROFS, "Read-only file system", str(folder))
+
+    monkeypatch.setattr(locking, "install_pending", broken)
+    with pytest.raises(OSError), folder_lock(tmp_path):
+        pass
+    monkeypatch.undo()
+    assert not (tmp_path / LOCK_FILE).exists()
+    with folder_lock(tmp_path):  # nothing held over from the failed attempt
+        assert holder(tmp_path)["pid"] == os.getpid()
