@@ -33,7 +33,7 @@ from eval.curves import AVERAGE, pass_at_k_curves_from_counts
 from eval.metrics import macro_average, pass_at_k, seed_ci
 from workbench.errors import UserError
 from workbench.layout import RUNS, TOY_RESULTS, TOY_RUNS, TOY_TIERS
-from workbench.runs import is_finished, read_manifest
+from workbench.runs import check_recorded, is_finished, read_manifest
 
 log = logging.getLogger(__name__)
 
@@ -358,4 +358,5 @@ def read_counts(name: str, results: Path = EXPERIMENT_RESULTS) -> tuple[pd.DataF
     folder = results / name
     if not (folder / COUNTS_FILE).is_file():
         raise UserError(f"no counts for experiment {name!r} in {folder}; run `make toy-{name}` first")
-    return pd.read_csv(folder / COUNTS_FILE, dtype={"problem_id": str}), read_manifest(folder).get("config", {})
+    counts = check_recorded(folder / COUNTS_FILE, f"restore it (git checkout) or run `make toy-{name}` again")
+    return pd.read_csv(counts, dtype={"problem_id": str}), read_manifest(folder).get("config", {})

@@ -36,6 +36,17 @@ WORKER = [sys.executable, str(REPO / "tests" / "fault_worker.py")]
 UNITS = len(fault_worker.TIERS) * fault_worker.PER_TIER
 
 
+def _namespace_mounts() -> str | None:
+    """Why a user+mount namespace (for a tmpfs or a read-only bind mount) cannot be made here, else None."""
+    if shutil.which("unshare") is None:
+        return "the unshare tool is not installed"
+    probe = subprocess.run(["unshare", "-rm", "sh", "-c", "mount -t tmpfs tmpfs /mnt"], capture_output=True, text=True)
+    return None if probe.returncode == 0 else f"unshare -rm cannot mount a tmpfs here: {probe.stderr.strip()}"
+
+
+NO_NAMESPACE = _namespace_mounts()
+
+
 def _outputs(folder: Path) -> dict[str, bytes]:
     """Every file under ``folder`` by relative path, hidden ones included, caches and manifests not
     (a manifest records times; its hashes are checked apart)."""
@@ -217,9 +228,10 @@ def test_a_staged_set_replaces_the_old_one_only_when_its_body_finishes(tmp_path)
 
 # ------------------------------------------------------------------------------ one writer
 def test_a_second_run_on_the_same_folder_is_refused_at_once_naming_the_holder(tmp_path, reference):
-    ready = tmp_path / "ready"
-    first = subprocess.Popen([*WORKER, str(tmp_path / "samples"), str(tmp_path / "tables"), "--delay", "1.5",
-                              "--ready", str(ready)], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    ready, hold = tmp_path / "ready", tmp_path / "hold"
+    hold.touch()  # the first run waits after its first shard until this is gone
+    first = subprocess.Popen([*WORKER, str(tmp_path / "samples"), str(tmp_path / "tables"), "--ready", str(ready),
+                              "--hold", str(hold)], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                              text=True)
     try:
         deadline = time.monotonic() + 120
@@ -231,8 +243,9 @@ def test_a_second_run_on_the_same_folder_is_refused_at_once_naming_the_holder(tm
         seconds = time.monotonic() - start
         line = _one_line(second.stderr)
         assert second.returncode == 2 and f"is being written by pid {first.pid} on " in line, second.stderr
-        assert "fault_worker.py" in line and seconds < 30
+        assert "fault_worker.py" in line and seconds < 60
     finally:
+        hold.unlink()
         out, err = first.communicate(timeout=180)
     assert first.returncode == 0, err
     assert _tables(tmp_path / "tables") == reference and not _leftovers(tmp_path)
@@ -281,9 +294,10 @@ def test_concurrent_manifest_writes_never_collide(tmp_path):
 
 # ------------------------------------------------------------------------------ interruptions
 def _interrupt(tmp_path: Path, sig: int) -> subprocess.CompletedProcess:
-    ready = tmp_path / "ready"
-    proc = subprocess.Popen([*WORKER, str(tmp_path / "samples"), str(tmp_path / "tables"), "--delay", "0.5",
-                             "--ready", str(ready)], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    ready, hold = tmp_path / "ready", tmp_path / "hold"
+    hold.touch()  # the run waits after its first shard: the signal certainly comes mid-run
+    proc = subprocess.Popen([*WORKER, str(tmp_path / "samples"), str(tmp_path / "tables"), "--ready", str(ready),
+                             "--hold", str(hold)], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
     deadline = time.monotonic() + 120
     while not ready.exists():
@@ -291,6 +305,7 @@ def _interrupt(tmp_path: Path, sig: int) -> subprocess.CompletedProcess:
         time.sleep(0.05)
     proc.send_signal(sig)
     out, err = proc.communicate(timeout=60)
+    hold.unlink()
     return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
 
@@ -300,10 +315,19 @@ def test_ctrl_c_says_what_was_kept_and_how_to_resume_and_the_resume_is_exact(tmp
     line = _one_line(proc.stderr)
     assert line.startswith("interrupted: stopped by Ctrl-C; finished work is kept; run the same command to "
                            "resume: python tests/fault_worker.py ")
-    kept = len(ShardStore(tmp_path / "samples").shards())
-    assert 1 <= kept < UNITS
+    assert len(ShardStore(tmp_path / "samples").shards()) == 1
     assert read_manifest(tmp_path / "samples")["status"] == "interrupted"
     assert not _leftovers(tmp_path)
+    assert _run(tmp_path).returncode == 0
+    assert _tables(tmp_path / "tables") == reference and not _leftovers(tmp_path)
+
+
+def test_sigterm_is_recorded_like_ctrl_c_and_the_resume_is_exact(tmp_path, reference):
+    proc = _interrupt(tmp_path, signal.SIGTERM)
+    assert proc.returncode == 143
+    assert _one_line(proc.stderr).startswith("interrupted: stopped by SIGTERM; finished work is kept; run the same "
+                                             "command to resume: python tests/fault_worker.py ")
+    assert read_manifest(tmp_path / "samples")["status"] == "interrupted" and not _leftovers(tmp_path)
     assert _run(tmp_path).returncode == 0
     assert _tables(tmp_path / "tables") == reference and not _leftovers(tmp_path)
 
@@ -339,6 +363,28 @@ def test_a_full_disk_mid_run_is_one_line_and_the_rerun_is_exact(tmp_path, refere
     monkeypatch.setattr(records.pq, "write_table", real_write)
     fault_worker.run(tmp_path / "samples", tmp_path / "tables")
     assert _tables(tmp_path / "tables") == reference and not _leftovers(tmp_path)
+
+
+@pytest.mark.skipif(NO_NAMESPACE is not None, reason=f"needs a mount namespace: {NO_NAMESPACE}")
+def test_a_real_disk_that_fills_mid_run_is_one_line_and_the_rerun_on_more_space_is_exact(tmp_path, reference):
+    """Samples on a 28 kB tmpfs: the third shard finds no room; after a remount with room, the rerun."""
+    mount, samples = tmp_path / "mnt", tmp_path / "mnt" / "samples"
+    mount.mkdir()
+    worker = shlex.join([*WORKER, str(samples), str(tmp_path / "tables")])
+    script = (f"mount -t tmpfs -o size=28k tmpfs {mount} && {worker} 2>{tmp_path / 'err'}; echo rc=$?; "
+              f"ls -A {samples}; grep '\"status\"' {samples}/manifest.json; "
+              f"mount -o remount,size=1m {mount} && {worker} >/dev/null && ls -A {samples}")
+    proc = subprocess.run(["unshare", "-rm", "sh", "-c", script], cwd=REPO, capture_output=True, text=True,
+                          timeout=300)
+    out = proc.stdout.split()
+    line = _one_line((tmp_path / "err").read_text())
+    assert line.startswith(f"error: disk full writing {samples}/part-000002-") and "(No space left on device)" in line
+    first = out[: out.index('"status":') + 2]
+    assert first[0] == "rc=2" and first[-1] == '"interrupted",'  # recorded in place: no room for a temp file
+    assert sorted(first[1:-2]) == ["grades.sqlite", "manifest.json", *sorted(n for n in first if n.startswith("part-"))]
+    assert len([n for n in first if n.startswith("part-")]) == 2  # whole shards only, no temp files
+    assert len([n for n in out[len(first):] if n.startswith("part-")]) == UNITS
+    assert _tables(tmp_path / "tables") == reference
 
 
 @pytest.mark.parametrize("code, says", [(errno.EROFS, "read-only"), (errno.EACCES, "read-only"),
@@ -506,17 +552,6 @@ def test_the_served_teacher_health_check_passes_long_after_the_servers_start(tmp
 
 
 # ------------------------------------------------------------------------------ read-only results
-def _namespace_mounts() -> str | None:
-    """Why a user+mount namespace (for a read-only bind mount) cannot be made here, else None."""
-    if shutil.which("unshare") is None:
-        return "the unshare tool is not installed"
-    probe = subprocess.run(["unshare", "-rm", "sh", "-c", "mount -t tmpfs tmpfs /mnt"], capture_output=True, text=True)
-    return None if probe.returncode == 0 else f"unshare -rm cannot mount a tmpfs here: {probe.stderr.strip()}"
-
-
-NO_NAMESPACE = _namespace_mounts()
-
-
 @pytest.mark.skipif(NO_NAMESPACE is not None, reason=f"needs a mount namespace: {NO_NAMESPACE}")
 @pytest.mark.parametrize("command, where", [
     ("-m analysis.cli figures", "results/figures/"),
@@ -547,3 +582,32 @@ def test_a_dead_teacher_server_is_one_line_saying_what_to_do(capsys):
     line = _one_line(capsys.readouterr().err)
     assert line.startswith(f"error: could not reach http://127.0.0.1:{port}/v1/completions after 2 tries: ")
     assert line.endswith("; start the server (or fix its URL) and run the command again")
+
+
+def test_damaged_committed_counts_are_refused_in_one_line(tmp_path):
+    from analysis.experiments import COUNTS_FILE, read_counts
+
+    shutil.copytree(REPO / "results" / "toy" / "experiments" / "main", tmp_path / "main")
+    counts, _ = read_counts("main", tmp_path)  # intact: read as committed
+    assert len(counts) > 0
+    path = tmp_path / "main" / COUNTS_FILE
+    data = bytearray(path.read_bytes())
+    data[-9] ^= 0x01
+    path.write_bytes(bytes(data))
+    with pytest.raises(UserError, match=r"counts.csv.gz is not the file its manifest recorded .*make toy-main"):
+        read_counts("main", tmp_path)
+
+
+def test_a_lock_whose_setup_fails_is_released(tmp_path, monkeypatch):
+    import workbench.locking as locking
+
+    def broken(folder):
+        raise OSError(errno.EROFS, "Read-only file system", str(folder))
+
+    monkeypatch.setattr(locking, "install_pending", broken)
+    with pytest.raises(OSError), folder_lock(tmp_path):
+        pass
+    monkeypatch.undo()
+    assert not (tmp_path / LOCK_FILE).exists()
+    with folder_lock(tmp_path):  # nothing held over from the failed attempt
+        assert holder(tmp_path)["pid"] == os.getpid()

@@ -311,7 +311,7 @@ def test_a_run_rerun_that_changes_nothing_keeps_its_manifest(tmp_path, monkeypat
 
 
 def test_paths_in_the_repository_are_recorded_relative_to_it(tmp_path, monkeypatch):
-    monkeypatch.setattr(runs.sys, "argv", [str(REPO_ROOT / "scripts" / "demo.py"), "--out",
+    monkeypatch.setattr("sys.argv", [str(REPO_ROOT / "scripts" / "demo.py"), "--out",
                                            str(REPO_ROOT / "results" / "x"), "--data", str(tmp_path)])
     write_manifest(tmp_path, {"model": str(REPO_ROOT / "workbench" / "toy" / "assets" / "student"),
                               "root": REPO_ROOT, "elsewhere": str(tmp_path)}, None, source=REPO_ROOT / "results")

@@ -213,7 +213,7 @@ def test_ctrl_c_during_training_says_what_was_kept(tmp_path):
     steps = int(last.split("stopped at step ")[1].split()[0])
     assert steps >= 2
     assert f"checkpoint-{steps - steps % 2}" in last and "log_history.jsonl" in last
-    assert "manifest.json (status 'failed')" in last and "pass a fresh --output_dir" in last
+    assert "manifest.json (status 'interrupted')" in last and "pass a fresh --output_dir" in last
     history = [json.loads(row) for row in (out / "log_history.jsonl").read_text().splitlines()]
     assert len(history) >= 2 and history[-1]["step"] <= steps
-    assert json.loads((out / "manifest.json").read_text())["status"] == "failed"
+    assert json.loads((out / "manifest.json").read_text())["status"] == "interrupted"

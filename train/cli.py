@@ -115,7 +115,7 @@ def interrupted_message(output_dir: str | Path, trainer: Any | None) -> str:
     out = Path(output_dir)
     again = f"to run it again, delete {out} or pass a fresh --output_dir"
     if trainer is None:
-        return f"stopped before training started; {out}/{MANIFEST} records the run as failed; {again}"
+        return f"stopped before training started; {out}/{MANIFEST} records the run as interrupted; {again}"
     from transformers.trainer_utils import get_last_checkpoint
 
     from train.methods import LOG_JSONL, write_log_history
@@ -130,7 +130,7 @@ def interrupted_message(output_dir: str | Path, trainer: Any | None) -> str:
                 else "no checkpoint (set --save_strategy steps --save_steps N for some)")
     if (out / "snapshots").is_dir():
         kept.append("snapshots/")
-    kept.append(f"{MANIFEST} (status 'failed')")
+    kept.append(f"{MANIFEST} (status 'interrupted')")
     return (f"stopped at step {trainer.state.global_step} of {trainer.state.max_steps}; kept in {out}: "
             f"{', '.join(kept)}; " + (f"to continue, run the same command with --resume_from_checkpoint "
                                       f"{checkpoint}; " if checkpoint else "") + again)

@@ -16,7 +16,9 @@ import difflib
 import errno
 import os
 import shlex
+import signal
 import sys
+import threading
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
@@ -24,6 +26,7 @@ from workbench.layout import REPO_ROOT
 
 USAGE_EXIT = 2
 INTERRUPT_EXIT = 130
+TERMINATE_EXIT = 143  # 128 + SIGTERM
 READ_ONLY_ERRNOS = frozenset({errno.EROFS, errno.EACCES, errno.EPERM})
 FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
 
@@ -95,11 +98,27 @@ def disk_error(exc: OSError) -> str | None:
     return None
 
 
+class Terminated(SystemExit):
+    """SIGTERM (a scheduler's preemption, ``kill``), raised in the main thread so that a run records
+    itself as interrupted and removes its temp files on the way out, as after Ctrl-C."""
+
+
+def _raise_terminated(signum: int, frame: object) -> None:
+    raise Terminated(TERMINATE_EXIT)
+
+
 def main_guard(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | None = None) -> int:
     """Run ``main(argv)``; a UserError, a full or read-only disk or Ctrl-C becomes one line on stderr
-    and exit status 2 or 130."""
+    and exit status 2 or 130; SIGTERM, where nothing else handles it, exits 143 with one line."""
+    previous = None
+    if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
+        previous = signal.signal(signal.SIGTERM, _raise_terminated)
     try:
         return main(argv)
+    except Terminated:
+        print(f"interrupted: stopped by SIGTERM; finished work is kept; run the same command to resume: "
+              f"{command_line(runnable=True)}", file=sys.stderr)
+        return TERMINATE_EXIT
     except UserError as exc:
         print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
         return USAGE_EXIT
@@ -114,3 +133,6 @@ def main_guard(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] 
                             f"{command_line(runnable=True)}")
         print(f"interrupted: {said}", file=sys.stderr)
         return INTERRUPT_EXIT
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)

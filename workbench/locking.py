@@ -147,24 +147,33 @@ def folder_lock(folder: str | os.PathLike) -> Iterator[Path]:
                          _describe(previous))
             info = {"pid": os.getpid(), "host": socket.gethostname(), "command": command_line(),
                     "since": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, json.dumps(info).encode("utf-8"), 0)
             _held[key] = _Held(fd, 1)
-            install_pending(folder)
-            clean_temp_files(folder)
+            try:
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, json.dumps(info).encode("utf-8"), 0)
+                install_pending(folder)
+                clean_temp_files(folder)
+            except BaseException:
+                _release(folder, key)
+                raise
     try:
         yield folder
     finally:
         with _guard:
-            held = _held[key]
-            held.count -= 1
-            if held.count == 0:
-                del _held[key]
-                try:
-                    os.unlink(folder / LOCK_FILE)  # while still locked: the next taker sees a fresh file
-                except OSError:
-                    pass
-                os.close(held.fd)
+            _release(folder, key)
+
+
+def _release(folder: Path, key: Path) -> None:
+    """Drop one hold of ``folder``; the last one removes the lock file and unlocks it."""
+    held = _held[key]
+    held.count -= 1
+    if held.count == 0:
+        del _held[key]
+        try:
+            os.unlink(folder / LOCK_FILE)  # while still locked: the next taker sees a fresh file
+        except OSError:
+            pass
+        os.close(held.fd)
 
 
 def clean_temp_files(folder: str | os.PathLike) -> list[Path]:

@@ -11,7 +11,6 @@ what is computed from them does not depend on the shards' names or the order a d
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import re
@@ -95,14 +94,6 @@ class CorruptShard(ValueError):
     """A shard that does not match its recorded hash or cannot be read as the store's schema."""
 
 
-def sha256_file(path: str | os.PathLike) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 class ShardStore:
     """A folder of parquet shards holding rows of one schema, keyed for resumption.
 
@@ -150,6 +141,10 @@ class ShardStore:
             with open(tmp, "rb") as fh:
                 os.fsync(fh.fileno())
             os.replace(tmp, final)
+        except OSError as exc:
+            if exc.filename is None and exc.errno is not None:  # pyarrow's errors name no file
+                raise OSError(exc.errno, os.strerror(exc.errno), str(final)) from exc
+            raise
         finally:
             tmp.unlink(missing_ok=True)
         log.debug("wrote %d rows to %s", table.num_rows, final)
@@ -159,6 +154,8 @@ class ShardStore:
         """Raise :class:`CorruptShard` unless ``path`` has the ``recorded`` sha256 (when one is given)
         and reads whole as a table holding this store's schema."""
         if recorded is not None:
+            from workbench.runs import sha256_file
+
             actual = sha256_file(path)
             if actual != recorded:
                 raise CorruptShard(f"its sha256 {actual[:12]}... is not the {recorded[:12]}... its manifest "

@@ -92,12 +92,28 @@ def file_hashes(folder: str | os.PathLike) -> dict[str, str]:
     for path in sorted(Path(folder).iterdir()):
         if (path.is_file() and path.name != MANIFEST and not path.name.startswith(".")
                 and not path.name.endswith(UNLISTED_SUFFIXES)):
-            digest = hashlib.sha256()
-            with open(path, "rb") as fh:
-                for block in iter(lambda: fh.read(1 << 20), b""):
-                    digest.update(block)
-            out[path.name] = digest.hexdigest()
+            out[path.name] = sha256_file(path)
     return out
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def check_recorded(path: str | os.PathLike, remedy: str) -> Path:
+    """``path``, refused in one line (a UserError naming it and ``remedy``) when its bytes are not the
+    ones its folder's manifest recorded, so a damaged committed file cannot change what is drawn from it."""
+    path = Path(path)
+    if (path.parent / MANIFEST).is_file():
+        recorded = read_manifest(path.parent).get("files", {}).get(path.name)
+        if recorded is not None and sha256_file(path) != recorded:
+            raise UserError(f"{repo_relative(path.resolve())} is not the file its manifest recorded (sha256 differs); "
+                            f"{remedy}")
+    return path
 
 
 def _identity(manifest: Mapping[str, Any]) -> str:
@@ -151,14 +167,28 @@ def write_manifest(folder: str | os.PathLike, config: Mapping[str, Any], seed: i
 
 def _replace_text(path: Path, text: str) -> None:
     """Write ``path`` whole or not at all, through a temp file of this writer's own (pid and a random
-    part, so two processes never share one), removed if the write fails."""
+    part, so two processes never share one), removed if the write fails.
+
+    On a full disk, where even the temp file finds no room, a file whose blocks already hold the new
+    text is rewritten in place instead: that needs no new space, so a run stopped by a full disk can
+    still record that it was interrupted.
+    """
     tmp = path.with_name(f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
+    data = text.encode("utf-8")
     try:
-        with open(tmp, "w", encoding="utf-8") as fh:
-            fh.write(text)
+        with open(tmp, "wb") as fh:
+            fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
+    except OSError as exc:
+        if exc.errno not in FULL_ERRNOS or not path.is_file() or path.stat().st_blocks * 512 < len(data):
+            raise
+        with open(path, "r+b") as fh:
+            fh.write(data)
+            fh.truncate()
+            fh.flush()
+            os.fsync(fh.fileno())
     finally:
         tmp.unlink(missing_ok=True)
 
