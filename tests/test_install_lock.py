@@ -99,3 +99,23 @@ def test_the_gpu_set_check_finds_a_broken_requirement_and_allows_the_declared_ov
 def test_lock_files_say_how_they_are_made(name):
     head = (REQ / name).read_text().splitlines()[:3]
     assert any("make lock" in line for line in head)
+
+
+def test_the_gpu_set_the_readme_and_docs_state_is_the_one_the_files_pin():
+    makefile = (REPO / "Makefile").read_text()
+    pins = _pins("lock.txt")
+    expected = {
+        "torch": re.search(r"^TORCH_PIN := torch==(\S+)", makefile, re.M).group(1),
+        "vllm": re.search(r"^VLLM_VERSION := (\S+)", makefile, re.M).group(1),
+        "transformers": pins["transformers"], "trl": pins["trl"], "accelerate": pins["accelerate"],
+        "deepspeed": next(r.split("==")[1] for r in _project()["optional-dependencies"]["gpu"] if "deepspeed" in r),
+    }
+    docs = (REPO / "docs" / "installing.md").read_text()
+    shown = dict(re.findall(r"^(torch|vllm|transformers|trl|accelerate|deepspeed) +(\S+) ", docs, re.M))
+    assert shown == expected
+    readme = " ".join((REPO / "README.md").read_text().split())
+    names = {"torch": "torch", "vllm": "vLLM", "transformers": "transformers", "trl": "TRL",
+             "accelerate": "accelerate", "deepspeed": "DeepSpeed"}
+    line = readme[readme.index("**The GPU set**"):readme.index("## Make targets")]
+    for package, version in expected.items():
+        assert f"{names[package]} {version}" in line, package
