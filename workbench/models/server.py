@@ -365,11 +365,14 @@ class ServerScorer:
 
 
 class ServerBackend(ServerScorer):
-    """Sampler and scorer over a vLLM server. `tokenizer` (a hub id, folder, or tokenizer object;
-    default: `model`) encodes prompts locally by the same rule as the other backends."""
+    """Sampler and scorer over a vLLM server (or a pool of replicas). `tokenizer` (a hub id, folder, or
+    tokenizer object; default: `model`) encodes prompts locally by the same rule as the other backends.
+    `name` is the served model's, so sample folders record which model drew them, not which URL."""
 
-    def __init__(self, base_url: str, model: str, *, tokenizer: str | Any | None = None, **kwargs: Any) -> None:
+    def __init__(self, base_url: str | Sequence[str], model: str, *, tokenizer: str | Any | None = None,
+                 **kwargs: Any) -> None:
         super().__init__(base_url, model, **kwargs)
+        self.name = model
         self._tokenizer = tokenizer if tokenizer is not None else model
 
     @property
