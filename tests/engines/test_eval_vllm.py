@@ -132,8 +132,8 @@ def test_a_killed_vllm_run_resumes_to_the_uninterrupted_samples(tmp_path):
 
 def test_demo_samples_on_vllm_and_says_so(tmp_path):
     out, samples = tmp_path / "demo", tmp_path / "samples"
-    proc, seconds = _run("--toy-size", "1", "--n", "2", "--skip-analysis", "--quiet", "--out-dir", str(out),
-                         "--samples-dir", str(samples), module="scripts/demo.py")
+    proc, seconds = _run("--backend", "vllm", "--toy-size", "1", "--n", "2", "--skip-analysis", "--quiet",
+                         "--out-dir", str(out), "--samples-dir", str(samples), module="scripts/demo.py")
     print(f"demo on vLLM: {seconds:.1f} s")
     assert f"sampling engine: vLLM {vllm.__version__}" in proc.stdout.splitlines()
     assert not any(line.startswith("sampling engine:") and "vLLM" not in line for line in proc.stdout.splitlines())
