@@ -66,6 +66,8 @@ def _bare_clone(tmp_path: Path) -> Path:
     repo.mkdir()
     (repo / "Makefile").write_text((REPO / "Makefile").read_text())
     (repo / "pyproject.toml").write_text("")
+    (repo / "requirements").mkdir()
+    (repo / "requirements" / "lock.txt").write_text("")
     for venv in (".venv", ".venv-vllm"):
         (repo / venv).mkdir()
         (repo / venv / ".installed").write_text("")  # newer than pyproject.toml: nothing to install

@@ -115,4 +115,5 @@ def test_the_tool_the_notebooks_name_for_real_runs_comes_with_make_lab():
     lab = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]["lab"]
     assert any(re.match(r"papermill\b", requirement) for requirement in lab)
     makefile = (ROOT / "Makefile").read_text()
-    assert re.search(r'^lab:.*\n\t.*import [\w, ]*papermill.*\.\[lab\]', makefile, flags=re.M)
+    assert re.search(r'^lab:.*\n\t.*import [\w, ]*papermill.*install_locked,\$\(PY\),\$\(LOCK\) \$\(LAB_LOCK\)', makefile,
+                     flags=re.M)
