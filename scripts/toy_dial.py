@@ -34,7 +34,7 @@ def report(results: Path) -> str:
         return "no world has a dose-response run yet"
     lines = ["# Dose-response of SCOPE's weighting across the spread dial", "",
              "Per world: ESS/n of the weights at tau = 1 on the base student's rollouts (mean over all (group, "
-             "path) subsets; make toy-dial-spread) and paired differences in Average Avg@32 (points, mean over "
+             "path) subsets; make toy-dial-spread) and paired differences in Average Avg@n (points, mean over "
              "seeds ± 95 % t half-width; same seed = same prompts). Each world's own table (with Holm-adjusted "
              "p-values, the compute-matched controls and learning curves) is in <world>/dose/table.md.", "",
              table.round(3).to_markdown(index=False), ""]

@@ -141,4 +141,4 @@ def test_quick_dose_response_end_to_end(tmp_path: Path):
     result, cfg = dial.load("low", tmp_path)
     pd.testing.assert_frame_equal(result.summary.round(3), pd.read_csv(out / "summary.csv"), check_dtype=False)
     assert (out / "table.md").read_text() == dial.markdown(result, cfg, dial.spread_ess_of("low"))
-    assert "Pass@2 (unbiased estimator" in (out / "table.md").read_text()
+    assert "Pass@2 (unbiased, Chen et al.)" in (out / "table.md").read_text()
