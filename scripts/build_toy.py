@@ -47,7 +47,7 @@ from datasets import Dataset
 from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast, TrainerCallback
 from trl import SFTConfig, SFTTrainer
 
-from workbench.layout import TOY_ASSETS, TOY_MAX_NEW_TOKENS
+from workbench.layout import REPO_ROOT, TOY_ASSETS, TOY_MAX_NEW_TOKENS
 from workbench.models import SamplingConfig
 from workbench.models.hf import HFBackend
 from workbench.records import Problem
@@ -122,6 +122,10 @@ class TrainSpec:
     Drawn from a random stream of its own, so 0 writes exactly the committed world's rows."""
     trials_per_step: int = 0
     """Rejected candidates a trial-and-check step writes before its result (the dial's other knob)."""
+    trials_written: bool = False
+    """Trial-and-check steps keep their operation in front of the candidates (``3+5=728;``)."""
+    init: str | None = None
+    """Start from this committed checkpoint (a folder under the repository) instead of fresh weights."""
 
 
 # The teacher converges (95-100% on every tier with this schedule); long chains get more weight
@@ -166,18 +170,21 @@ STOP_CHECK_PROBLEMS = 16
 STOP_CHECK_SAMPLES = 4
 
 # The spread dial: worlds that differ from the committed one only in how the student was taught to
-# write. A share of its training responses are written by trial and check (``task.trial_solution``),
-# so some of its correct rollouts wander through rejected candidates and others go straight, and the
-# student-perplexity spread among correct rollouts (what SCOPE's MLE-path weights weigh) grows with
-# the share and with the candidates per step. The teacher and tokenizer are the committed ones; the
-# student has the committed shape, seed, schedule and stopping rule, with a higher step ceiling (a
-# student that spends part of its data on trial and check learns to copy operands later; the rule
-# still stops it at the same accuracy). "low" is the committed world.
-DIAL_MAX_STEPS = 3000
+# write. The committed student is trained further on the committed student's data mix in which a share
+# of the responses are written by trial and check (``task.trial_solution``), so some of its correct
+# rollouts wander through rejected candidates and others go straight, and the student-perplexity spread
+# among correct rollouts (what SCOPE's MLE-path weights weigh) grows with the candidates per step. The
+# teacher and tokenizer are the committed ones. Training from scratch with trial rows was tried first:
+# such a student learns to copy operands much later (mean accuracy 0.08-0.15 after 850 steps, where the
+# committed one reached 0.45 at 1350), which made each build 40+ minutes on shared cores. Going on from
+# the committed student costs a few minutes, and the extra steps also raise its accuracy a little (each
+# world's build_info.json and spread report give it). "low" is the committed world.
+DIAL_FINETUNE = dataclasses.replace(STUDENT_TRAIN, max_steps=300, learning_rate=1e-3, warmup_steps=10,
+                                    stop_at_accuracy=None, seed=3, init="workbench/toy/assets/student")
 DIAL_WORLDS: dict[str, TrainSpec | None] = {
     "low": None,
-    "mid": dataclasses.replace(STUDENT_TRAIN, max_steps=DIAL_MAX_STEPS, trial_fraction=0.3, trials_per_step=2),
-    "high": dataclasses.replace(STUDENT_TRAIN, max_steps=DIAL_MAX_STEPS, trial_fraction=0.3, trials_per_step=5),
+    "mid": dataclasses.replace(DIAL_FINETUNE, trial_fraction=0.5, trials_per_step=4, trials_written=True),
+    "high": dataclasses.replace(DIAL_FINETUNE, trial_fraction=0.5, trials_per_step=7, trials_written=True),
 }
 
 
@@ -220,7 +227,7 @@ def training_rows(spec: TrainSpec) -> Dataset:
     for prompt in prompts:
         if spec.trial_fraction > 0 and trial_rng.random() < spec.trial_fraction:
             rows["prompt"].append(prompt)
-            rows["completion"].append(trial_solution(prompt, spec.trials_per_step, trial_rng))
+            rows["completion"].append(trial_solution(prompt, spec.trials_per_step, trial_rng, spec.trials_written))
             continue
         n_steps = len(solution_steps(prompt))
         style = (rng.choices(STYLES, weights=spec.style_weights, k=n_steps) if spec.style_per_step
@@ -399,7 +406,11 @@ def build(out_dir: Path, n_eval_problems: int = 50, run_eval: bool = True,
     for name, model_spec, train_spec in (*models, ("student", STUDENT_MODEL, student_train)):
         logger.info("training the %s", name)
         start, cpu_start = time.perf_counter(), time.process_time()
-        model = make_model(model_spec, tokenizer, train_spec.seed)
+        if train_spec.init:
+            torch.manual_seed(train_spec.seed)
+            model = LlamaForCausalLM.from_pretrained(REPO_ROOT / train_spec.init)
+        else:
+            model = make_model(model_spec, tokenizer, train_spec.seed)
         with tempfile.TemporaryDirectory() as work:
             metrics = train_model(model, tokenizer, train_spec, training_rows(train_spec), Path(work))
         seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start

@@ -37,6 +37,15 @@ def test_trial_solution_rejects_wrong_candidates_then_writes_each_result(trials:
                 assert str(result) not in written[:-1]  # a rejected candidate is never the right one
 
 
+def test_written_trials_keep_each_operation():
+    rng = random.Random(1)
+    problem = "Q:3+5*2?A:"
+    text = trial_solution(problem, 2, rng, written=True)
+    first, second, boxed = text.split(";")
+    assert first.startswith("3+5=") and len(first) == 4 + 3 and first[-1] == "8" and "8" not in first[4:-1]
+    assert second.startswith("8*2=") and second[-1] == "6" and boxed == "\\boxed{6}"
+
+
 def test_trial_solution_has_many_valid_forms():
     # With 5 candidates a step, from 9 wrong digits each, a 3-step problem has 9^15 right ways to be written.
     rng = random.Random(0)
@@ -54,13 +63,16 @@ def test_dial_worlds_match_the_build_script():
         sys.path.pop(0)
     assert tuple(build_toy.DIAL_WORLDS) == DIAL_WORLDS
     assert build_toy.DIAL_WORLDS["low"] is None and dial_student_dir("low") == STUDENT_DIR
-    # every built world differs from the committed student only in its trial-and-check knobs and step ceiling
+    # every built world goes on from the committed student with the same schedule; only the trial knobs differ
+    assert (REPO_ROOT / build_toy.DIAL_FINETUNE.init).resolve() == STUDENT_DIR.resolve()
+    knobs = ("trial_fraction", "trials_per_step", "trials_written")
     for world, spec in build_toy.DIAL_WORLDS.items():
         if spec is None:
             continue
         assert spec.trial_fraction > 0 and spec.trials_per_step > 0
-        same = {k: v for k, v in vars(spec).items() if k not in ("trial_fraction", "trials_per_step", "max_steps")}
-        assert same == {k: v for k, v in vars(build_toy.STUDENT_TRAIN).items() if k in same}
+        assert {k: v for k, v in vars(spec).items() if k not in knobs} == \
+            {k: v for k, v in vars(build_toy.DIAL_FINETUNE).items() if k not in knobs}
+        assert spec.style_weights == build_toy.STUDENT_TRAIN.style_weights
         assert dial_student_dir(world) == DIAL_DIR / world / "student"
 
 

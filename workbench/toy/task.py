@@ -151,7 +151,7 @@ def styled_solution(problem: str, style: str | Sequence[str], rng: random.Random
     return f"{_render(steps, style, rng)}\\boxed{{{steps[-1][3]}}}"
 
 
-def trial_solution(problem: str, trials: int, rng: random.Random) -> str:
+def trial_solution(problem: str, trials: int, rng: random.Random, written: bool = False) -> str:
     """A right response by trial and check: each step writes ``trials`` candidate results it rejects,
     then the right one (``728;16;\\boxed{6}`` for ``3+5*2`` with one trial a step).
 
@@ -160,15 +160,18 @@ def trial_solution(problem: str, trials: int, rng: random.Random) -> str:
     far less predictable than a derivation's. It is the toy's version of a reasoning model's "is it
     7? no; 2? no; 8": correct rollouts that wander have a much higher perplexity than correct
     rollouts that go straight, which is the spread SCOPE's student-side weights act on. The last
-    digit before each ``;`` is the step's result; only the boxed answer is graded.
+    digit before each ``;`` is the step's result; only the boxed answer is graded. ``written`` keeps each
+    step's operation in front of its candidates (``3+5=728;8*2=16;``): the same exploration on top of a
+    full derivation, so it is as often right as a full step.
     """
     if trials < 0:
         raise ValueError("trials must be non-negative")
     steps = solution_steps(problem)
     out = []
-    for *_, result in steps:
+    for a, op, b, result in steps:
         wrong = [d for d in range(10) if d != result]
-        out.append("".join(str(rng.choice(wrong)) for _ in range(trials)) + str(result))
+        head = f"{a}{op}{b}=" if written else ""
+        out.append(head + "".join(str(rng.choice(wrong)) for _ in range(trials)) + str(result))
     return "".join(f"{text}{STEP_SEPARATOR}" for text in out) + f"\\boxed{{{steps[-1][3]}}}"
 
 
