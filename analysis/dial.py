@@ -67,6 +67,8 @@ class DoseConfig:
     (the 8x-steps control takes 8 times as many). heldout_*: the learning curve (held-out test accuracy every
     ``heldout_every`` steps on ``heldout_problems_per_tier`` problems a tier, ``heldout_samples`` samples each).
     problems_per_tier, n: the final checkpoint's evaluation (Avg@n, Pass@n). workers: processes at once.
+    controls: also train the two compute-matched OPD controls (they answer a question about sample count,
+    not about the spread, so one world is enough for them when CPU is short).
     Sized for 2 shared CPU cores: about 30 checkpoints a world, so n = 16 (not the paper's 32) and a learning
     curve on 10 problems a tier (240 samples a point; 5 seeds average it).
     """
@@ -80,6 +82,7 @@ class DoseConfig:
     problems_per_tier: int = 50
     n: int = 16
     workers: int = 2
+    controls: bool = True
     tiers: tuple[str, ...] = TOY_TIERS
     runs: Path = DOSE_RUNS
     samples: Path = DOSE_SAMPLES
@@ -124,7 +127,7 @@ class DoseConfig:
 def variants(cfg: DoseConfig) -> tuple[Variant, ...]:
     """The dose-response's variants; rollouts a step: SCOPE 4 x 8, OPD 4 x 1, OPD-32x1 32 x 1."""
     steps8 = str(8 * cfg.max_steps)
-    return (
+    every = (
         Variant(BASE, BASE, label="base student"),
         Variant("scope", "scope", label="SCOPE"),
         Variant("scope-uniform", "scope", ("--ablation", "no_dpaw_uniform_weights"), "SCOPE, uniform weights"),
@@ -133,6 +136,7 @@ def variants(cfg: DoseConfig) -> tuple[Variant, ...]:
         Variant("opd-8xsteps", "opd", ("--max_steps", steps8, "--heldout_every", str(8 * cfg.heldout_every)),
                 "OPD, 8x steps"),
     )
+    return every if cfg.controls else tuple(v for v in every if v.name not in ("opd-32x1", "opd-8xsteps"))
 
 
 def _overrides(variant: Variant, cfg: DoseConfig) -> list[str]:
@@ -275,7 +279,8 @@ def run(cfg: DoseConfig, progress: bool = True) -> DoseResult:
     variant_list = variants(cfg)
     trained = [v for v in variant_list if v.method != BASE]
     started = time.perf_counter()
-    todo = [(v, s) for v in trained for s in cfg.seeds if not is_finished(cfg.run_dir(v, s))]
+    # seed by seed, so a run stopped early leaves whole seeds (every variant) to report with fewer --seeds
+    todo = [(v, s) for s in cfg.seeds for v in trained if not is_finished(cfg.run_dir(v, s))]
     _map([(_train, (v, s, cfg.run_dir(v, s), _overrides(v, cfg), cfg.world)) for v, s in todo], cfg.workers,
          f"training ({cfg.world})", progress)
     trained_s = time.perf_counter() - started
