@@ -64,6 +64,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, default=len(defaults.seeds), help="seeds 0..N-1")
     parser.add_argument("--max-steps", type=int, default=defaults.max_steps)
     parser.add_argument("--workers", type=int, default=defaults.workers)
+    parser.add_argument("--n", type=int, default=defaults.n, help="samples a problem at the final checkpoint")
     parser.add_argument("--no-controls", action="store_true",
                         help="leave out the two compute-matched OPD controls (OPD 32 prompts x 1, OPD 8x steps)")
     parser.add_argument("--quick", action="store_true", help="tiny end-to-end run (CI)")
@@ -75,7 +76,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(report(args.results or DIAL_DIR))
         return 0
     cfg = replace(defaults, world=args.world, seeds=tuple(range(args.seeds)), max_steps=args.max_steps,
-                  workers=args.workers, controls=not args.no_controls)
+                  workers=args.workers, controls=not args.no_controls, n=args.n)
     scratch = None
     if args.quick:
         cfg = dial.quick(cfg)

@@ -15,9 +15,11 @@ import pandas as pd
 import pytest
 
 from analysis import dial
-from workbench.layout import REPO_ROOT
+from workbench.layout import REPO_ROOT, TOY_RESULTS
 from workbench.toy import DIAL_DIR, DIAL_WORLDS, STUDENT_DIR, dial_student_dir
 from workbench.toy.task import solution_steps, solve, toy_problems, trial_solution
+
+TOY_RESULTS_SPREAD = TOY_RESULTS / "spread"
 
 
 @pytest.mark.parametrize("trials", [0, 1, 5])
@@ -154,3 +156,41 @@ def test_quick_dose_response_end_to_end(tmp_path: Path):
     pd.testing.assert_frame_equal(result.summary.round(3), pd.read_csv(out / "summary.csv"), check_dtype=False)
     assert (out / "table.md").read_text() == dial.markdown(result, cfg, dial.spread_ess_of("low"))
     assert "Pass@2 (unbiased, Chen et al.)" in (out / "table.md").read_text()
+
+
+def _readme_dial_paragraph() -> str:
+    text = (REPO_ROOT / "README.md").read_text()
+    start, end = text.find("<!-- dial-numbers -->"), text.find("<!-- /dial-numbers -->")
+    return text[start:end] if start >= 0 and end > start else ""
+
+
+def test_readme_dial_numbers_are_the_committed_ones():
+    """Every "x ± y" in the README's dose-response paragraph is a committed paired difference (Average, Avg@n) or
+    a committed mean; every ESS/n it quotes is in a committed ess.csv."""
+    paragraph = _readme_dial_paragraph()
+    worlds = _committed_worlds()
+    if not worlds:
+        assert not paragraph, "the README quotes dose-response numbers that no committed run backs"
+        return
+    assert paragraph, "committed dose-response runs but no <!-- dial-numbers --> paragraph in the README"
+    allowed: set[tuple[str, str]] = set()
+    for world in worlds:
+        folder = DIAL_DIR / world / "dose"
+        paired = pd.read_csv(folder / "paired.csv")
+        for d, c in zip(paired["difference"], paired["ci"]):
+            allowed.add((f"{d:+.1f}", f"{c:.1f}"))
+            allowed.add((f"{d:+.2f}", f"{c:.2f}"))
+        summary = pd.read_csv(folder / "summary.csv")
+        for m, c in zip(summary["avg"], summary["avg_ci"]):
+            allowed.add((f"{m:.1f}", f"{c:.1f}"))
+    quoted = re.findall(r"([+−-]?\d+\.\d+) ± (\d+\.\d+)", paragraph)
+    assert quoted, "the paragraph quotes no interval"
+    for mean, half in quoted:
+        assert (mean.replace("−", "-"), half) in allowed or (mean.replace("−", "-").lstrip("+"), half) in allowed, \
+            f"README quotes {mean} ± {half}, not in any committed dose-response table"
+    ess = set()
+    for folder in [TOY_RESULTS_SPREAD, *(DIAL_DIR / w / "spread" for w in DIAL_WORLDS if w != "low")]:
+        table = pd.read_csv(folder / "ess.csv")
+        ess |= {f"{v:.3f}" for v in table[["ess_frac_mean", "ess_frac_mean_2plus"]].to_numpy().ravel()}
+    for value in re.findall(r"ESS/n (\d\.\d{3})", paragraph):
+        assert value in ess, f"README quotes ESS/n {value}, not in any committed ess.csv"
