@@ -372,15 +372,19 @@ def learning_curves(traces: pd.DataFrame) -> pd.DataFrame:
     return wide.fillna("")
 
 
-def save(result: DoseResult, cfg: DoseConfig, spread_ess: dict[str, float] | None = None) -> Path:
-    """Counts, traces, tables and the manifest of one world's dose-response."""
+def save(result: DoseResult, cfg: DoseConfig, spread_ess: dict[str, float] | None = None,
+         **manifest: Any) -> Path:
+    """Counts, traces, tables and the manifest of one world's dose-response (traces as committed: 6 decimals,
+    so the tables drawn here are the ones :func:`load` draws again)."""
     out = cfg.out
     started = time.perf_counter()
+    result.traces = result.traces.round(6)
     text = markdown(result, cfg, spread_ess)
     result.timings["reporting_s"] = round(time.perf_counter() - started, 2)
-    with run_folder(out, manifest_config(cfg), None, kind="toy-dose-response", wall_seconds=result.timings):
+    with run_folder(out, manifest_config(cfg), None, kind="toy-dose-response", wall_seconds=result.timings,
+                    **manifest):
         result.counts.to_csv(out / COUNTS_FILE, index=False, compression=COUNTS_COMPRESSION)
-        result.traces.round(6).to_csv(out / TRACES_FILE, index=False, compression=COUNTS_COMPRESSION)
+        result.traces.to_csv(out / TRACES_FILE, index=False, compression=COUNTS_COMPRESSION)
         result.summary.round(3).to_csv(out / "summary.csv", index=False)
         result.paired.round(4).to_csv(out / "paired.csv", index=False)
         result.compute.round(3).to_csv(out / "compute.csv", index=False)

@@ -22,7 +22,7 @@ import pandas as pd
 
 from analysis import dial
 from workbench.errors import UserArgumentParser, main_guard
-from workbench.runs import run_folder
+from workbench.runs import read_manifest, run_folder
 from workbench.toy import DIAL_DIR, DIAL_WORLDS
 
 
@@ -59,7 +59,7 @@ def report(results: Path) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     defaults = dial.DoseConfig()
     parser = UserArgumentParser(prog="python scripts/toy_dial.py", description=__doc__.splitlines()[0])
-    parser.add_argument("command", choices=("run", "report"))
+    parser.add_argument("command", choices=("run", "report", "redraw"))
     parser.add_argument("--world", choices=DIAL_WORLDS, default="low")
     parser.add_argument("--seeds", type=int, default=len(defaults.seeds), help="seeds 0..N-1")
     parser.add_argument("--max-steps", type=int, default=defaults.max_steps)
@@ -74,6 +74,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = time.perf_counter()
     if args.command == "report":
         print(report(args.results or DIAL_DIR))
+        return 0
+    if args.command == "redraw":
+        # tables again from the committed counts and traces; the run's own command and wall times are kept
+        results = args.results or DIAL_DIR
+        previous = read_manifest(results / args.world / "dose")
+        result, cfg = dial.load(args.world, results)
+        result.timings = dict(previous.get("wall_seconds", {}))
+        dial.save(result, cfg, dial.spread_ess_of(args.world, results),
+                  produced_by={"command": previous.get("command"), "git": previous.get("git"),
+                               "started_at": previous.get("started_at"), "finished_at": previous.get("finished_at")})
+        print((cfg.out / "table.md").read_text())
         return 0
     cfg = replace(defaults, world=args.world, seeds=tuple(range(args.seeds)), max_steps=args.max_steps,
                   workers=args.workers, controls=not args.no_controls, n=args.n)
