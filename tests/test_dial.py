@@ -183,6 +183,11 @@ def test_readme_dial_numbers_are_the_committed_ones():
         summary = pd.read_csv(folder / "summary.csv")
         for m, c in zip(summary["avg"], summary["avg_ci"]):
             allowed.add((f"{m:.1f}", f"{c:.1f}"))
+    for low in worlds:  # the report's contrasts of the SCOPE - uniform gap between two worlds
+        for high in worlds:
+            if low != high:
+                contrast = dial.gap_contrast(DIAL_DIR, low=low, high=high)
+                allowed.add((f"{contrast['difference']:+.2f}", f"{contrast['ci']:.2f}"))
     quoted = re.findall(r"([+−-]?\d+\.\d+) ± (\d+\.\d+)", paragraph)
     assert quoted, "the paragraph quotes no interval"
     for mean, half in quoted:
