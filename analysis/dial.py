@@ -342,7 +342,8 @@ def markdown(result: DoseResult, cfg: DoseConfig, spread_ess: dict[str, float] |
         f"MLE path {spread_ess['mle']:.3f}, OPD path {spread_ess['opd']:.3f}.")
     return "\n".join([
         f"# Dose-response in dial world {result.world!r}", "",
-        f"{len(cfg.seeds)} seeds; {cfg.max_steps} steps (OPD, 8x steps: {8 * cfg.max_steps}); final checkpoints "
+        f"{len(cfg.seeds)} seeds; {cfg.max_steps} steps"
+        f"{f' (OPD, 8x steps: {8 * cfg.max_steps})' if cfg.controls else ''}; final checkpoints "
         f"sampled n = {n} on {cfg.problems_per_tier} test problems per tier ({', '.join(cfg.tiers)}). The base "
         f"student is sampled with {len(cfg.seeds)} sampling seeds, paired with the training seeds, so its "
         "sampling noise is inside every method - base interval. Cells: mean over seeds ± 95 % Student-t "
