@@ -43,6 +43,7 @@ $(error unknown variable $(UNKNOWN_VARS); this Makefile reads only: $(KNOWN_VARS
 endif
 
 .PHONY: setup setup-vllm lab lock gpu-resolve gpu-check demo test test-engines toy-models toy-check real-smoke real-slice reproduce-tables toy-spread toy-main toy-dpaw toy-tau toy-experiments \
+  toy-dial-worlds toy-dial-spread toy-dial toy-dial-quick toy-dial-report \
   train-toy figures notebooks notebook-screens bench clean help
 
 help:  ## list targets
@@ -185,6 +186,27 @@ toy-tau: $(STAMP)  ## toy tau sweep {0.25, 0.5, 1, 2, 4}, 10 seeds
 	$(PY) scripts/toy_experiments.py tau
 
 toy-experiments: toy-main toy-dpaw toy-tau  ## all three toy experiments (results/toy/experiments/)
+
+DIAL_BUILT := mid high  # the spread dial's worlds with a student of their own ("low" is the committed world)
+DIAL_SEEDS ?= 5
+
+toy-dial-worlds: $(STAMP)  ## build the spread dial's students (results/toy/dial/<world>/; 8-10 min each on 2 shared cores)
+	for w in $(DIAL_BUILT); do $(PY) scripts/build_toy.py --dial $$w --out results/toy/dial/$$w || exit 1; done
+
+toy-dial-spread: $(STAMP)  ## ESS/n per path and tau in every dial world (low: results/toy/spread)
+	$(PY) scripts/toy_spread.py
+	for w in $(DIAL_BUILT); do $(PY) scripts/toy_spread.py --world $$w || exit 1; done
+
+toy-dial: $(STAMP)  ## dose-response: SCOPE vs uniform weights vs OPD in every dial world (+ compute-matched OPD controls in low)
+	$(PY) scripts/toy_dial.py run --world low --seeds $(DIAL_SEEDS)
+	for w in $(DIAL_BUILT); do $(PY) scripts/toy_dial.py run --world $$w --seeds $(DIAL_SEEDS) --no-controls || exit 1; done
+	$(PY) scripts/toy_dial.py report
+
+toy-dial-report: $(STAMP)  ## the dose-response table across dial worlds, from the committed per-world tables
+	$(PY) scripts/toy_dial.py report
+
+toy-dial-quick: $(STAMP)  ## a tiny end-to-end dose-response (2 seeds, 2 steps, 2 tiers) in a scratch folder
+	$(PY) scripts/toy_dial.py run --quick --workers 1
 
 bench: $(STAMP)  ## benchmarks, each a ratio against a baseline measured in the same run
 	$(PY) benchmarks/bench_weights.py

@@ -383,20 +383,24 @@ def recovery_statistics(per_rollout: pd.DataFrame, n_buckets: int, *, level: flo
         gaps += bool(groups[0].size and groups[-1].size and means[0] > means[-1])
         out["per_ratio"][str(float(r))] = {
             "spearman": attempt(spearman, part["teacher_log_ppl"], part["recovery_rate"]),
+            # cluster-robust: a rollout's continuations share its prefix, so they are not independent trials
             "logistic": attempt(logistic_regression, part["teacher_log_ppl"].to_numpy(), part["recovered"].to_numpy(),
-                                part["n_continuations"].to_numpy(), names=["teacher_log_ppl"], level=level),
+                                part["n_continuations"].to_numpy(), names=["teacher_log_ppl"], level=level,
+                                se="cluster"),
             "trend": attempt(jonckheere_terpstra, [g for g in groups if g.size], "decreasing"),
             "monotonicity": attempt(monotonicity, [m for m in means if np.isfinite(m)], "decreasing"),
         }
     per_rollout_mean = per_rollout.groupby(list(SAMPLE_KEY), sort=False).agg(
         teacher_log_ppl=("teacher_log_ppl", "first"), recovery_rate=("recovery_rate", "mean"))
+    # pooled fits see each rollout once per ratio: its rows form one cluster
+    rollout_of = per_rollout[list(SAMPLE_KEY)].astype(str).agg("/".join, axis=1).to_numpy()
     pooled: dict[str, Any] = {
         "spearman_mean_over_ratios": attempt(spearman, per_rollout_mean["teacher_log_ppl"],
                                              per_rollout_mean["recovery_rate"]),
         "logistic_ratio_controlled": attempt(
             logistic_regression, per_rollout[["teacher_log_ppl", "ratio"]].to_numpy(),
             per_rollout["recovered"].to_numpy(), per_rollout["n_continuations"].to_numpy(),
-            names=["teacher_log_ppl", "ratio"], level=level),
+            names=["teacher_log_ppl", "ratio"], level=level, se="cluster", clusters=rollout_of),
         "ratios_with_q1_above_qn": gaps,
         "n_ratios": int(per_rollout["ratio"].nunique()),
     }
@@ -404,7 +408,8 @@ def recovery_statistics(per_rollout: pd.DataFrame, n_buckets: int, *, level: flo
         pooled["logistic_ratio_and_teacher_solve_controlled"] = attempt(
             logistic_regression, per_rollout[["teacher_log_ppl", "ratio", "teacher_solve_rate"]].to_numpy(),
             per_rollout["recovered"].to_numpy(), per_rollout["n_continuations"].to_numpy(),
-            names=["teacher_log_ppl", "ratio", "teacher_solve_rate"], level=level)
+            names=["teacher_log_ppl", "ratio", "teacher_solve_rate"], level=level, se="cluster",
+            clusters=rollout_of)
         rollouts = per_rollout.drop_duplicates(list(SAMPLE_KEY))
         pooled["spearman_teacher_log_ppl_vs_teacher_solve"] = attempt(
             spearman, rollouts["teacher_log_ppl"], rollouts["teacher_solve_rate"])

@@ -28,7 +28,7 @@ from workbench.plotting import (
     BAND_ALPHA, METHOD_COLOURS, TEXT_WIDTH, house_style, method_colours, pass_at_k_panel, save_figure,
 )
 
-METRICS = {"avg": "Avg@{n}", "pass": "Pass@{n}"}
+METRICS = {"avg": "Avg@{n}", "pass": "Pass@{n} (unbiased, Chen et al.)"}
 NOTE = ("Toy world, {seeds} seeds of {steps} steps each; every checkpoint sampled n={n} times with the toy "
         "tiers' evaluation settings (temperature {g.temperature:g}, top-p {g.top_p:g}, top-k {g.top_k}, at most "
         "{g.max_new_tokens} tokens) on {problems} test problems per tier. Cells: mean over seeds ± half-width of "
@@ -112,7 +112,7 @@ def paradox_table(result: ExperimentResult) -> pd.DataFrame:
             [m for m in table.index if m != BASE])
         delta.index = [f"{m} - base" for m in delta.index]
         table = pd.concat([table, delta])
-    table.columns = [f"Pass@{k}" for k in table.columns]
+    table.columns = [f"Pass@{k} (unbiased)" for k in table.columns]
     return table
 
 

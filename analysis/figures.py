@@ -118,7 +118,7 @@ def ppl_vs_recovery(per_rollout: pd.DataFrame) -> Figure:
     """Per wrong rollout: teacher log-PPL against recovery rate (jittered), with a logistic fit per ratio.
 
     The fit is the binomial regression of continuation success on teacher log-PPL (see
-    ``analysis.stats.logistic_regression``); its slope and 95% interval are in the legend.
+    ``analysis.stats.logistic_regression``); its slope and 95% interval (cluster-robust: a rollout's continuations are one cluster) are in the legend.
     """
     ratios = sorted(per_rollout["ratio"].unique())
     colours = ordered_palette(len(ratios))
@@ -132,7 +132,7 @@ def ppl_vs_recovery(per_rollout: pd.DataFrame) -> Figure:
         label = f"r={r:g}"
         try:
             fit = logistic_regression(part["teacher_log_ppl"].to_numpy(), part["recovered"].to_numpy(),
-                                      part["n_continuations"].to_numpy())
+                                      part["n_continuations"].to_numpy(), se="cluster")
         except ValueError as exc:
             log.info("no logistic fit at r=%g: %s", r, exc)
             label += ": no fit (" + ("all recovered" if part["recovery_rate"].min() == 1 else

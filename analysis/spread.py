@@ -73,6 +73,21 @@ def measure(student: Backend, teacher: Backend, problems: Sequence[Problem], rol
     return Spread(per_rollout, tiers.reset_index(), table, case_study(per_rollout, 1.0))
 
 
+def ess_table(per_rollout: pd.DataFrame, taus: Sequence[float] = DEFAULT_TAUS) -> pd.DataFrame:
+    """The weight summary by tau and path (``Spread.table``) from the per-rollout rows alone: what a
+    committed ``per_rollout.parquet`` recomputes without any model."""
+    return summarise(tau_sweep(prepare(per_rollout), taus))
+
+
+def write_per_rollout(per_rollout: pd.DataFrame, path: str | os.PathLike) -> None:
+    """Every rollout with its correctness and both log-PPLs, as zstd-compressed parquet (no index)."""
+    per_rollout.reset_index(drop=True).to_parquet(path, compression="zstd", index=False)
+
+
+def read_per_rollout(path: str | os.PathLike) -> pd.DataFrame:
+    return pd.read_parquet(path)
+
+
 def markdown(spread: Spread, note: str) -> str:
     """The spread as a short report: per-tier accuracies and spreads, ESS/n by tau and path, the case study."""
     ess = spread.table.pivot_table(index="tau", columns="path", values=["ess_frac_mean", "ess_frac_mean_2plus"])

@@ -105,6 +105,10 @@ class LogisticFit:
     n_trials: int
     iterations: int
     converged: bool
+    se_kind: str = "model"
+    """"model": Wald errors from the binomial information, every trial independent; "cluster": sandwich
+    errors robust to any dependence inside a cluster (by default a unit: the trials sharing one row)."""
+    n_clusters: int | None = None
 
     @property
     def slope(self) -> float:
@@ -130,7 +134,9 @@ class LogisticFit:
         return special.expit(self.coef[0] + x @ self.coef[1:])
 
     def as_dict(self) -> dict[str, object]:
+        robust = {"se_kind": self.se_kind, "n_clusters": self.n_clusters} if self.se_kind != "model" else {}
         return {
+            **robust,
             "terms": {
                 name: {"coef": float(c), "se": float(s), "ci_lo": float(lo), "ci_hi": float(hi)}
                 for name, c, s, lo, hi in zip(self.names, self.coef, self.se, self.ci_lo, self.ci_hi)
@@ -162,6 +168,8 @@ def logistic_regression(
     level: float = 0.95,
     max_iter: int = 100,
     tol: float = 1e-9,
+    se: str = "model",
+    clusters: Sequence[Any] | np.ndarray | None = None,
 ) -> LogisticFit:
     """Fit logit P(success) = b0 + x @ b by Newton-Raphson on binomial counts.
 
@@ -171,7 +179,14 @@ def logistic_regression(
     equations with the observed (= expected, for the canonical link) information X'WX; the Wald
     interval is coef ± z * sqrt(diag((X'WX)^-1)) at the optimum. Step-halving keeps every
     iteration from lowering the likelihood.
+
+    ``se="cluster"`` replaces the model errors with the cluster-robust sandwich
+    G/(G-1) * B^-1 (sum_c g_c g_c') B^-1 (B = X'WX, g_c the score summed over cluster c): trials that
+    share a unit (4 continuations of one rollout) or a cluster (``clusters``, one label per unit, e.g.
+    the rollout behind several rows) are not counted as independent evidence.
     """
+    if se not in ("model", "cluster"):
+        raise ValueError(f"se must be 'model' or 'cluster', got {se!r}")
     level = _check_level(level)
     x = np.asarray(covariates, dtype=np.float64)
     if x.ndim == 1:
@@ -226,17 +241,33 @@ def logistic_regression(
             break
     p = special.expit(design @ beta)
     info = design.T @ (design * (t * p * (1.0 - p))[:, None])
+    n_clusters = None
     try:
-        se = np.sqrt(np.clip(np.diag(np.linalg.inv(info)), 0.0, None))
+        bread = np.linalg.inv(info)
     except np.linalg.LinAlgError:
-        se = np.full(design.shape[1], np.nan)
+        bread = np.full((design.shape[1], design.shape[1]), np.nan)
+    if se == "cluster":
+        labels = (np.arange(n_units) if clusters is None
+                  else np.unique(np.asarray([str(c) for c in clusters]), return_inverse=True)[1].ravel())
+        if labels.size != n_units:
+            raise ValueError(f"clusters has {labels.size} labels for {n_units} units")
+        n_clusters = int(labels.max()) + 1
+        if n_clusters < 2:
+            raise ValueError("cluster-robust errors need at least 2 clusters")
+        scores = np.zeros((n_clusters, design.shape[1]))
+        np.add.at(scores, labels, design * (s - t * p)[:, None])
+        covariance = n_clusters / (n_clusters - 1) * bread @ (scores.T @ scores) @ bread
+    else:
+        covariance = bread
+    se_values = np.sqrt(np.clip(np.diag(covariance), 0.0, None))
     if not converged:
         log.warning("logistic regression did not converge in %d iterations: the covariate (nearly) separates "
                     "successes from failures, so the slope is not a finite estimate", iteration)
     z = stats.norm.ppf(0.5 + level / 2.0)
     return LogisticFit(
-        names=("intercept", *names), coef=beta, se=se, ci_lo=beta - z * se, ci_hi=beta + z * se, level=level,
-        log_likelihood=loglik, n_units=n_units, n_trials=int(total_t), iterations=iteration, converged=converged,
+        names=("intercept", *names), coef=beta, se=se_values, ci_lo=beta - z * se_values, ci_hi=beta + z * se_values,
+        level=level, log_likelihood=loglik, n_units=n_units, n_trials=int(total_t), iterations=iteration,
+        converged=converged, se_kind=se, n_clusters=n_clusters,
     )
 
 

@@ -47,7 +47,7 @@ from datasets import Dataset
 from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast, TrainerCallback
 from trl import SFTConfig, SFTTrainer
 
-from workbench.layout import TOY_ASSETS, TOY_MAX_NEW_TOKENS
+from workbench.layout import REPO_ROOT, TOY_ASSETS, TOY_MAX_NEW_TOKENS
 from workbench.models import SamplingConfig
 from workbench.models.hf import HFBackend
 from workbench.records import Problem
@@ -60,6 +60,7 @@ from workbench.toy.task import (
     solution_steps,
     styled_solution,
     toy_problems,
+    trial_solution,
 )
 from workbench.toy.tokenizer import build_tokenizer
 
@@ -116,6 +117,15 @@ class TrainSpec:
     correction_fraction: float = 0.0
     """Share of rows that teach self-correction: the prompt carries a flawed start
     (``task.corrected_solution``) and the completion is the correction marker and a fresh solution."""
+    trial_fraction: float = 0.0
+    """Share of rows written by trial and check (``task.trial_solution``): the spread dial's knob.
+    Drawn from a random stream of its own, so 0 writes exactly the committed world's rows."""
+    trials_per_step: int = 0
+    """Rejected candidates a trial-and-check step writes before its result (the dial's other knob)."""
+    trials_written: bool = False
+    """Trial-and-check steps keep their operation in front of the candidates (``3+5=728;``)."""
+    init: str | None = None
+    """Start from this committed checkpoint (a folder under the repository) instead of fresh weights."""
 
 
 # The teacher converges (95-100% on every tier with this schedule); long chains get more weight
@@ -159,6 +169,24 @@ STUDENT_TRAIN = TrainSpec(
 STOP_CHECK_PROBLEMS = 16
 STOP_CHECK_SAMPLES = 4
 
+# The spread dial: worlds that differ from the committed one only in how the student was taught to
+# write. The committed student is trained further on the committed student's data mix in which a share
+# of the responses are written by trial and check (``task.trial_solution``), so some of its correct
+# rollouts wander through rejected candidates and others go straight, and the student-perplexity spread
+# among correct rollouts (what SCOPE's MLE-path weights weigh) grows with the candidates per step. The
+# teacher and tokenizer are the committed ones. Training from scratch with trial rows was tried first:
+# such a student learns to copy operands much later (mean accuracy 0.08-0.15 after 850 steps, where the
+# committed one reached 0.45 at 1350), which made each build 40+ minutes on shared cores. Going on from
+# the committed student costs a few minutes, and the extra steps also raise its accuracy a little (each
+# world's build_info.json and spread report give it). "low" is the committed world.
+DIAL_FINETUNE = dataclasses.replace(STUDENT_TRAIN, max_steps=300, learning_rate=1e-3, warmup_steps=10,
+                                    stop_at_accuracy=None, seed=3, init="workbench/toy/assets/student")
+DIAL_WORLDS: dict[str, TrainSpec | None] = {
+    "low": None,
+    "mid": dataclasses.replace(DIAL_FINETUNE, trial_fraction=0.5, trials_per_step=4, trials_written=True),
+    "high": dataclasses.replace(DIAL_FINETUNE, trial_fraction=0.5, trials_per_step=7, trials_written=True),
+}
+
 
 def make_model(spec: ModelSpec, tokenizer: PreTrainedTokenizerFast, seed: int) -> LlamaForCausalLM:
     """A freshly initialised model whose weights depend only on ``spec`` and ``seed``."""
@@ -195,7 +223,12 @@ def training_rows(spec: TrainSpec) -> Dataset:
     if len(spec.style_weights) != len(STYLES):
         raise ValueError(f"style_weights needs one weight per style {STYLES}")
     rows: dict[str, list[str]] = {"prompt": [], "completion": []}
+    trial_rng = random.Random(f"toy-trials/{spec.seed}")
     for prompt in prompts:
+        if spec.trial_fraction > 0 and trial_rng.random() < spec.trial_fraction:
+            rows["prompt"].append(prompt)
+            rows["completion"].append(trial_solution(prompt, spec.trials_per_step, trial_rng, spec.trials_written))
+            continue
         n_steps = len(solution_steps(prompt))
         style = (rng.choices(STYLES, weights=spec.style_weights, k=n_steps) if spec.style_per_step
                  else rng.choices(STYLES, weights=spec.style_weights)[0])
@@ -351,8 +384,10 @@ def sha256_of(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def build(out_dir: Path, n_eval_problems: int = 50, run_eval: bool = True) -> dict:
-    """Build tokenizer, teacher and student into ``out_dir`` and return the build record."""
+def build(out_dir: Path, n_eval_problems: int = 50, run_eval: bool = True,
+          student_train: TrainSpec = STUDENT_TRAIN, teacher: bool = True) -> dict:
+    """Build tokenizer, teacher and student into ``out_dir`` and return the build record; without
+    ``teacher`` only the student (a dial world's, whose teacher is the committed one)."""
     torch.set_num_threads(NUM_THREADS)
     # Deterministic mode also fills every fresh allocation with NaN to expose reads of
     # uninitialised memory; that debugging aid, not the training, dominated a step here (6x slower)
@@ -367,13 +402,15 @@ def build(out_dir: Path, n_eval_problems: int = 50, run_eval: bool = True) -> di
         "models": {},
     }
     total_start = time.perf_counter()
-    for name, model_spec, train_spec in (
-        ("teacher", TEACHER_MODEL, TEACHER_TRAIN),
-        ("student", STUDENT_MODEL, STUDENT_TRAIN),
-    ):
+    models = [("teacher", TEACHER_MODEL, TEACHER_TRAIN)] if teacher else []
+    for name, model_spec, train_spec in (*models, ("student", STUDENT_MODEL, student_train)):
         logger.info("training the %s", name)
         start, cpu_start = time.perf_counter(), time.process_time()
-        model = make_model(model_spec, tokenizer, train_spec.seed)
+        if train_spec.init:
+            torch.manual_seed(train_spec.seed)
+            model = LlamaForCausalLM.from_pretrained(REPO_ROOT / train_spec.init)
+        else:
+            model = make_model(model_spec, tokenizer, train_spec.seed)
         with tempfile.TemporaryDirectory() as work:
             metrics = train_model(model, tokenizer, train_spec, training_rows(train_spec), Path(work))
         seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
@@ -425,11 +462,17 @@ def main(argv: list[str] | None = None) -> int:
         "--check", action="store_true", help="rebuild in a temporary folder and compare with --out byte for byte"
     )
     parser.add_argument("--eval-problems", type=int, default=50, help="test problems per tier for build_info.json")
+    parser.add_argument("--dial", choices=[name for name, spec in DIAL_WORLDS.items() if spec is not None],
+                        help="build only the student of this spread-dial world (into --out; the teacher is the "
+                             "committed one)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     logging.getLogger("workbench.grading").setLevel(logging.WARNING)  # a batch summary per accuracy check
     if args.check:
         return 0 if check(args.out) else 1
+    if args.dial:
+        build(args.out, n_eval_problems=args.eval_problems, student_train=DIAL_WORLDS[args.dial], teacher=False)
+        return 0
     build(args.out, n_eval_problems=args.eval_problems)
     return 0
 

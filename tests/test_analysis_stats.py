@@ -161,3 +161,25 @@ def test_bootstrap_difference_interval():
              - b[rng.integers(0, b.size, (500, b.size))].mean(axis=1))
     assert bootstrap_difference_ci(a, b, level=0.9, n_boot=500, seed=3)[1:] == pytest.approx(
         tuple(np.percentile(diffs, [5.0, 95.0])), abs=1e-9)
+
+
+def test_cluster_robust_errors_do_not_count_correlated_trials_as_evidence():
+    # Every unit's 4 trials agree (all succeed or all fail): 4 copies of one outcome, not 4 outcomes. The
+    # model errors shrink by sqrt(4) against the one-trial fit; the cluster-robust ones do not move.
+    from analysis.stats import logistic_regression
+
+    x = np.array([0.1, 0.4, 0.5, 0.9, 1.2, 1.3, 1.7, 2.0, 2.2, 2.8])
+    y = np.array([1, 1, 0, 1, 1, 0, 0, 1, 0, 0])
+    one = logistic_regression(x, y, 1)
+    four = logistic_regression(x, 4 * y, 4)
+    np.testing.assert_allclose(four.coef, one.coef, rtol=1e-8)
+    np.testing.assert_allclose(four.se, one.se / 2.0, rtol=1e-8)
+    one_r = logistic_regression(x, y, 1, se="cluster")
+    four_r = logistic_regression(x, 4 * y, 4, se="cluster")
+    np.testing.assert_allclose(four_r.se, one_r.se, rtol=1e-8)
+    assert four_r.se[1] > four.se[1] and four_r.n_clusters == 10 and four_r.as_dict()["se_kind"] == "cluster"
+    # Two rows of one rollout form one cluster: duplicating every unit leaves the clustered errors unchanged.
+    twice = logistic_regression(np.repeat(x, 2), np.repeat(y, 2), 1, se="cluster", clusters=np.repeat(np.arange(10), 2))
+    np.testing.assert_allclose(twice.se, one_r.se, rtol=1e-8)
+    with pytest.raises(ValueError):
+        logistic_regression(x, y, 1, se="robust")

@@ -133,3 +133,17 @@ if __name__ == "__main__":
     done = subprocess.run([sys.executable, str(script)], cwd=REPO_ROOT, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "trained 10 equal True" in done.stdout
+
+
+@pytest.mark.parametrize("name", [n for n in EXPERIMENTS
+                                  if (experiment_report.EXPERIMENT_RESULTS / n / "counts.csv.gz").is_file()])
+def test_committed_tables_recompute_from_committed_counts(name: str):
+    """Every committed summary, paired table, Pass@k curve and table.md is what the committed counts give."""
+    folder = experiment_report.EXPERIMENT_RESULTS / name
+    result, cfg = experiment_report.load(name)
+    pd.testing.assert_frame_equal(result.summary.round(3), pd.read_csv(folder / "summary.csv"), check_dtype=False)
+    pd.testing.assert_frame_equal(result.paired.round(4), pd.read_csv(folder / "paired.csv"), check_dtype=False)
+    if result.curves is not None:
+        pd.testing.assert_frame_equal(result.curves.round(4), pd.read_csv(folder / "pass_at_k.csv"),
+                                      check_dtype=False)
+    assert (folder / "table.md").read_text() == experiment_report.markdown(result, cfg.n, experiment_report.note(cfg))

@@ -16,7 +16,8 @@ each in a form of the writer's choosing (``5+3=8``, ``8=3+5``, ...); or ``terse`
 keep only each result (``8;6;\\boxed{6}``). Only the boxed answer is graded. A real model's correct
 solutions differ in wording and in how much they show, and so in how likely the model itself
 and a teacher find them; the styles give the toy's rollouts that spread, which is what SCOPE's
-perplexity weights feed on. A flawed start followed by the correction marker ``!`` and a fresh
+perplexity weights feed on; :func:`trial_solution` (steps that try wrong results before the right one) is
+the spread dial's extra, high-perplexity way to be right. A flawed start followed by the correction marker ``!`` and a fresh
 solution (:func:`corrected_solution`) is how a writer repairs a slip, early or late.
 
 Train and test are disjoint by construction: a prompt belongs to the test split exactly when a
@@ -148,6 +149,30 @@ def styled_solution(problem: str, style: str | Sequence[str], rng: random.Random
     """
     steps = solution_steps(problem)
     return f"{_render(steps, style, rng)}\\boxed{{{steps[-1][3]}}}"
+
+
+def trial_solution(problem: str, trials: int, rng: random.Random, written: bool = False) -> str:
+    """A right response by trial and check: each step writes ``trials`` candidate results it rejects,
+    then the right one (``728;16;\\boxed{6}`` for ``3+5*2`` with one trial a step).
+
+    Done in the head like ``terse``, but exploring: the rejected candidates are any wrong digit, so a
+    writer that explores has many equally valid ways to reach one answer, and each of its tokens is
+    far less predictable than a derivation's. It is the toy's version of a reasoning model's "is it
+    7? no; 2? no; 8": correct rollouts that wander have a much higher perplexity than correct
+    rollouts that go straight, which is the spread SCOPE's student-side weights act on. The last
+    digit before each ``;`` is the step's result; only the boxed answer is graded. ``written`` keeps each
+    step's operation in front of its candidates (``3+5=728;8*2=16;``): the same exploration on top of a
+    full derivation, so it is as often right as a full step.
+    """
+    if trials < 0:
+        raise ValueError("trials must be non-negative")
+    steps = solution_steps(problem)
+    out = []
+    for a, op, b, result in steps:
+        wrong = [d for d in range(10) if d != result]
+        head = f"{a}{op}{b}=" if written else ""
+        out.append(head + "".join(str(rng.choice(wrong)) for _ in range(trials)) + str(result))
+    return "".join(f"{text}{STEP_SEPARATOR}" for text in out) + f"\\boxed{{{steps[-1][3]}}}"
 
 
 def _wrong_step(a: int, op: str, b: int, rng: random.Random) -> tuple[int, str, int, int]:
