@@ -135,7 +135,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(to_markdown(format_cells(table, ci=True)))
     truncated = int((samples["finish_reason"] == "length").sum())
     accuracy_s = time.perf_counter() - started
-    config = {k: v for k, v in vars(args).items() if k not in ("out_dir", "samples_dir")} | {"backend": engine}
+    config = {k: v for k, v in vars(args).items() if k not in ("out_dir", "samples_dir", "quiet")} | {"backend": engine}
     write_manifest(args.out_dir, config, args.seed, kind="toy-demo-accuracy", samples=str(args.samples_dir),
                    truncated_samples=truncated, seconds=round(accuracy_s, 1), tables=written)
     print(f"\n{truncated} truncated samples (counted wrong); accuracy stage {accuracy_s:.0f} s")
