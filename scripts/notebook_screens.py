@@ -116,9 +116,20 @@ def problems(nb: nbformat.NotebookNode) -> list[str]:
 
 
 def strip_volatile(nb: nbformat.NotebookNode) -> None:
-    """Drop per-run timestamps so re-executing unchanged code changes only what the code computed."""
+    """Drop per-run timestamps, and join consecutive prints to one stream (the kernel splits them by
+    timing), so re-executing unchanged code changes only what the code computed."""
     for cell in nb.cells:
         cell.metadata.pop("execution", None)
+        joined: list[nbformat.NotebookNode] = []
+        for out in cell.get("outputs", []):
+            last = joined[-1] if joined else None
+            if (out.output_type == "stream" and last is not None and last.output_type == "stream"
+                    and last.name == out.name):
+                last.text += out.text
+            else:
+                joined.append(out)
+        if "outputs" in cell:
+            cell.outputs = joined
 
 
 def parse_parameters(pairs: Sequence[Sequence[str]]) -> dict[str, Any]:
