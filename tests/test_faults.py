@@ -22,12 +22,20 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+import fault_worker
 import pyarrow.parquet as pq
 import pytest
+from namespaces import needs_namespace
 
-import fault_worker
 from workbench.errors import UserError, main_guard
-from workbench.locking import LOCK_FILE, PENDING, FolderLocked, folder_lock, holder, replace_set
+from workbench.locking import (
+    LOCK_FILE,
+    PENDING,
+    FolderLocked,
+    folder_lock,
+    holder,
+    replace_set,
+)
 from workbench.records import CORRUPT_DIR, SAMPLE_SCHEMA, ShardStore, read_records
 from workbench.runs import CorruptManifest, read_manifest, run_status, write_manifest
 
@@ -36,15 +44,6 @@ WORKER = [sys.executable, str(REPO / "tests" / "fault_worker.py")]
 UNITS = len(fault_worker.TIERS) * fault_worker.PER_TIER
 
 
-def _namespace_mounts() -> str | None:
-    """Why a user+mount namespace (for a tmpfs or a read-only bind mount) cannot be made here, else None."""
-    if shutil.which("unshare") is None:
-        return "the unshare tool is not installed"
-    probe = subprocess.run(["unshare", "-rm", "sh", "-c", "mount -t tmpfs tmpfs /mnt"], capture_output=True, text=True)
-    return None if probe.returncode == 0 else f"unshare -rm cannot mount a tmpfs here: {probe.stderr.strip()}"
-
-
-NO_NAMESPACE = _namespace_mounts()
 
 
 def _outputs(folder: Path) -> dict[str, bytes]:
@@ -365,7 +364,7 @@ def test_a_full_disk_mid_run_is_one_line_and_the_rerun_is_exact(tmp_path, refere
     assert _tables(tmp_path / "tables") == reference and not _leftovers(tmp_path)
 
 
-@pytest.mark.skipif(NO_NAMESPACE is not None, reason=f"needs a mount namespace: {NO_NAMESPACE}")
+@needs_namespace
 def test_a_real_disk_that_fills_mid_run_is_one_line_and_the_rerun_on_more_space_is_exact(tmp_path, reference):
     """Samples on a 28 kB tmpfs: the third shard finds no room; after a remount with room, the rerun."""
     mount, samples = tmp_path / "mnt", tmp_path / "mnt" / "samples"
@@ -552,7 +551,7 @@ def test_the_served_teacher_health_check_passes_long_after_the_servers_start(tmp
 
 
 # ------------------------------------------------------------------------------ read-only results
-@pytest.mark.skipif(NO_NAMESPACE is not None, reason=f"needs a mount namespace: {NO_NAMESPACE}")
+@needs_namespace
 @pytest.mark.parametrize("command, where", [
     ("-m analysis.cli figures", "results/figures/"),
     ("scripts/demo.py --toy-size 1 --n 2 --backend hf --skip-analysis --quiet", "results/"),

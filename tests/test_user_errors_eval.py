@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from namespaces import needs_namespace
 
 import eval.tables as tables_mod
 from eval.reproduce import check_model
@@ -43,16 +44,6 @@ def _one_error_line(proc: subprocess.CompletedProcess) -> str:
     return lines[0]
 
 
-def _namespace_mounts() -> str | None:
-    """Why a user+mount namespace (for a read-only or tiny tmpfs) cannot be made here, else None."""
-    if shutil.which("unshare") is None:
-        return "the unshare tool is not installed"
-    probe = subprocess.run(["unshare", "-rm", "sh", "-c", "mount -t tmpfs tmpfs /mnt"], capture_output=True, text=True)
-    return None if probe.returncode == 0 else f"unshare -rm cannot mount a tmpfs here: {probe.stderr.strip()}"
-
-
-NO_NAMESPACE = _namespace_mounts()
-needs_namespace = pytest.mark.skipif(NO_NAMESPACE is not None, reason=f"needs a mount namespace: {NO_NAMESPACE}")
 
 
 def _in_tmpfs(mount: Path, options: str, command: str) -> subprocess.CompletedProcess:
