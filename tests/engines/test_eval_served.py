@@ -66,7 +66,8 @@ def test_two_server_replicas_sample_what_the_in_process_engine_samples(tmp_path,
                        f"{served_teacher.url},{second_served_teacher.url}", "--concurrency", "2",
                        key=served_teacher.key)
     took = (_answered(served_teacher) - before[0], _answered(second_served_teacher) - before[1])
-    assert took[0] > 0 and took[1] > 0 and sum(took) == 12, took  # 12 problems, one request each
+    # 12 problems, one request of 4 samples each: vLLM counts a success per request or per sample
+    assert took[0] > 0 and took[1] > 0 and sum(took) in (12, 48), took
     engine = _evaluate(tmp_path / "engine", data, "--backend", "vllm", key=served_teacher.key)
     assert len(served) == 12 * 4
     pd.testing.assert_frame_equal(served, engine)
