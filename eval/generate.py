@@ -19,7 +19,6 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Mapping, Sequence
-from contextlib import nullcontext
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -34,7 +33,7 @@ from workbench.models import Sampler, SamplingConfig
 from workbench.records import TOKEN_IDS, Problem, ShardStore
 from workbench.sampling import accuracy, render_prompts, sample_and_grade
 from workbench.stages import (
-    ResumeMismatch, WorkUnit, check_identity, derive_seed, model_name, run_units, sha256_lines, stage, weights_sha256,
+    ResumeMismatch, WorkUnit, derive_seed, model_name, run_units, sha256_lines, stage, weights_sha256,
 )
 
 log = logging.getLogger(__name__)
@@ -165,11 +164,7 @@ def generate_samples(
         raise ResumeMismatch(f"{out} holds samples without token ids; use another folder for samples with them")
     identity = {k: config[k] for k in IDENTITY_FIELDS}
     world = current_world()
-    # Rank 0 locks the folder, verifies its shards and writes its manifest; the others check it then.
-    with stage(out, identity, sampling.seed, config=config, store=store) if world.is_writer else nullcontext():
-        world.barrier()
-        if not world.is_writer:
-            check_identity(out, identity)
+    with stage(out, identity, sampling.seed, config=config, store=store):
         cache = GradeCache(_cache_file(out, cache_path, world)) if grade else None
 
         def produce(unit: WorkUnit) -> pd.DataFrame:

@@ -32,12 +32,12 @@ from typing import Any
 import pandas as pd
 from tqdm.auto import tqdm
 
-from workbench.distributed import World
+from workbench.distributed import World, current_world
 from workbench.errors import UserError
 from workbench.layout import REPO_ROOT
 from workbench.locking import folder_lock
 from workbench.records import ShardStore
-from workbench.runs import MANIFEST, launch_rank_and_world, read_manifest, run_folder
+from workbench.runs import MANIFEST, read_manifest, run_folder
 
 log = logging.getLogger(__name__)
 
@@ -143,18 +143,20 @@ def stage(folder: str | os.PathLike, identity: Mapping[str, Any], seed: int | No
     The manifest config is ``{"identity": identity}``, or ``config`` when given, which must then hold
     the identity's fields as its own (see :func:`check_identity`). ``extra`` goes into the manifest
     beside the config (e.g. a ``kind``). The shards of ``store`` (a store in ``folder``) are verified
-    before the manifest is rewritten, and bad ones set aside (see :meth:`ShardStore.verify`). Ranks
-    other than 0 of a distributed launch neither lock nor verify: rank 0 does, before they start.
+    before the manifest is rewritten, and bad ones set aside (see :meth:`ShardStore.verify`). Among the
+    workers of a distributed launch, rank 0 alone locks, verifies and writes the manifest; the others
+    wait for it, then check the folder against their identity.
     """
     if config is not None:
         missing = [k for k in identity if k not in config or config[k] != identity[k]]
         if missing:
             raise ValueError(f"config must hold the identity fields {missing} as they are")
     manifest_config = {IDENTITY: dict(identity)} if config is None else config
-    if launch_rank_and_world()[0] != 0:
+    world = current_world()
+    if not world.is_writer:
+        world.barrier()  # rank 0 has locked, verified and written the manifest
         check_identity(folder, identity)
-        with run_folder(folder, manifest_config, seed, **extra) as path:
-            yield path
+        yield Path(folder)
         return
     with folder_lock(folder):
         check_identity(folder, identity)
@@ -162,6 +164,7 @@ def stage(folder: str | os.PathLike, identity: Mapping[str, Any], seed: int | No
             recorded = read_manifest(folder).get("files", {}) if (Path(folder) / MANIFEST).is_file() else {}
             store.verify(recorded)
         with run_folder(folder, manifest_config, seed, **extra) as path:
+            world.barrier()
             yield path
 
 

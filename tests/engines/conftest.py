@@ -195,20 +195,21 @@ class LiveServer:
         return "\n".join(text.splitlines()[-lines:])
 
 
-@pytest.fixture(scope="session")
-def _server() -> Iterator[LiveServer]:
+def _live_server() -> Iterator[LiveServer]:
     server = LiveServer(TEACHER_DIR, SERVER_KEY)
     server.start()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def _server() -> Iterator[LiveServer]:
+    yield from _live_server()
 
 
 @pytest.fixture(scope="session")
 def _second_server() -> Iterator[LiveServer]:
-    server = LiveServer(TEACHER_DIR, SERVER_KEY)
-    server.start()
-    yield server
-    server.stop()
+    yield from _live_server()
 
 
 @pytest.fixture(scope="session", autouse=True)
