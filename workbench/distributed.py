@@ -87,6 +87,20 @@ def join_world(*, scrub: bool = True, timeout_s: float | None = None) -> World:
     return world
 
 
+def process_group_world(timeout_s: float | None = None) -> World:
+    """The processes of a launch that has already initialised torch.distributed (accelerate, a trainer)
+    as stage workers: their ranks, with a gloo group of their own beside the launch's default group, so
+    a barrier neither needs nor disturbs the GPUs' collective backend. A lone process is a world of one."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return World()
+    timeout = timeout_s or float(os.environ.get(BARRIER_TIMEOUT_ENV, DEFAULT_BARRIER_TIMEOUT_S))
+    group = dist.new_group(backend="gloo", timeout=datetime.timedelta(seconds=timeout))
+    return World(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")),
+                 int(os.environ.get("LOCAL_WORLD_SIZE", "1")), group)
+
+
 def leave_world() -> None:
     """Forget the joined world (tests, and a process that runs several launches in turn)."""
     global _current

@@ -136,7 +136,7 @@ def check_identity(folder: str | os.PathLike, identity: Mapping[str, Any]) -> No
 @contextmanager
 def stage(folder: str | os.PathLike, identity: Mapping[str, Any], seed: int | None, *,
           config: Mapping[str, Any] | None = None, store: ShardStore | None = None,
-          **extra: Any) -> Iterator[Path]:
+          world: World | None = None, **extra: Any) -> Iterator[Path]:
     """A locked stage folder, checked against ``identity`` first, whose manifest says "running" until
     the body finishes, then "finished", "failed" or "interrupted".
 
@@ -145,14 +145,14 @@ def stage(folder: str | os.PathLike, identity: Mapping[str, Any], seed: int | No
     beside the config (e.g. a ``kind``). The shards of ``store`` (a store in ``folder``) are verified
     before the manifest is rewritten, and bad ones set aside (see :meth:`ShardStore.verify`). Among the
     workers of a distributed launch, rank 0 alone locks, verifies and writes the manifest; the others
-    wait for it, then check the folder against their identity.
+    wait for it, then check the folder against their identity. ``world`` defaults to the joined one.
     """
     if config is not None:
         missing = [k for k in identity if k not in config or config[k] != identity[k]]
         if missing:
             raise ValueError(f"config must hold the identity fields {missing} as they are")
     manifest_config = {IDENTITY: dict(identity)} if config is None else config
-    world = current_world()
+    world = world or current_world()
     if not world.is_writer:
         world.barrier()  # rank 0 has locked, verified and written the manifest
         check_identity(folder, identity)
