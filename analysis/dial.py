@@ -449,12 +449,23 @@ def gap_contrast(results: Path, low: str, high: str) -> dict[str, float]:
     return {"difference": diff, "ci": half, "p_value": p, "df": float(df)}
 
 
-def spread_ess_of(world: str, results: Path = DIAL_DIR) -> dict[str, float]:
-    """ESS/n at tau 1 per path (mean over all subsets) of a world's committed spread measurement."""
+def spread_folder(world: str, results: Path = DIAL_DIR) -> Path:
+    """Where a world's spread measurement is committed (the committed world's is the toy world's own)."""
     from workbench.layout import TOY_RESULTS
 
-    folder = TOY_RESULTS / "spread" if world == "low" else results / world / "spread"
-    path = folder / "ess.csv"
+    return TOY_RESULTS / "spread" if world == "low" else results / world / "spread"
+
+
+def per_rollout_of(world: str, results: Path = DIAL_DIR) -> pd.DataFrame:
+    """Every base-student rollout of a world's spread measurement, with its correctness and both log-PPLs."""
+    from analysis.spread import read_per_rollout
+
+    return read_per_rollout(spread_folder(world, results) / "per_rollout.parquet")
+
+
+def spread_ess_of(world: str, results: Path = DIAL_DIR) -> dict[str, float]:
+    """ESS/n at tau 1 per path (mean over all subsets) of a world's committed spread measurement."""
+    path = spread_folder(world, results) / "ess.csv"
     if not path.is_file():
         return {}
     table = pd.read_csv(path)

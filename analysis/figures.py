@@ -622,3 +622,76 @@ def regenerate(results_dir: str | os.PathLike = "results", out_dir: str | os.Pat
             if (folder / MANIFEST).is_file() and "figures" in read_manifest(folder):
                 _remove_stale_folder(folder)
     return written
+
+
+DIAL_VARIANT_COLOURS = {"scope": OKABE_ITO["vermillion"], "scope-uniform": OKABE_ITO["orange"],
+                        "opd": OKABE_ITO["blue"], "opd-32x1": OKABE_ITO["sky blue"], "opd-8xsteps": "#999999"}
+"""SCOPE's two arms in its hue family, OPD and its compute-matched controls in OPD's."""
+
+
+def dial_spread(per_rollout: dict[str, pd.DataFrame]) -> Figure:
+    """What SCOPE's student-side (MLE) weights have to weigh in each dial world: the student's per-token
+    log-PPL of each correct rollout against its group's mean, and how far each group's weights at tau = 1
+    are from uniform (ECDF of ESS/n over groups with two or more correct rollouts)."""
+    fig, (left, right) = plt.subplots(1, 2, figsize=(2 * COLUMN_WIDTH, 2.2))
+    for (world, frame), colour in zip(per_rollout.items(), ordered_palette(len(per_rollout))):
+        correct = frame[frame["correct"].astype(bool)]
+        centred = correct["student_log_ppl"] - correct.groupby(["benchmark", "problem_id"])[
+            "student_log_ppl"].transform("mean")
+        left.hist(centred, bins=np.linspace(-1.5, 1.5, 61), histtype="step", density=True, color=colour, label=world)
+        ess = effective_sample_size(tau_sweep(prepare(frame), [1.0]))
+        mle = np.sort(ess.loc[(ess["path"] == "mle") & (ess["n"] >= 2), "ess_frac"].to_numpy())
+        right.step(mle, np.arange(1, len(mle) + 1) / len(mle), where="post", color=colour,
+                   label=f"{world} (mean {mle.mean():.3f})")
+    left.set_xlabel("student log-PPL − group mean (nats/token)")
+    left.set_ylabel("density (correct rollouts)")
+    left.legend(title="world")
+    right.set_xlabel("ESS/n of a group's MLE-path weights, τ = 1")
+    right.set_ylabel("fraction of groups")
+    right.set_xlim(None, 1.005)
+    right.legend(title="world", loc="upper left")
+    for ax in (left, right):
+        ax.grid(axis="y", linewidth=0.3, alpha=0.6)
+    sns.despine(fig)
+    fig.tight_layout()
+    return fig
+
+
+def dial_curves(traces: pd.DataFrame, labels: dict[str, str]) -> Figure:
+    """Held-out accuracy against the rollouts trained on, per variant of one world's dose-response (seeds
+    banded), so OPD's compute-matched controls line up with SCOPE by compute rather than by step."""
+    fig, ax = plt.subplots(figsize=(COLUMN_WIDTH, 3.0))
+    held = traces.dropna(subset=["heldout"])
+    per_step = traces.groupby("variant")["rollouts_per_update"].mean()
+    for variant, colour in DIAL_VARIANT_COLOURS.items():
+        part = held[held["variant"] == variant]
+        if part.empty:
+            continue
+        seed_band(ax, part.assign(rollouts=part["step"] * per_step[variant]), "rollouts", "heldout", colour,
+                  labels.get(variant, variant))
+    ax.set_xlabel("rollouts trained on")
+    ax.set_ylabel("held-out accuracy (%)")
+    ax.legend(title=seed_note(held["seed"].unique()), loc="upper center", bbox_to_anchor=(0.5, -0.25), ncol=2)
+    ax.grid(axis="y", linewidth=0.3, alpha=0.6)
+    sns.despine(fig)
+    fig.tight_layout()
+    return fig
+
+
+def dose_response_figure(table: pd.DataFrame) -> Figure:
+    """Each dial world's SCOPE − uniform-weights gap (paired over seeds, 95 % interval) against how far its
+    MLE-path weights are from uniform (ESS/n at tau = 1 on the base student's rollouts)."""
+    fig, ax = plt.subplots(figsize=(COLUMN_WIDTH, 2.3))
+    colours = ordered_palette(len(table))
+    for (_, row), colour in zip(table.iterrows(), colours):
+        ax.errorbar(row["mle_ess_frac"], row["scope - scope-uniform"], yerr=row["scope - scope-uniform ci"],
+                    marker="o", capsize=2, color=colour, label=f"{row['world']} ({int(row['seeds'])} seeds)")
+    ax.axhline(0.0, color=OKABE_ITO["black"], linewidth=0.6)
+    ax.invert_xaxis()  # weights further from uniform to the right
+    ax.set_xlabel("MLE-path ESS/n at τ = 1 (lower: the weights weigh more)")
+    ax.set_ylabel("SCOPE − uniform weights\n(Avg@n, points)")
+    ax.legend(title="world", loc="best")
+    ax.grid(axis="y", linewidth=0.3, alpha=0.6)
+    sns.despine(fig)
+    fig.tight_layout()
+    return fig

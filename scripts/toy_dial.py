@@ -53,7 +53,22 @@ def report(results: Path) -> str:
                     wall_seconds={"reporting_s": round(time.perf_counter() - started, 2)}) as out:
         (out / "dose_response.md").write_text(text)
         table.round(4).to_csv(out / "dose_response.csv", index=False)
+        draw_figures(results, done, out)
     return text
+
+
+def draw_figures(results: Path, worlds: Sequence[str], out: Path) -> None:
+    """The dose-response point of every world, the spread its weights act on, and each world's learning curves."""
+    from analysis import figures
+    from workbench.plotting import house_style, save_figure
+
+    with house_style():
+        save_figure(figures.dose_response_figure(dial.dose_response(results)), out, "dose_response")
+        save_figure(figures.dial_spread({w: dial.per_rollout_of(w, results) for w in worlds}), out, "spread")
+        for world in worlds:
+            result, cfg = dial.load(world, results)
+            labels = {v.name: v.label for v in dial.variants(cfg)}
+            save_figure(figures.dial_curves(result.traces, labels), out, f"curves_{world}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -123,6 +123,21 @@ def test_committed_dose_response_table_recomputes():
     pd.testing.assert_frame_equal(dial.dose_response().round(4), pd.read_csv(path), check_dtype=False)
 
 
+def test_committed_dial_figures_redraw_byte_for_byte_from_committed_data(tmp_path: Path):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("toy_dial", REPO_ROOT / "scripts" / "toy_dial.py")
+    toy_dial = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(toy_dial)
+    worlds = _committed_worlds()
+    toy_dial.draw_figures(DIAL_DIR, worlds, tmp_path)
+    drawn = sorted(p.name for p in tmp_path.iterdir())
+    assert drawn == sorted(f"{stem}.{ext}" for stem in ("dose_response", "spread", *(f"curves_{w}" for w in worlds))
+                           for ext in ("pdf", "png"))
+    for name in drawn:
+        assert (tmp_path / name).read_bytes() == (DIAL_DIR / "report" / name).read_bytes(), name
+
+
 @pytest.mark.slow
 def test_quick_dose_response_end_to_end(tmp_path: Path):
     """The CI variant: every variant trained and sampled, base with its own sampling seeds, tables from counts."""
