@@ -215,6 +215,7 @@ bench: $(STAMP)  ## benchmarks, each a ratio against a baseline measured in the 
 	$(PY) benchmarks/bench_step.py
 	$(PY) benchmarks/bench_eval_workers.py
 	$(if $(wildcard $(VLLM_STAMP)),$(VLLM_PY) benchmarks/bench_engines.py,@echo "bench_engines: skipped, needs make setup-vllm")
+	$(if $(wildcard $(VLLM_STAMP)),$(VLLM_PY) benchmarks/bench_teacher_scoring.py,@echo "bench_teacher_scoring: skipped, needs make setup-vllm")
 
 clean:  ## remove run outputs that are not committed
 	rm -rf results/runs results/toy/runs .pytest_cache
