@@ -33,6 +33,7 @@ SMALL = {
     "06_weights": ({"runs": ["results/toy/training_logs/scope/seed0"], "taus": [0.5, 2.0]}, "at τ = 2"),
     "07_toy_experiments": ({"experiments": ["tau", "main"], "live": True, "live_steps": 1, "live_problems_per_tier": 2,
                             "live_n": 2, "live_tiers": ["toy-2"]}, "tau (live): 2 seeds of 1 steps"),
+    "08_spread_dial": ({"world": "high", "taus": [0.5, 1.0]}, "world 'high':"),
 }
 
 
