@@ -75,6 +75,7 @@ from train.scope import (
 )
 from train.snapshots import FLUSH_ROWS, RowMeta, rollout_row, snapshot_store
 from workbench.checks import check_logprobs
+from workbench.grading import GradingPool
 from workbench.models import Scorer, check_same_vocab
 from workbench.models.base import Completion
 from workbench.perplexity import log_perplexity
@@ -308,10 +309,14 @@ class ScopeTrainer(ExactResume, GRPOTrainer):
             self._snapshot_rows = []
 
     def train(self, *args: Any, **kwargs: Any) -> Any:
-        """TRL's train (resumable, see ExactResume); buffered snapshot rows are written when it returns or fails."""
+        """TRL's train (resumable, see ExactResume) with grading workers of its own for the reward, stopped
+        when it ends; buffered snapshot rows are written when it returns or fails."""
         try:
-            return super().train(*args, **kwargs)
+            with GradingPool(self.correctness.workers) as pool:
+                self.correctness.pool = pool
+                return super().train(*args, **kwargs)
         finally:
+            self.correctness.pool = None
             self._flush_snapshots()
 
     def _save_checkpoint(self, model: Any, trial: Any) -> None:
