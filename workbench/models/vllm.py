@@ -157,7 +157,7 @@ class VLLMBackend:
     The engine is built on first use from `model`, `tokenizer`, `seed` and `llm_kwargs` (passed to
     `vllm.LLM`, e.g. `tensor_parallel_size`, `max_model_len`, `gpu_memory_utilization`, `dtype`); an
     already built engine can be handed in as `llm`. On CPU the model's head size is checked first and
-    float32 and a KV cache size are defaulted (see the module docstring). `score_tokens_per_call`
+    float32 and a KV cache size are defaulted (docs/evaluation-at-scale.md). `score_tokens_per_call`
     bounds the tokens of one scoring call, because vLLM returns one Python dict per scored position
     and a training batch of long rollouts would otherwise hold tens of millions of them at once.
 
