@@ -23,11 +23,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from analysis.corrective import bucket_labels, quantile_buckets
+from analysis.corrective import bucket_labels, bucket_summary, quantile_buckets
 from analysis.rollouts import score_rollouts
 from analysis.stats import attempt, jonckheere_terpstra, logistic_regression, monotonicity, spearman
 from eval.generate import generate_samples
-from eval.metrics import bootstrap_ci
 from eval.tables import to_markdown
 from workbench.models import Backend, SamplingConfig
 from workbench.records import SAMPLE_KEY, Problem
@@ -86,28 +85,6 @@ def solve_counts(samples: pd.DataFrame) -> pd.DataFrame:
             .assign(solve_rate=lambda f: f["n_solved"] / f["n_samples"]))
 
 
-def bucket_summary(per_rollout: pd.DataFrame, n_buckets: int, *, level: float = 0.95, n_boot: int = 2000,
-                   seed: int = 0) -> pd.DataFrame:
-    """Per student-PPL bucket: size, mean PPL/NLL, mean solve rate and the share of boundary problems
-    (solved sometimes) and of always-solved problems, in percent with bootstrap intervals over rollouts."""
-    rows = []
-    for b in bucket_labels(n_buckets):
-        part = per_rollout[per_rollout["bucket"] == b]
-        row: dict[str, Any] = {
-            "bucket": b, "n_rollouts": len(part),
-            "n_problems": part[["benchmark", "problem_id"]].drop_duplicates().shape[0],
-            "student_ppl_mean": float(np.exp(part["student_log_ppl"]).mean()) if len(part) else np.nan,
-            "student_nll_mean": float(part["student_log_ppl"].mean()) if len(part) else np.nan,
-        }
-        if len(part):
-            rate = part["solve_rate"].to_numpy()
-            for name, values in (("solve", rate), ("sometimes", (rate > 0) & (rate < 1)), ("always", rate == 1)):
-                mean, lo, hi = bootstrap_ci(100.0 * values.astype(float), level, n_boot, seed)
-                row.update({f"{name}_pct": mean, f"{name}_ci_lo": lo, f"{name}_ci_hi": hi})
-        rows.append(row)
-    return pd.DataFrame(rows)
-
-
 def boundary_statistics(per_rollout: pd.DataFrame, n_buckets: int, *, level: float = 0.95) -> dict[str, Any]:
     """Tests of "higher student PPL on a correct rollout, lower solve rate of its problem".
 
@@ -150,7 +127,11 @@ def analyse_boundary(correct: pd.DataFrame, solve: pd.DataFrame, cfg: BoundaryCo
         raise ValueError(f"{int(unmatched.sum())} correct rollouts have no fresh samples of their problem, "
                          f"e.g. {first['benchmark']}/{first['problem_id']}")
     per_rollout = per_rollout.sort_values(["bucket", *SAMPLE_KEY]).reset_index(drop=True)
-    buckets = bucket_summary(per_rollout, cfg.n_buckets, level=cfg.level, n_boot=cfg.n_boot, seed=cfg.seed)
+    rate = per_rollout["solve_rate"]
+    shares = per_rollout.assign(sometimes=(rate > 0) & (rate < 1), always=rate == 1)  # boundary, always-solved
+    buckets = bucket_summary(shares, cfg.n_buckets, "student",
+                             {"solve": "solve_rate", "sometimes": "sometimes", "always": "always"},
+                             level=cfg.level, n_boot=cfg.n_boot, seed=cfg.seed)
     return BoundaryAnalysis(per_rollout, buckets, boundary_statistics(per_rollout, cfg.n_buckets, level=cfg.level))
 
 

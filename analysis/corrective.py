@@ -22,7 +22,7 @@ import hashlib
 import json
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -37,7 +37,7 @@ from eval.generate import generate_samples
 from eval.metrics import bootstrap_ci
 from eval.reference import PAPER_SOURCE, paper_recovery
 from eval.tables import MetricTable, format_cells, to_markdown, write_tables
-from workbench.grading import GradeCache
+from workbench.grading import GradeCache, GradingPool
 from workbench.models import Backend, SamplingConfig
 from workbench.records import SAMPLE_KEY, Problem, ShardStore
 from workbench.sampling import grade_rows
@@ -231,12 +231,12 @@ def continue_from_prefixes(teacher: Backend, wrong: pd.DataFrame, cfg: Correctiv
                     "response": prefix + completion.text, "answer": row["answer"],
                     "n_tokens": completion.n_tokens, "finish_reason": completion.finish_reason,
                 })
-        grade_rows(rows, workers=grade_workers, cache=cache, progress=False)
+        grade_rows(rows, grader=grader, cache=cache, progress=False)
         for r in rows:
             del r["response"], r["answer"]
         return pd.DataFrame(rows)
 
-    with stage(out, identity, cfg.seed, store=store):
+    with stage(out, identity, cfg.seed, store=store), GradingPool(grade_workers) as grader:
         run_units(store, units, produce, desc=f"continuations {model_name(teacher)}", progress=progress)
     frame = store.read()
     expected = len(items) * cfg.n_continuations
@@ -341,22 +341,25 @@ def recovery_table(per_rollout: pd.DataFrame, n_buckets: int, *, level: float = 
     return MetricTable(metric="recovery rate (%)", values=values, ci_lo=lo, ci_hi=hi)
 
 
-def bucket_summary(per_rollout: pd.DataFrame, n_buckets: int, *, level: float = 0.95, n_boot: int = 2000,
-                   seed: int = 0) -> pd.DataFrame:
-    """Per bucket: rollouts, problems, mean teacher PPL / NLL and the teacher's from-scratch solve rate."""
-    rollouts = per_rollout.drop_duplicates(list(SAMPLE_KEY))
+def bucket_summary(per_rollout: pd.DataFrame, n_buckets: int, model: str, rates: Mapping[str, str], *,
+                   level: float = 0.95, n_boot: int = 2000, seed: int = 0) -> pd.DataFrame:
+    """Per PPL bucket: rollouts, problems, mean ``<model>`` PPL and NLL (``<model>_ppl_mean``,
+    ``<model>_nll_mean`` from ``<model>_log_ppl``) and, for each ``name: column`` of ``rates`` (values in
+    0..1), its mean in percent with a bootstrap interval over rows (``name_pct``, ``name_ci_lo``,
+    ``name_ci_hi``). The recovery and the boundary analyses summarise their buckets alike through it."""
     rows = []
     for b in bucket_labels(n_buckets):
-        part = rollouts[rollouts["bucket"] == b]
+        part = per_rollout[per_rollout["bucket"] == b]
         row: dict[str, Any] = {
             "bucket": b, "n_rollouts": len(part),
             "n_problems": part[["benchmark", "problem_id"]].drop_duplicates().shape[0],
-            "teacher_ppl_mean": float(np.exp(part["teacher_log_ppl"]).mean()) if len(part) else np.nan,
-            "teacher_nll_mean": float(part["teacher_log_ppl"].mean()) if len(part) else np.nan,
+            f"{model}_ppl_mean": float(np.exp(part[f"{model}_log_ppl"]).mean()) if len(part) else np.nan,
+            f"{model}_nll_mean": float(part[f"{model}_log_ppl"].mean()) if len(part) else np.nan,
         }
-        if "teacher_solve_rate" in part.columns and len(part):
-            mean, lo, hi = bootstrap_ci(100.0 * part["teacher_solve_rate"].to_numpy(), level, n_boot, seed)
-            row.update(teacher_solve_pct=mean, teacher_solve_ci_lo=lo, teacher_solve_ci_hi=hi)
+        if len(part):
+            for name, column in rates.items():
+                mean, lo, hi = bootstrap_ci(100.0 * part[column].to_numpy().astype(float), level, n_boot, seed)
+                row.update({f"{name}_pct": mean, f"{name}_ci_lo": lo, f"{name}_ci_hi": hi})
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -429,7 +432,9 @@ def analyse_recovery(wrong: pd.DataFrame, continuations: pd.DataFrame, cfg: Corr
         table = MetricTable(table.metric, table.values, table.ci_lo, table.ci_hi, paper=paper)
     else:
         log.info("the paper reports quartiles; with %d buckets no paper values are shown", cfg.n_buckets)
-    buckets = bucket_summary(per_rollout, cfg.n_buckets, level=cfg.level, n_boot=cfg.n_boot, seed=cfg.seed)
+    solve = {"teacher_solve": "teacher_solve_rate"} if "teacher_solve_rate" in per_rollout.columns else {}
+    buckets = bucket_summary(per_rollout.drop_duplicates(list(SAMPLE_KEY)), cfg.n_buckets, "teacher", solve,
+                             level=cfg.level, n_boot=cfg.n_boot, seed=cfg.seed)
     statistics = recovery_statistics(per_rollout, cfg.n_buckets, level=cfg.level)
     statistics["n_wrong_rollouts"] = int(per_rollout.drop_duplicates(list(SAMPLE_KEY)).shape[0])
     statistics["n_continuations"] = int(per_rollout["n_continuations"].sum())

@@ -1,21 +1,7 @@
 """The spread dial's dose-response: does SCOPE's weighting matter more when the weights have more to weigh?
 
-Each dial world (``workbench.toy.DIAL_WORLDS``; docs/toy-dial.md) has its own student, whose correct rollouts
-differ more or less in the student's perplexity (ESS/n of the MLE-path weights from about 1 to well below).
-In every world the same variants are trained from that student with the same seeds:
-
-* SCOPE; SCOPE with uniform weights (the paper's "w/o DPAW": same routing, no perplexity weighting);
-* OPD as in the paper (4 prompts x 1 rollout a step), and two compute-matched controls: OPD with SCOPE's
-  rollouts per step from more prompts (32 prompts x 1), and OPD given 8x the steps (the same rollouts in all);
-* the base student, sampled with as many sampling seeds as there are training seeds, so its own sampling
-  noise is inside every "method - base" interval.
-
-Every run logs its held-out accuracy every few steps (the learning curve) and, for the routed methods, the
-ESS/n of its weights on the rollouts it trains on; the last checkpoint is sampled ``n`` times on the test
-tiers. The answer to "does the gap grow as ESS/n falls" is the SCOPE - uniform paired difference per world
-against that world's ESS/n, and the difference of the gaps between the lowest- and highest-ESS worlds.
-Committed per world (``results/toy/dial/<world>/dose/``): per-problem counts, per-step traces of every run,
-tables and a manifest with the commands, commit, versions and wall times of training, sampling and reporting.
+The same variants and seeds are trained in every dial world, so the SCOPE - uniform gap can be read
+against each world's ESS/n. Variants, controls and what is committed: docs/toy-dial.md.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""Tables and figures of the toy experiments, drawn from their committed counts, beside the paper's numbers.
+"""Tables of the toy experiments, from their committed counts, beside the paper's numbers (their figures:
+:mod:`analysis.figures`).
 
 Every cell is "mean ± half-width of the 95 % t interval over seeds", so a reader sees at once whether two
 rows differ by more than the seeds do. The paper's numbers come from ``eval.reference`` and are labelled as
@@ -7,28 +8,21 @@ the paper's: they are for 1.5B-8B models on AIME, not for the toy world, so only
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
-import seaborn as sns
-from matplotlib.ticker import MaxNLocator
-
-import dataclasses
 
 from analysis.experiments import (
-    BASE, COUNTS_COMPRESSION, COUNTS_FILE, EXPERIMENT_RESULTS, EXPERIMENTS, ExperimentConfig, ExperimentResult, analyse,
-    manifest_config, read_counts, t_interval, variants_of,
+    BASE, COUNTS_COMPRESSION, COUNTS_FILE, EXPERIMENT_RESULTS, EXPERIMENTS, METRICS, ExperimentConfig, ExperimentResult,
+    analyse, change_from_base, manifest_config, read_counts,
 )
+from analysis.figures import experiment_figure, paradox_figure
+from eval.reference import PAPER_SOURCE, reference_dir
 from workbench.data import suite_generation
 from workbench.runs import run_folder
-from eval.reference import PAPER_SOURCE, reference_dir
-from workbench.plotting import (
-    BAND_ALPHA, METHOD_COLOURS, TEXT_WIDTH, house_style, method_colours, pass_at_k_panel, save_figure,
-)
 
-METRICS = {"avg": "Avg@{n}", "pass": "Pass@{n} (unbiased, Chen et al.)"}
 NOTE = ("Toy world, {seeds} seeds of {steps} steps each; every checkpoint sampled n={n} times with the toy "
         "tiers' evaluation settings (temperature {g.temperature:g}, top-p {g.top_p:g}, top-k {g.top_k}, at most "
         "{g.max_new_tokens} tokens) on {problems} test problems per tier. Cells: mean over seeds ± half-width of "
@@ -90,23 +84,13 @@ def markdown(result: ExperimentResult, n: int, note: str) -> str:
     return "\n".join(parts)
 
 
-def _change_from_base(curves: pd.DataFrame) -> pd.DataFrame:
-    """Per method and k: mean change of Pass@k from the base student over seeds, and its t half-width."""
-    base = curves[curves["method"] == BASE].groupby("k")["value"].mean()
-    delta = curves[curves["method"] != BASE].assign(change=lambda d: d["value"] - d["k"].map(base))
-    rows = [{"method": method, "k": k, "change": float(part["change"].mean()),
-             "ci": t_interval(part["change"].to_numpy())[0]}
-            for (method, k), part in delta.groupby(["method", "k"], sort=False)]
-    return pd.DataFrame(rows)
-
-
 def paradox_table(result: ExperimentResult) -> pd.DataFrame:
     """Mean Pass@k per method and k, and each method's change from the base student (± t half-width
     over seeds; the base is one model sampled once, so the interval is the trained method's)."""
     curves = result.curves
     table = curves.groupby(["method", "k"], sort=False)["value"].mean().unstack("k").map(lambda v: f"{v:.1f}")
     if BASE in set(curves["method"]):
-        change = _change_from_base(curves)
+        change = change_from_base(curves)
         cells = change.assign(cell=[_cell(m, h) for m, h in zip(change["change"], change["ci"])])
         delta = cells.pivot(index="method", columns="k", values="cell").reindex(
             [m for m in table.index if m != BASE])
@@ -114,114 +98,6 @@ def paradox_table(result: ExperimentResult) -> pd.DataFrame:
         table = pd.concat([table, delta])
     table.columns = [f"Pass@{k} (unbiased)" for k in table.columns]
     return table
-
-
-def _variant_colours(name: str, labels: list[str]) -> dict[str, tuple]:
-    """Each row's colour: a method its own (workbench.plotting); SCOPE's ablations black, so that in the
-    DPAW figure SCOPE and the OPD control stand out and the ablations read by their labels."""
-    methods = {v.display: v.name if v.name in METHOD_COLOURS else v.name.split("-")[0] for v in variants_of(name)}
-    own = {label: method for label, method in methods.items()
-           if method in METHOD_COLOURS and (method != "scope" or label == "SCOPE")}  # an ablation is not SCOPE
-    colours = method_colours(sorted(set(own.values())))
-    return {label: colours[own[label]] if label in own else (0.0, 0.0, 0.0) for label in labels}
-
-
-def _forest(ax: plt.Axes, summary: pd.DataFrame, metric: str, tier: str, labels: list[str], colours: dict,
-            reference: str | None) -> None:
-    """One tier's panel: a row per variant (first at the top), its mean and 95 % interval, cut at 0 and 100
-    (a rate cannot leave them), and a dashed line at the reference variant's mean."""
-    part = summary[summary["benchmark"] == tier].set_index("label").reindex(labels)
-    y = np.arange(len(labels))[::-1]
-    mean, half = part[metric].to_numpy(dtype=float), part[f"{metric}_ci"].fillna(0).to_numpy(dtype=float)
-    low, high = np.clip(mean - half, 0, 100), np.clip(mean + half, 0, 100)
-    if reference in part.index and np.isfinite(part.at[reference, metric]):
-        ax.axvline(part.at[reference, metric], color=colours[reference], linewidth=0.6, linestyle="--", zorder=1)
-    for yi, label, m, lo, hi in zip(y, labels, mean, low, high):
-        if np.isfinite(m):
-            ax.errorbar(m, yi, xerr=[[m - lo], [hi - m]], fmt="o", ms=3, capsize=1.5, elinewidth=0.8,
-                        color=colours[label], zorder=3)
-    span_lo, span_hi = np.nanmin(low), np.nanmax(high)
-    pad = max(1.5, 0.08 * (span_hi - span_lo))
-    ax.set_xlim(max(-0.8, span_lo - pad), min(100.8, span_hi + pad))  # no tick beyond 0 or 100
-    ax.set_ylim(-0.6, len(labels) - 0.4)
-    ax.set_title(tier, fontsize=7)
-    ax.grid(axis="x", linewidth=0.3, alpha=0.6)
-    ax.xaxis.set_major_locator(MaxNLocator(nbins=3, steps=[1, 2, 5, 10]))
-    ax.tick_params(axis="x", labelsize=6)
-
-
-def figure(result: ExperimentResult, n: int, folder: Path) -> dict[str, Path]:
-    """The experiment's figure: a curve over τ (tau); else one panel per tier and metric, a row per
-    variant with its interval (main, dpaw), so eight variants never crowd one axis
-    (main's Pass@k paradox figure is separate: :func:`paradox_figure`)."""
-    labels = [v.display for v in variants_of(result.name) if v.display in set(result.summary["label"])]
-    with house_style():
-        if result.name == "tau":
-            fig, axes = plt.subplots(1, 2, figsize=(TEXT_WIDTH, 2.6))
-            avg = result.summary[result.summary["benchmark"] == "Average"].set_index("label").reindex(labels)
-            taus = [float(label.split("=")[1]) for label in labels]
-            for ax, metric in zip(axes, METRICS):
-                low = np.clip(avg[metric] - avg[f"{metric}_ci"], 0, 100)
-                high = np.clip(avg[metric] + avg[f"{metric}_ci"], 0, 100)
-                ax.errorbar(taus, avg[metric], yerr=[avg[metric] - low, high - avg[metric]], marker="o", capsize=3,
-                            color=METHOD_COLOURS["scope"])
-                ax.set_xscale("log", base=2)
-                ax.set_xticks(taus, [f"{t:g}" for t in taus])
-                ax.set_xlabel("τ (SCOPE's softmax temperature)")
-                ax.set_ylabel(f"{METRICS[metric].format(n=n)} (%), mean of the tiers")
-                ax.grid(axis="y", linewidth=0.3, alpha=0.6)
-            title = "SCOPE on the toy world by τ: mean over seeds, 95 % t interval"
-        else:
-            colours = _variant_colours(result.name, labels)
-            tiers = list(dict.fromkeys(result.summary["benchmark"]))
-            reference = next((v.display for v in variants_of(result.name) if v.name == "scope"), None)
-            fig, axes = plt.subplots(2, len(tiers), figsize=(TEXT_WIDTH, 0.9 + 0.42 * len(labels)), sharey=True,
-                                     squeeze=False)
-            for row, metric in enumerate(METRICS):
-                for ax, tier in zip(axes[row], tiers):
-                    _forest(ax, result.summary, metric, tier, labels, colours, reference)
-                axes[row, 0].set_yticks(np.arange(len(labels))[::-1], labels)
-                axes[row, len(tiers) // 2].set_xlabel(f"{METRICS[metric].format(n=n)} (%)")
-            for label, tick in zip(labels, axes[0, 0].get_yticklabels()):
-                tick.set_color(colours[label])
-            for label, tick in zip(labels, axes[1, 0].get_yticklabels()):
-                tick.set_color(colours[label])
-            title = {"main": "toy main comparison", "dpaw": "toy DPAW ablation"}.get(result.name, f"toy {result.name}")
-            title += (": mean over seeds, 95 % t interval (cut at 0 and 100)"
-                      + (f"; dashed: {reference}'s mean" if reference else ""))
-        sns.despine(fig)
-        fig.suptitle(title, fontsize=8)
-        fig.tight_layout(h_pad=0.8, w_pad=0.3)
-        return save_figure(fig, folder, f"toy_{result.name}")
-
-
-def paradox_figure(result: ExperimentResult, folder: Path) -> dict[str, Path]:
-    """Pass@k against k for the base student and each trained method (band: lowest to highest seed)."""
-    curves = result.curves
-    methods = [v.name for v in variants_of("main")]
-    colours = method_colours(methods)
-    with house_style():
-        fig, axes = plt.subplots(1, 2, figsize=(TEXT_WIDTH, 2.6))
-        pass_at_k_panel(axes[0], curves, colours)
-        axes[0].set_ylim(max(-2.0, curves["value"].min() - 3.0), 101.5)
-        axes[0].set_ylabel("macro Pass@k (%), unbiased")
-        axes[0].set_xlabel("k")
-        axes[0].legend(fontsize=6, frameon=False)
-        change = _change_from_base(curves)
-        for method in methods[1:]:
-            part = change[change["method"] == method]
-            axes[1].plot(part["k"], part["change"], marker="o", color=colours[method], label=method, zorder=3)
-            axes[1].fill_between(part["k"], part["change"] - part["ci"], part["change"] + part["ci"],
-                                 color=colours[method], alpha=BAND_ALPHA, linewidth=0, zorder=1)
-        axes[1].axhline(0, color="0.5", linewidth=0.6)
-        axes[1].set_xscale("log", base=2)
-        ks = sorted(pd.unique(curves["k"]))
-        axes[1].set_xticks(ks, [str(k) for k in ks])
-        axes[1].set_xlabel("k")
-        axes[1].set_ylabel("change from base (points, 95 % t band)")
-        axes[1].grid(axis="y", linewidth=0.3, alpha=0.6)
-        fig.suptitle("toy Pass@k paradox: Pass@1 vs Pass@k after training", fontsize=8)
-        return save_figure(fig, folder, "toy_paradox")
 
 
 def write(result: ExperimentResult, n: int, folder: Path, note: str) -> list[Path]:
@@ -233,7 +109,7 @@ def write(result: ExperimentResult, n: int, folder: Path, note: str) -> list[Pat
     if result.paired is not None:
         result.paired.round(4).to_csv(folder / "paired.csv", index=False)
         written.append(folder / "paired.csv")
-    written += list(figure(result, n, folder).values())
+    written += list(experiment_figure(result, n, folder).values())
     if result.curves is not None:
         result.curves.round(4).to_csv(folder / "pass_at_k.csv", index=False)
         written += [folder / "pass_at_k.csv", *paradox_figure(result, folder).values()]

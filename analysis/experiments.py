@@ -44,6 +44,8 @@ COUNTS_FILE = "counts.csv.gz"
 # gzip without a time stamp: the same counts give the same bytes.
 COUNTS_COMPRESSION = {"method": "gzip", "mtime": 0}
 BASE = "base"
+METRICS = {"avg": "Avg@{n}", "pass": "Pass@{n} (unbiased, Chen et al.)"}
+"""Each reported metric's label; ``{n}`` is the sample count."""
 LEVEL = 0.95
 POWER = 0.80
 
@@ -311,6 +313,16 @@ def pass_at_k_curves(counts: pd.DataFrame, ks: Sequence[int] | None = None) -> p
     seed and k (default 1, 2, 4, ..., n), in column ``value``."""
     curves = pass_at_k_curves_from_counts(counts.rename(columns={"variant": "method"}), ks)
     return curves[curves["benchmark"] == AVERAGE].drop(columns="benchmark").reset_index(drop=True)
+
+
+def change_from_base(curves: pd.DataFrame) -> pd.DataFrame:
+    """Per method and k: mean change of Pass@k from the base student over seeds, and its t half-width."""
+    base = curves[curves["method"] == BASE].groupby("k")["value"].mean()
+    delta = curves[curves["method"] != BASE].assign(change=lambda d: d["value"] - d["k"].map(base))
+    rows = [{"method": method, "k": k, "change": float(part["change"].mean()),
+             "ci": t_interval(part["change"].to_numpy())[0]}
+            for (method, k), part in delta.groupby(["method", "k"], sort=False)]
+    return pd.DataFrame(rows)
 
 
 @dataclass

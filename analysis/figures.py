@@ -1,26 +1,8 @@
-"""Every figure of the workbench, in one house style, regenerated from whatever is under ``results/``.
+"""Every figure of the workbench but evaluation's own Pass@k curves (``eval.curves``), in one house style.
 
-The style and the byte-stable PDF + PNG files are ``workbench.plotting``'s, shared with the
-evaluation's Pass@k curves. Numbers from the paper are always drawn dashed and labelled "paper";
-everything else is this workbench's own measurement.
-
-:func:`regenerate` finds the inputs by their file names, so any folder that holds them is drawn:
-
-* an analysis folder (``recovery.csv`` + ``recovery_rollouts.csv``, ``boundary_buckets.csv`` +
-  ``boundary_rollouts.csv``, ``weights_rollouts.csv``) gives the recovery, PPL-vs-recovery,
-  boundary and weight figures;
-* training runs (``.../<method>/seed<k>/``) give weight snapshots over steps (``snapshots.parquet`` or
-  the trainer's ``snapshots/`` shards, see ``train.snapshots.read_snapshots``) and training dynamics
-  (a ``*.jsonl`` or ``*.csv`` log history with a ``step`` column); ``make train-toy`` copies these
-  small files to ``results/toy/training_logs/``;
-* evaluation sample folders (parquet shards with graded samples) give Pass@k curves.
-
-Folders named ``runs`` below the results folder are not read: they hold the git-ignored checkpoints
-and raw samples a fresh clone lacks, so every committed figure can be redrawn from committed data
-(point ``--results`` at a ``runs`` folder to draw from it on purpose). Figures whose inputs are absent
-are skipped with a logged note, and a figure drawn earlier whose inputs are gone is removed. Each
-output folder gets a manifest listing its figures, the files they were drawn from and the sha256 of
-every file in the folder. Figure files carry no dates or versions: the same inputs give the same bytes.
+:func:`regenerate` (``make figures``) redraws them from the committed data under ``results/``, so a fresh
+clone redraws every committed figure byte for byte; the toy experiments' figures are drawn here too.
+Which inputs give which figure: docs/analysis.md.
 """
 
 from __future__ import annotations
@@ -36,10 +18,12 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import seaborn as sns
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 
+from analysis.experiments import METRICS, ExperimentResult, change_from_base, variants_of
 from analysis.rollouts import ANALYSIS_KIND
 from analysis.stats import logistic_regression
 from analysis.weights import DEFAULT_TAUS, PATH_LABELS, effective_sample_size, prepare, snapshot_weights, tau_sweep
@@ -48,8 +32,8 @@ from eval.curves import pass_at_k_curves
 from eval.reference import PAPER_SOURCE
 from train.snapshots import has_snapshots, read_snapshots
 from workbench.plotting import (
-    COLUMN_WIDTH, OKABE_ITO, PASS_AT_K_LABEL, house_style, legend_columns, method_colours, ordered_palette, palette,
-    pass_at_k_panel, save_figure, seed_band, seed_note,
+    BAND_ALPHA, COLUMN_WIDTH, METHOD_COLOURS, OKABE_ITO, PASS_AT_K_LABEL, TEXT_WIDTH, house_style, legend_columns,
+    method_colours, ordered_palette, palette, pass_at_k_panel, save_figure, seed_band, seed_note,
 )
 from workbench.records import read_records
 from workbench.runs import MANIFEST, read_manifest, write_manifest
@@ -414,6 +398,115 @@ def pass_at_k_figure(samples: pd.DataFrame) -> Figure:
     fig.legend(*ax.get_legend_handles_labels(), loc="lower center", bbox_to_anchor=(0.5, 1.0),
                ncol=legend_columns(methods, 4), title=seed_note(average["seed"]))
     return fig
+
+
+# ------------------------------------------------------------------------------------ toy experiments
+def _variant_colours(name: str, labels: list[str]) -> dict[str, tuple]:
+    """Each row's colour: a method its own (workbench.plotting); SCOPE's ablations black, so that in the
+    DPAW figure SCOPE and the OPD control stand out and the ablations read by their labels."""
+    methods = {v.display: v.name if v.name in METHOD_COLOURS else v.name.split("-")[0] for v in variants_of(name)}
+    own = {label: method for label, method in methods.items()
+           if method in METHOD_COLOURS and (method != "scope" or label == "SCOPE")}  # an ablation is not SCOPE
+    colours = method_colours(sorted(set(own.values())))
+    return {label: colours[own[label]] if label in own else (0.0, 0.0, 0.0) for label in labels}
+
+
+def _forest(ax: Axes, summary: pd.DataFrame, metric: str, tier: str, labels: list[str], colours: dict,
+            reference: str | None) -> None:
+    """One tier's panel: a row per variant (first at the top), its mean and 95 % interval, cut at 0 and 100
+    (a rate cannot leave them), and a dashed line at the reference variant's mean."""
+    part = summary[summary["benchmark"] == tier].set_index("label").reindex(labels)
+    y = np.arange(len(labels))[::-1]
+    mean, half = part[metric].to_numpy(dtype=float), part[f"{metric}_ci"].fillna(0).to_numpy(dtype=float)
+    low, high = np.clip(mean - half, 0, 100), np.clip(mean + half, 0, 100)
+    if reference in part.index and np.isfinite(part.at[reference, metric]):
+        ax.axvline(part.at[reference, metric], color=colours[reference], linewidth=0.6, linestyle="--", zorder=1)
+    for yi, label, m, lo, hi in zip(y, labels, mean, low, high):
+        if np.isfinite(m):
+            ax.errorbar(m, yi, xerr=[[m - lo], [hi - m]], fmt="o", ms=3, capsize=1.5, elinewidth=0.8,
+                        color=colours[label], zorder=3)
+    span_lo, span_hi = np.nanmin(low), np.nanmax(high)
+    pad = max(1.5, 0.08 * (span_hi - span_lo))
+    ax.set_xlim(max(-0.8, span_lo - pad), min(100.8, span_hi + pad))  # no tick beyond 0 or 100
+    ax.set_ylim(-0.6, len(labels) - 0.4)
+    ax.set_title(tier, fontsize=7)
+    ax.grid(axis="x", linewidth=0.3, alpha=0.6)
+    ax.xaxis.set_major_locator(MaxNLocator(nbins=3, steps=[1, 2, 5, 10]))
+    ax.tick_params(axis="x", labelsize=6)
+
+
+def experiment_figure(result: ExperimentResult, n: int, folder: Path) -> dict[str, Path]:
+    """The experiment's figure: a curve over τ (tau); else one panel per tier and metric, a row per
+    variant with its interval (main, dpaw), so eight variants never crowd one axis
+    (main's Pass@k paradox figure is separate: :func:`paradox_figure`)."""
+    labels = [v.display for v in variants_of(result.name) if v.display in set(result.summary["label"])]
+    with house_style():
+        if result.name == "tau":
+            fig, axes = plt.subplots(1, 2, figsize=(TEXT_WIDTH, 2.6))
+            avg = result.summary[result.summary["benchmark"] == "Average"].set_index("label").reindex(labels)
+            taus = [float(label.split("=")[1]) for label in labels]
+            for ax, metric in zip(axes, METRICS):
+                low = np.clip(avg[metric] - avg[f"{metric}_ci"], 0, 100)
+                high = np.clip(avg[metric] + avg[f"{metric}_ci"], 0, 100)
+                ax.errorbar(taus, avg[metric], yerr=[avg[metric] - low, high - avg[metric]], marker="o", capsize=3,
+                            color=METHOD_COLOURS["scope"])
+                ax.set_xscale("log", base=2)
+                ax.set_xticks(taus, [f"{t:g}" for t in taus])
+                ax.set_xlabel("τ (SCOPE's softmax temperature)")
+                ax.set_ylabel(f"{METRICS[metric].format(n=n)} (%), mean of the tiers")
+                ax.grid(axis="y", linewidth=0.3, alpha=0.6)
+            title = "SCOPE on the toy world by τ: mean over seeds, 95 % t interval"
+        else:
+            colours = _variant_colours(result.name, labels)
+            tiers = list(dict.fromkeys(result.summary["benchmark"]))
+            reference = next((v.display for v in variants_of(result.name) if v.name == "scope"), None)
+            fig, axes = plt.subplots(2, len(tiers), figsize=(TEXT_WIDTH, 0.9 + 0.42 * len(labels)), sharey=True,
+                                     squeeze=False)
+            for row, metric in enumerate(METRICS):
+                for ax, tier in zip(axes[row], tiers):
+                    _forest(ax, result.summary, metric, tier, labels, colours, reference)
+                axes[row, 0].set_yticks(np.arange(len(labels))[::-1], labels)
+                axes[row, len(tiers) // 2].set_xlabel(f"{METRICS[metric].format(n=n)} (%)")
+            for label, tick in zip(labels, axes[0, 0].get_yticklabels()):
+                tick.set_color(colours[label])
+            for label, tick in zip(labels, axes[1, 0].get_yticklabels()):
+                tick.set_color(colours[label])
+            title = {"main": "toy main comparison", "dpaw": "toy DPAW ablation"}.get(result.name, f"toy {result.name}")
+            title += (": mean over seeds, 95 % t interval (cut at 0 and 100)"
+                      + (f"; dashed: {reference}'s mean" if reference else ""))
+        sns.despine(fig)
+        fig.suptitle(title, fontsize=8)
+        fig.tight_layout(h_pad=0.8, w_pad=0.3)
+        return save_figure(fig, folder, f"toy_{result.name}")
+
+
+def paradox_figure(result: ExperimentResult, folder: Path) -> dict[str, Path]:
+    """Pass@k against k for the base student and each trained method (band: lowest to highest seed)."""
+    curves = result.curves
+    methods = [v.name for v in variants_of("main")]
+    colours = method_colours(methods)
+    with house_style():
+        fig, axes = plt.subplots(1, 2, figsize=(TEXT_WIDTH, 2.6))
+        pass_at_k_panel(axes[0], curves, colours)
+        axes[0].set_ylim(max(-2.0, curves["value"].min() - 3.0), 101.5)
+        axes[0].set_ylabel("macro Pass@k (%), unbiased")
+        axes[0].set_xlabel("k")
+        axes[0].legend(fontsize=6, frameon=False)
+        change = change_from_base(curves)
+        for method in methods[1:]:
+            part = change[change["method"] == method]
+            axes[1].plot(part["k"], part["change"], marker="o", color=colours[method], label=method, zorder=3)
+            axes[1].fill_between(part["k"], part["change"] - part["ci"], part["change"] + part["ci"],
+                                 color=colours[method], alpha=BAND_ALPHA, linewidth=0, zorder=1)
+        axes[1].axhline(0, color="0.5", linewidth=0.6)
+        axes[1].set_xscale("log", base=2)
+        ks = sorted(pd.unique(curves["k"]))
+        axes[1].set_xticks(ks, [str(k) for k in ks])
+        axes[1].set_xlabel("k")
+        axes[1].set_ylabel("change from base (points, 95 % t band)")
+        axes[1].grid(axis="y", linewidth=0.3, alpha=0.6)
+        fig.suptitle("toy Pass@k paradox: Pass@1 vs Pass@k after training", fontsize=8)
+        return save_figure(fig, folder, "toy_paradox")
 
 
 # ---------------------------------------------------------------------------------- discovery

@@ -1,21 +1,7 @@
 """Statistics for the perplexity analyses: rank correlation, a logistic slope and a trend test.
 
-Three questions are asked of every "perplexity versus outcome" experiment, each answered by a
-different tool so that one test's assumptions cannot carry the conclusion alone:
-
-* Does the outcome move with perplexity at all? Spearman's rank correlation, per unit (a rollout),
-  because perplexity is heavy-tailed and only its order is trusted.
-* How steeply, on a scale that means something? A logistic regression of the binary outcomes
-  (each continuation or sample a Bernoulli trial) on log-perplexity, whose slope is the change in
-  log-odds per nat of mean token NLL, with a Wald interval from the observed information.
-  Fitted here by Newton-Raphson (IRLS), not statsmodels: one binomial fit does not justify
-  statsmodels' dependencies, and this one reports separation the way the analyses need.
-* Is the effect ordered across buckets, Q1 > Q2 > Q3 > Q4, rather than driven by one extreme
-  bucket? The Jonckheere-Terpstra test on the per-unit outcomes of the ordered buckets (a
-  rank test for an ordered alternative, tie-corrected), plus the sign pattern of adjacent
-  bucket means and Spearman's rho between bucket order and bucket mean, which are descriptive.
-
-All functions take plain arrays and reject empty, non-finite or mismatched input with a message.
+Each "perplexity versus outcome" question gets a different tool, so no one test's assumptions carry the
+conclusion alone; which tool answers what: docs/analysis.md.
 """
 
 from __future__ import annotations

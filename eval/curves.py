@@ -4,7 +4,8 @@ A single Pass@32 number hides whether a method raised Avg@k (the curve's left en
 widened what the model can reach (the right end); distillation and RL are known to move the two ends
 differently, so the reproduction tables come with the whole curve. Curves use the unbiased estimator
 of Chen et al. (the paper's bootstrap form differs only in how it treats k close to n). Seeds of one
-method are averaged, with a band from the lowest to the highest seed.
+method are averaged, with a band from the lowest to the highest seed. This is eval's one figures module
+(eval cannot import analysis, where every other figure is drawn); both draw in ``workbench.plotting``'s style.
 """
 
 from __future__ import annotations

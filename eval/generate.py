@@ -28,7 +28,7 @@ import pyarrow.parquet as pq
 
 from workbench.data import MAX_PROBLEM_CHARS, check_text, get_spec
 from workbench.distributed import World, current_world
-from workbench.grading import GradeCache
+from workbench.grading import GradeCache, GradingPool
 from workbench.models import Sampler, SamplingConfig
 from workbench.records import TOKEN_IDS, Problem, ShardStore
 from workbench.sampling import accuracy, render_prompts, sample_and_grade
@@ -164,13 +164,13 @@ def generate_samples(
         raise ResumeMismatch(f"{out} holds samples without token ids; use another folder for samples with them")
     identity = {k: config[k] for k in IDENTITY_FIELDS}
     world = current_world()
-    with stage(out, identity, sampling.seed, config=config, store=store):
+    with stage(out, identity, sampling.seed, config=config, store=store), GradingPool(grade_workers) as grader:
         cache = GradeCache(_cache_file(out, cache_path, world)) if grade else None
 
         def produce(unit: WorkUnit) -> pd.DataFrame:
             chunk, unit_prompts = zip(*unit.items)
             return sample_and_grade(backend, chunk, replace(sampling, seed=unit.seed), prompts=unit_prompts,
-                                    grade=grade, grade_workers=grade_workers, cache=cache, token_ids=token_ids)
+                                    grade=grade, grader=grader, cache=cache, token_ids=token_ids)
 
         run_units(store, units, produce, desc=f"sampling {out.name}", progress=progress, unit="sample", world=world)
         frame = _ordered(store.read(), problems)

@@ -1,18 +1,7 @@
 """Evaluation metrics for sampled reasoning: Avg@k, Pass@k and their confidence intervals.
 
-Two Pass@k definitions coexist on purpose, under plain names, because they disagree:
-
-* :func:`pass_at_k` is the unbiased estimator of Chen et al. (2021), 1 - C(n-c, k) / C(n, k):
-  the chance that k samples drawn *without* replacement from the n hold a correct one.
-* :func:`pass_at_k_bootstrap` is what the SCOPE paper reports: k of the n samples drawn *with*
-  replacement, best taken, averaged over draws. Its exact expectation is 1 - (1 - c/n)^k, which
-  is smaller (at k = n it is not simply "any sample correct").
-  :func:`pass_at_k_bootstrap_mc` repeats the authors' Monte-Carlo draws bit for bit.
-
-Everything is vectorised over problems. Per-problem inputs are either counts (``n`` samples,
-``c`` correct; ragged ``n`` allowed) or the correctness of each sample: a problems x samples
-matrix, or a sequence of 1-D arrays when problems have different numbers of samples.
-Values are fractions in [0, 1]; tables convert to percent.
+Two Pass@k definitions coexist on purpose, because they disagree: :func:`pass_at_k` (unbiased, Chen et
+al.) and :func:`pass_at_k_bootstrap` (what the SCOPE paper reports). How, and input shapes: docs/evaluation.md.
 """
 
 from __future__ import annotations

@@ -1,23 +1,11 @@
 """Reproduce the paper's six-benchmark tables (Avg@k, Pass@k) on the toy world or on a real model.
 
-Three modes, one table builder, so every table is made the same way from samples on disk:
-
-* toy (default): every toy checkpoint found, the base student (method "base") and each trained
-  ``results/toy/runs/<method>/seed<k>/model``, sampled n = 32 times on the six toy tiers;
-* real (``--model``): one model on the six real benchmarks (or a ``--limit`` slice), with the paper's
-  Table 1 shown as labelled reference rows (its models are not this model, so no deltas are drawn,
-  except when the model *is* a paper student evaluated at n = 32);
-* rebuild (``--from-samples DIR``): tables from existing sample folders, without sampling. Because the
-  first two modes also build their tables by reading the samples back from disk, a rebuild writes the
-  same Markdown, CSV and LaTeX bytes.
-
-Every setting that changes the samples names its own folders (:mod:`eval.folders`); sampling lives in
-:mod:`eval.running`, tables in :mod:`eval.table_sets`; this module is the command line. Under torchrun
-each worker takes a share of the units and rank 0 writes the tables (docs/evaluation-at-scale.md).
-
     python -m eval.reproduce                                  # toy
     python -m eval.reproduce --model smollm2 --limit 2 --n 8 --max-new-tokens 256
     python -m eval.reproduce --from-samples results/toy/samples
+
+The command line only: every mode builds its tables from the samples on disk the same way, so a rebuild
+writes the same bytes. The three modes: docs/evaluation.md.
 """
 
 from __future__ import annotations

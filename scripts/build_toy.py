@@ -4,22 +4,8 @@
     python scripts/build_toy.py --out DIR  # build elsewhere
     python scripts/build_toy.py --check    # rebuild into a temporary folder and compare bytes
 
-Both models are trained with TRL's ``SFTTrainer`` on prompt/completion rows with
-``completion_only_loss=True`` (TRL 1.16 tokenizes prompt and prompt+completion, appends EOS to the
-completion and sets the prompt's labels to -100, so only the response and its EOS are learned).
-Seeds are fixed, ``full_determinism`` switches on PyTorch's deterministic algorithms, data loading
-stays in-process and the thread count is pinned, so two builds with the same library versions on
-the same kind of CPU write identical files (``--check`` verifies it).
-
-The teacher trains to convergence, writes in the full style and has learnt to start again after a
-flawed start. The student is a sixth of its size, writes in all three styles of ``task.STYLES`` and
-is stopped in the middle of learning (at a target accuracy, see ``TrainSpec``): its groups of
-rollouts mix right and wrong answers and styles, and it is under-trained rather than
-capacity-starved, so on-policy training has room to improve it.
-
-Accuracy, for the stopping rule and for ``build_info.json``, is measured the way the rest of the
-workbench measures it: ``workbench.sampling.sample_and_grade`` on the model being trained, graded
-by the one grader with the one truncation rule.
+Fixed seeds and deterministic algorithms make two builds identical; the student is stopped mid-learning so
+on-policy training has room to improve it. How both train: docs/toy-world.md.
 """
 
 from __future__ import annotations

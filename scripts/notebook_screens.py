@@ -2,20 +2,9 @@
 
     python scripts/notebook_screens.py --execute            # run every notebook in place (outputs kept)
     python scripts/notebook_screens.py --screens            # HTML export + Chromium screenshot of each
-    python scripts/notebook_screens.py --execute 03 -p steps 200 -p seed 1 --output-dir /tmp/nb
 
-With ``-p`` the executed copies go to ``--output-dir``; only ``--in-place`` lets a parameterised run
-replace the committed notebook (``make notebooks`` runs every one with its defaults, in place).
-
-Notebooks are committed with their outputs so they show results on open; this is the one way those
-outputs are made. Parameters are injected the way papermill does it: a cell tagged
-``injected-parameters`` goes right after the cell tagged ``parameters`` and overrides its values, so
-the same notebook runs small in the tests and full size on a GPU node. ``-p NAME VALUE`` reads VALUE
-as a Python literal when it is one (``-p steps 200``, ``-p taus "[0.5, 1.0]"``), else as a string.
-
-``--screens`` exports each notebook to HTML with nbconvert and photographs it with headless Chromium
-(``apt-get install -y chromium``) into ``results/notebooks/<name>.png``, the page as a reader sees
-it: red stderr boxes, cramped figures or unreadable numbers show up there and nowhere else.
+Notebooks are committed with outputs so they show results on open; this is the one way those outputs are
+made. Parameters (``-p``) and screenshots: docs/analysis.md.
 """
 
 from __future__ import annotations

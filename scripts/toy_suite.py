@@ -1,19 +1,7 @@
 """Train every method on the toy world, three seeds each: ``python scripts/toy_suite.py``.
 
-Runs scope, opd, grpo and kd from the toy base student with the recipes in train/recipes/toy_*.yaml,
-seeds 0-2, into ``results/toy/runs/<method>/seed<k>/`` (model/, log_history.jsonl/.csv,
-snapshots/ for scope and opd, manifest.json). A run whose manifest says "finished" is skipped, so an
-interrupted suite resumes where it stopped; a run left "running" or "failed" is wiped and redone
-(a partial run cannot be continued bit for bit). ``--check-accuracy N`` then samples every trained
-student and the base student on N test problems per tier (the paper's sampling settings) as a
-quick look at whether training moved toy accuracy; the table goes to ``<root>/accuracy_check.csv``.
-Evaluation proper (Avg@k, Pass@k, tables) is eval's job.
-
-The run folders are git-ignored (checkpoints). What the training figures need is copied from each
-finished run into ``results/toy/training_logs/<method>/seed<k>/`` (``--logs-dir``), which is committed:
-``log_history.csv`` without its wall-clock columns, ``snapshots.parquet`` with only the columns the
-weight figures read, and a manifest naming the run's config and commit: tens of kB a run, under
-1 MB for the whole suite.
+A finished run is skipped and an unfinished one redone, so an interrupted suite resumes; each finished
+run's small logs are copied to the committed ``results/toy/training_logs/``. Details: docs/toy-world.md.
 """
 
 from __future__ import annotations

@@ -70,7 +70,8 @@ def test_training_dynamics_draw_rates_in_percent():
 def test_committed_experiment_figures_split_by_tier_and_write_tau(tmp_path):
     import shutil
 
-    from analysis.experiment_report import figure, load
+    from analysis.experiment_report import load
+    from analysis.figures import experiment_figure
     from workbench.layout import REPO_ROOT
 
     source = REPO_ROOT / "results" / "toy" / "experiments"
@@ -86,7 +87,7 @@ def test_committed_experiment_figures_split_by_tier_and_write_tau(tmp_path):
 
         plt.Figure.savefig = grab
         try:
-            figure(result, cfg.n, tmp_path / "out")
+            experiment_figure(result, cfg.n, tmp_path / "out")
         finally:
             plt.Figure.savefig = original
         fig = captured["fig"]

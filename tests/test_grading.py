@@ -222,9 +222,13 @@ def test_final_boxes():
 
 
 def test_toy_tiers_never_start_math_verify(monkeypatch):
-    monkeypatch.setattr(grading, "shared_pool", None)  # any use would raise
+    def no_worker(memory_limit):
+        raise AssertionError("a toy answer reached math-verify")
+
+    monkeypatch.setattr(pool, "worker_command", no_worker)
     items = [("Q:3+5?A:3+5=8;\\boxed{8}", "8", "toy-1"), ("\\boxed{9^{9^{9}}}", "8", "toy-6")]
-    assert grade_batch(items, progress=False) == [Grade(True, "8"), Grade(False, "9^{9^{9}}")]
+    with grading.GradingPool(1) as fresh:  # no workers yet: starting one would raise
+        assert fresh.grade_batch(items, progress=False) == [Grade(True, "8"), Grade(False, "9^{9^{9}}")]
 
 
 # --------------------------------------------------------------------------- hostile input
@@ -326,14 +330,13 @@ def test_workers_that_cannot_start_raise_one_clear_error(monkeypatch, fresh_pool
 def isolated_calls(monkeypatch) -> list[int]:
     """Number of answers sent to math-verify workers, per batch."""
     calls: list[int] = []
-    shared = grading.shared_pool()
+    run = pool.WorkerPool.run
 
-    class Counting:
-        def run(self, tasks, **kwargs):
-            calls.append(len(tasks))
-            return shared.run(tasks, **kwargs)
+    def counting(self, tasks, **kwargs):
+        calls.append(len(tasks))
+        return run(self, tasks, **kwargs)
 
-    monkeypatch.setattr(grading, "shared_pool", Counting)
+    monkeypatch.setattr(pool.WorkerPool, "run", counting)
     return calls
 
 

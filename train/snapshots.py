@@ -1,26 +1,7 @@
 """Weight snapshots: every rollout the trainer routed, with its path, weight and perplexities.
 
-Analysis (weight distributions, effective sample size, tau sweeps, PPL-vs-correctness) needs the
-rollouts as the trainer saw them, so they are kept as parquet shards under
-``<output_dir>/snapshots/`` in workbench.records' ROLLOUT_SCHEMA, readable with
-:func:`read_snapshots` (``run_dir``) or ``workbench.records.read_records(folder)``. Rows are
-buffered and written a few thousand at a time (and when training ends), because a shard per
-toy-sized step would cost more than the step's loss. Column conventions for training rollouts:
-
-* ``sample_idx`` is the rollout's index in the whole run (generation x batch + row), so the
-  schema's key (benchmark, problem_id, sample_idx) stays unique when a problem recurs;
-  ``group_id`` is unique in the run too.
-* ``path`` is the loss the rollout was routed to: "mle" (correct path, Eq. 2) or "opd" (Eq. 3);
-  with method opd every rollout is "opd". ``weight`` is its dual-path weight: with the paper's
-  scale each (group_id, path) sums to 1.
-* ``student_logps`` are the behaviour policy's per-token log-probs (TRL's, at the sampling
-  temperature), ``teacher_logps`` the teacher's; a list is empty where it was not kept
-  (``snapshot_token_logps: false``) or the teacher did not score the rollout.
-* Extra columns: ``step`` (optimizer steps done when the batch was generated), ``generation``,
-  ``student_log_ppl`` and ``teacher_log_ppl`` (NaN where the teacher did not score the rollout).
-
-A committed copy of a run (``results/toy/training_logs/<method>/seed<k>/``) holds instead one
-``snapshots.parquet`` with the columns the weight figures read; :func:`read_snapshots` reads either.
+The weight analyses need the rollouts as the trainer saw them: parquet shards in ROLLOUT_SCHEMA under
+``<output_dir>/snapshots/``, buffered a few thousand rows a write. Column conventions: docs/training.md.
 """
 
 from __future__ import annotations

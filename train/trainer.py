@@ -1,60 +1,8 @@
-r"""ScopeTrainer: TRL's GRPOTrainer with SCOPE's correctness-routed, perplexity-weighted loss.
+"""ScopeTrainer: TRL's GRPOTrainer with SCOPE's correctness-routed, perplexity-weighted loss.
 
-GRPOTrainer already does everything around the loss that SCOPE needs: it repeats each prompt
-``num_generations`` times, samples the group (transformers ``generate`` on CPU, vLLM colocate or
-server on GPU), grades it with the reward function, keeps the behaviour policy's log-probs, splits
-the generation batch into micro-batches and logs. This subclass changes two things:
-
-1. After TRL has generated and graded a batch (``_generate_and_score_completions``) it asks the
-   teacher for log pi_T of every sampled token (EOS included) of the rollouts that need it, and
-   computes the dual-path weights over the *whole* generation batch (gathered across processes, so
-   a group is normalised as one even when micro-batching or data parallelism splits it): student
-   log-PPL from the behaviour log-probs log pi_old on correct rollouts, teacher log-PPL on
-   incorrect ones. It logs routing statistics and buffers a weight snapshot.
-2. The loss (``_compute_loss``) is ``train.scope.scope_objective`` on those tensors (or, with
-   ``scope_loss: authors``, the released code's ``train.scope.authors_objective``).
-
-log pi_old: TRL computes it only when the batch outlives one update; otherwise it uses the
-loss's own forward (detached) as log pi_old. SCOPE needs it for the weights, so in general it is
-computed after generation with one extra no-grad forward, but when one micro-batch holds the
-whole generation batch on a single process (the toy recipes) the weights are computed inside the
-loss from that same detached forward, as TRL does, and the extra forward is skipped.
-
-Several processes (``torchrun --nproc_per_node N -m train.cli ...`` or ``accelerate launch``): TRL
-lays a generation batch out across processes in order, so one group of ``num_generations`` rollouts
-may straddle two processes; the weights come from the gathered batch (1. above) and each process
-keeps its own rows. The logged per-path losses, OPD log-ratio and entropy are reduced across
-processes as the logged loss is, and the snapshot rows are gathered to the main process, the only
-one that writes them.
-
-Methods behind ``ScopeConfig.method``:
-
-- ``scope``: route correct -> MLE (Eq. 2), incorrect -> OPD (Eq. 3), weights from ``scope_weights``
-  with the configured ablation preset / tau / scale.
-- ``opd``: uniform on-policy distillation: every rollout takes the OPD path with weight 1/N in its
-  group (1 with one rollout per prompt, the paper's setting), whatever its correctness.
-- ``grpo``: TRL's own loss, untouched, on the grader's 0/1 reward; no teacher is loaded.
-
-Rewards: a rollout that reached max_completion_length without EOS gets reward 0 whatever its text
-(``truncated_rollouts: wrong``, the default), as evaluation counts it, so it takes the incorrect
-path (and GRPO's reward 0); ``grade`` keeps the grader's verdict on the cut-off text, as the
-released code does (the rule is the reward's, ``train.reward``). ``truncated/graded_correct`` logs the share
-of rollouts the rule decides.
-
-Loss scale (``scope_loss: paper``): every micro-batch divides by a count of the whole optimizer
-step on this process, so the accumulated, process-averaged gradient is the same however the
-step's rollouts are split into micro-batches and processes. With aggregation "sum"/"seq_mean" the
-count is the prompt groups (per_device_train_batch_size x gradient_accumulation_steps /
-num_generations) and the gradient is that of J (Eq. 6) averaged over the step's prompts; with
-"token_mean" it is the step's response tokens, from TRL's ``num_items_in_batch`` as its "dapo"
-loss counts them (train.scope.step_token_count). ``scope_loss: authors`` is the released code's
-loss instead (train.scope.authors_objective): token means over each micro-batch, each micro-batch
-scaled by 1 / gradient_accumulation_steps, so there the micro-batch layout matters, as it does in
-the released code. Logged per-path losses are in the loss's units (they sum to the logged ``loss``).
-
-With vLLM, TRL recomputes log pi_old with the trainer's model (as verl does); TRL's extra
-truncated importance factor between vLLM's and the trainer's log-probs is not applied to the
-routed losses.
+GRPOTrainer already samples, grades and micro-batches groups of rollouts; this subclass only adds the
+teacher's scores and the dual-path weights after generation and replaces the loss, so SCOPE, OPD and
+GRPO share one trainer. Loss scale, log pi_old and several processes: docs/training.md.
 """
 
 from __future__ import annotations
@@ -75,6 +23,7 @@ from train.scope import (
 )
 from train.snapshots import FLUSH_ROWS, RowMeta, rollout_row, snapshot_store
 from workbench.checks import check_logprobs
+from workbench.grading import GradingPool
 from workbench.models import Scorer, check_same_vocab
 from workbench.models.base import Completion
 from workbench.perplexity import log_perplexity
@@ -308,10 +257,14 @@ class ScopeTrainer(ExactResume, GRPOTrainer):
             self._snapshot_rows = []
 
     def train(self, *args: Any, **kwargs: Any) -> Any:
-        """TRL's train (resumable, see ExactResume); buffered snapshot rows are written when it returns or fails."""
+        """TRL's train (resumable, see ExactResume) with grading workers of its own for the reward, stopped
+        when it ends; buffered snapshot rows are written when it returns or fails."""
         try:
-            return super().train(*args, **kwargs)
+            with GradingPool(self.correctness.workers) as pool:
+                self.correctness.pool = pool
+                return super().train(*args, **kwargs)
         finally:
+            self.correctness.pool = None
             self._flush_snapshots()
 
     def _save_checkpoint(self, model: Any, trial: Any) -> None:

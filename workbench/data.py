@@ -72,7 +72,7 @@ class AnswerRules:
     """How the grader reads a response's final answer against a gold of this benchmark.
 
     Each flag switches on one normalisation that both the gold and every boxed answer go through
-    before math-verify compares them (the package docstring of :mod:`workbench.grading` gives the
+    before math-verify compares them (docs/grading.md gives the
     details); with none set, the boxed text is compared as written. Flags exist because benchmarks
     write their golds differently (OlympiadBench's ``$,$``, Minerva's ``4.5e33``), and a rewriting
     one benchmark needs can make another's wrong answers match.

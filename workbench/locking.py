@@ -1,26 +1,7 @@
 """One writer per output folder: an advisory lock that a second run meets at once, not after hours.
 
-Two runs writing one folder both sample everything and then trip over each other's manifest, so a
-folder that a run writes is locked for the run's whole life. The lock is ``fcntl.flock`` on a hidden
-file in the folder (:data:`LOCK_FILE`), which holds who took it (pid, host, command, time) so a
-refused run can name the holder in one line. The kernel drops a flock when its process dies, however
-it dies (kill -9 included), so a lock file left by a dead process is simply taken over; the file is
-removed when the lock is released, so a clean run leaves nothing behind.
-
-Locks are re-entrant within a process (a stage inside a command that already holds its folder), and
-:func:`clean_temp_files` removes what a killed writer left half-written, which is only safe once the
-lock is held.
-
-A set of files that belong together (tables, their figure and the manifest that lists them) is
-replaced whole by :func:`replace_set`: the new set is written into a staging folder beside the old
-one, which becomes the folder's pending set in one rename (the commit point), and is then moved into
-place file by file, manifest last. A writer killed before the commit leaves the old set untouched
-(the staging folder is removed by the next writer); one killed after it leaves a complete pending
-set, which the next process that locks the folder installs before anything else. In a multi-process launch (torchrun), rank 0 holds the lock for the run folder while the
-other ranks write only their own shard files (each shard is its own file, renamed into place).
-
-flock is advisory and local: it does not protect a folder on a network file system shared by two
-hosts, where each host's runs only exclude each other.
+``fcntl.flock`` dies with its process, so a killed run's lock is simply taken over; :func:`replace_set`
+swaps a set of files that belong together whole or not at all. How, and the limits: docs/faults.md.
 """
 
 from __future__ import annotations

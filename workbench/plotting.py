@@ -1,19 +1,8 @@
 """One look for every figure the workbench draws, and figure files that change only when the figure does.
 
-House style: the Okabe-Ito colours (chosen to stay apart under the common colour-vision deficiencies);
-each workbench method has its own colour from a hue family no other method uses (SCOPE vermillion,
-OPD blue, KD green, GRPO purple, the base student black), ordered categories (teacher-PPL buckets,
-truncation ratios) take steps of one colour-blind-safe sequential map (cividis), 8 pt text so a figure set at single-column width (3.5 in) or across both columns
-(7 in) reads at the paper's own text size, vector PDF with TrueType fonts (text stays text) plus a
-200 dpi PNG for notebooks and READMEs, tight bounding boxes. A method keeps its colour in every
-figure, whichever methods a figure shows.
-
-The same figure gives the same bytes: no creation date, producer or software version is written
-into either file, so redrawing unchanged results leaves committed figures untouched and a changed
-figure shows up in ``git status``.
-
-The Pass@k curve panel is drawn here because evaluation (one panel per benchmark) and the
-analysis figures (the benchmark average) both draw it, and must draw it alike.
+Both figure modules (``analysis.figures``, ``eval.curves``) draw through it, so a method keeps its colour
+everywhere and the Pass@k panel looks alike; no date or version enters a file, so unchanged results give
+unchanged bytes. The style's choices: docs/analysis.md.
 """
 
 from __future__ import annotations

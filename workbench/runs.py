@@ -1,19 +1,7 @@
 """Run folders and manifests, so every number on disk can be traced to the code and config that made it.
 
-A manifest records the config, the seed, package versions, the git commit (and whether the tree was
-dirty), the number of processes and start/end times. It is written when a run starts and rewritten when
-it ends: "finished", "failed" (an error), or "interrupted" (Ctrl-C, SIGTERM, a full disk). A run killed
-outright (kill -9, power loss) cannot write anything, so its manifest still says "running"; while it runs
-it holds the folder's lock (:mod:`workbench.locking`), so :func:`run_status` reads a "running" manifest
-whose folder nobody holds as "interrupted". A run launched as several processes (torchrun, accelerate
-launch) has one folder and one manifest, written by rank 0, which also holds the lock.
-
-A manifest also lists the sha256 of every file beside it (``files``). What a manifest describes is
-its config, seed, status and those hashes; the rest (time, commit, command, versions, host, timings)
-says when and how that was made. So a rerun that writes the same bytes with the same config leaves
-the manifest as it was, byte for byte, still naming the run that first made those outputs, and a
-rerun that changes any output's bytes rewrites it with its own time and commit. Paths inside the
-repository are recorded relative to its root, so every clone writes the same manifest.
+A rerun that writes the same bytes leaves the manifest as it was, so unchanged outputs stay unchanged in
+git. What a manifest records and how a killed run reads: docs/faults.md.
 """
 
 from __future__ import annotations

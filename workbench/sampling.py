@@ -18,7 +18,7 @@ from typing import Any
 import pandas as pd
 
 from workbench.data import get_spec
-from workbench.grading import GradeCache, grade_batch
+from workbench.grading import GradeCache, GradingPool, grade_batch
 from workbench.models import Completion, Sampler, SamplingConfig
 from workbench.records import SAMPLE_SCHEMA, TOKEN_IDS, Problem
 
@@ -46,14 +46,18 @@ def render_prompts(backend: Sampler, problems: Sequence[Problem]) -> list[str]:
     return [get_spec(p.benchmark).prompt(p.problem, tokenizer) for p in problems]
 
 
-def grade_rows(rows: list[dict[str, Any]], *, workers: int | None = None, cache: GradeCache | None = None,
-               timeout: float | None = None, progress: bool = False) -> None:
+def grade_rows(rows: list[dict[str, Any]], *, workers: int | None = None, grader: GradingPool | None = None,
+               cache: GradeCache | None = None, timeout: float | None = None, progress: bool = False) -> None:
     """Fill ``correct``, ``extracted`` and ``grade_error`` of rows holding ``response``, ``answer``,
-    ``benchmark`` and ``finish_reason``, in place, under the truncation rule. ``timeout``: the
-    grader's CPU seconds per item (None: its default)."""
-    options = {} if timeout is None else {"timeout": timeout}
-    grades = grade_batch([(r["response"], r["answer"], r["benchmark"]) for r in rows],
-                         workers=workers, cache=cache, progress=progress, **options)
+    ``benchmark`` and ``finish_reason``, in place, under the truncation rule. ``grader``: the caller's
+    pool (else the default pool with at most ``workers`` workers); ``timeout``: the grader's CPU
+    seconds per item (None: its default)."""
+    if grader is not None and workers is not None:
+        raise ValueError("pass either grader (a pool with its own workers) or workers, not both")
+    options: dict[str, Any] = {"cache": cache, "progress": progress, **({} if timeout is None else {"timeout": timeout})}
+    items = [(r["response"], r["answer"], r["benchmark"]) for r in rows]
+    grades = grader.grade_batch(items, **options) if grader is not None else grade_batch(items, workers=workers,
+                                                                                            **options)
     for row, g in zip(rows, grades, strict=True):
         row["correct"], row["grade_error"] = final_verdict(g.correct, row["finish_reason"], g.error)
         row["extracted"] = g.extracted
@@ -61,12 +65,13 @@ def grade_rows(rows: list[dict[str, Any]], *, workers: int | None = None, cache:
 
 def sample_and_grade(backend: Sampler, problems: Sequence[Problem], sampling: SamplingConfig, *,
                      prompts: Sequence[str] | None = None, grade: bool = True, grade_workers: int | None = None,
-                     cache: GradeCache | None = None, grade_timeout: float | None = None, token_ids: bool = False,
+                     grader: GradingPool | None = None, cache: GradeCache | None = None, grade_timeout: float | None = None, token_ids: bool = False,
                      progress: bool = False) -> pd.DataFrame:
     """``sampling.n`` samples of each problem from one ``backend.generate`` call seeded with
     ``sampling.seed``, graded under the truncation rule.
 
-    ``prompts``: what the model sees for each problem (default :func:`render_prompts`). Rows have the
+    ``prompts``: what the model sees for each problem (default :func:`render_prompts`); ``grader``,
+    ``grade_workers``: as in :func:`grade_rows`. Rows have the
     SAMPLE_SCHEMA columns and ``answer`` (plus ``token_ids`` when asked), in problem order, sample
     index 0..n-1. With ``grade=False`` ``correct`` is null and ``grade_error`` is ``"ungraded"``.
     """
@@ -80,7 +85,7 @@ def sample_and_grade(backend: Sampler, problems: Sequence[Problem], sampling: Sa
     rows = [_row(problem, prompt, idx, completion, token_ids)
             for problem, prompt, group in zip(problems, prompts, groups) for idx, completion in enumerate(group)]
     if grade:
-        grade_rows(rows, workers=grade_workers, cache=cache, timeout=grade_timeout, progress=progress)
+        grade_rows(rows, workers=grade_workers, grader=grader, cache=cache, timeout=grade_timeout, progress=progress)
     else:
         for row in rows:
             row.update(correct=None, extracted=None, grade_error=UNGRADED)

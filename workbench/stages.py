@@ -1,18 +1,7 @@
-"""Resumable stages: work cut into seeded units, each written as one atomic shard, refused when resumed
-with other settings.
+"""Resumable stages: work cut into seeded units, each one atomic shard, refused when resumed with other settings.
 
-Sampling at the paper's protocol, continuing thousands of rollouts or scoring them all takes hours, so
-every such stage must survive being killed. A stage cuts its work, in a fixed order, into units whose
-seeds depend only on what the unit holds (:func:`derive_seed`), writes each finished unit as one shard
-of a :class:`~workbench.records.ShardStore`, and skips the units already on disk when rerun. A rerun
-with the same settings therefore ends with exactly the rows of an uninterrupted run. The settings that
-decide those rows (the stage's *identity*) are recorded in the folder's manifest, and a rerun whose
-identity differs is refused (:class:`ResumeMismatch`) instead of mixing two runs in one folder.
-
-Before a rerun adds anything, the folder is locked (one writer at a time, :mod:`workbench.locking`) and
-every shard is verified against the sha256 the manifest recorded (or, if written since, read whole
-against the schema); a bad shard is set aside with one warning line and its unit produced again, so a
-corrupted file can neither change the results nor be blessed by the manifest's new hashes.
+Sampling or scoring at the paper's protocol takes hours, so a killed stage must resume to exactly the
+rows of an uninterrupted run. How units, identities and shard checks do it: docs/faults.md.
 """
 
 from __future__ import annotations

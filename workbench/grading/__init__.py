@@ -1,80 +1,9 @@
 """The project's one grader: does a model response's final answer match the gold answer?
 
-``grade(response, answer, benchmark) -> Grade`` for one response, ``grade_batch(items)`` for many
-(in parallel, deduplicated, optionally cached); both work from a plain script without an
-``if __name__ == "__main__":`` guard, a notebook, a thread or a worker process. Every reported
-number goes through here.
-
-Which answer a response gives (:mod:`workbench.grading.answers`)
-------------------------------------------------------------------
-Only the last ``MAX_TAIL_CHARS`` characters are read. The answer is the **final run of boxes**:
-the last ``\\boxed{}``/``\\fbox{}`` together with the boxes just before it that are linked by short
-text (at most ``MAX_GAP_CHARS`` = 300 characters) that is neither a correction ("wait",
-"actually", "mistake", "let me recheck", ...), a rejection ("extraneous", "invalid"), the end of
-a ``</think>`` section nor a "Final Answer" heading. So ``x = \\boxed{3}, y = \\boxed{4}``,
-``\\boxed{3} and \\boxed{4}`` and "for part (a) ... \\boxed{69}, and for part (b) ... \\boxed{84}"
-are one run of two boxes, while "\\boxed{3}. Wait, that is wrong ... \\boxed{5}" or two boxes a
-page apart are not, and the last box alone counts. Identical consecutive boxes count once; an
-unclosed last box (a truncated generation) is no answer.
-
-How a run is graded depends on what the gold asks for:
-
-* **A gold with several values** (a top-level comma, as in ``3, 4`` or OlympiadBench's
-  ``69$,$84``, or one bracketed tuple or set such as ``(3, 4)``): the boxes are joined into the
-  list, tuple or set the gold is, in the order written (``(3, 4)`` inside the gold's brackets,
-  ``3, 4`` otherwise; a label such as ``x =`` inside a box is dropped when the gold has no
-  equations). math-verify then compares sets as sets and tuples in order, so a missing value, a
-  wrong value or an extra candidate makes the answer wrong.
-* **A gold with one value**: boxes are never joined. A run of several *different* boxes (a
-  hedge such as ``\\boxed{3} or \\boxed{5}``) is correct only if every one of them equals the
-  gold, i.e. only if they are the same answer written differently; otherwise it is wrong with
-  error ``multiple_answers``, even when one of them is right.
-
-Per-benchmark rules (:class:`workbench.data.AnswerRules`, one set per registered benchmark)
------------------------------------------------------------------------------------------
-Each benchmark's entry in :mod:`workbench.data` names the rewritings its answers get, applied to
-the gold and to every boxed answer before math-verify compares them; an unregistered benchmark
-name is an error. The six evaluation benchmarks take all of the following except scientific
-notation, which only Minerva takes; the training set (DeepMath) takes none; the toy tiers take
-``integers_only``.
-
-* ``integers_only`` (``toy-N``): the gold is a small integer; every box of the run must be an
-  integer literal equal to it.
-* Whatever the rules, integer answers compare as numbers without sympy (``025`` = ``25`` = ``25.0``).
-* ``copied_text``: artefacts of golds copied from running text go: OlympiadBench's ``$,$``
-  separators, stray ``$``, trailing periods, ``x_{\\text{red}}`` subscripts.
-* ``digit_groups``: thousands grouping by a space, a thin or no-break space (U+2009, U+202F, U+00A0),
-  ``\\,``, ``\\;``, ``\\:``, ``\\ ``, ``~``, ``{,}`` or ``,\\!`` is removed when the first group has
-  one to three digits and every later group exactly three, with one separator throughout
-  (``1 000``, ``10\\,000``, ``1{,}000{,}000``); ``2 \\, 3`` or ``12\\,34`` are left alone. A plain
-  comma groups only when the whole answer is that number (``58,500``, ``1,000.99 m^2``), since
-  elsewhere it separates values (``(2,251,252)``).
-* ``currency_percent``: currency symbols (``\\$``, ``€``, ``£``, ``¥``, ``\\euro``, ...) and percent
-  signs (``\\%``, ``\\text{percent}``) are dropped on both sides, as the Qwen2.5-Math and MATH
-  harnesses do (``62.5\\%`` = ``62.5``). ``units``: so are trailing units in
-  ``\\text{}``/``\\mathrm{}``, and, when the gold is a plain number, bare unit words after a number
-  (``6630 K``, ``1,000.99 m^2``; single letters that are usually mathematics, like ``x`` or ``i``,
-  and function names are kept). ``choice_labels``: an answer-choice label before a value
-  (``\\textbf{(C)}\\ 33``) is dropped.
-* ``scientific_notation`` (Minerva): ``4.5e33`` and ``-1./3`` are rewritten as LaTeX on both sides.
-
-Numerical tolerance is math-verify's default (6 significant decimals after rounding).
-
-Time limits, load and failures (:mod:`workbench.grading.pool`)
----------------------------------------------------------------
-math-verify runs in separate worker interpreters, each request under a **CPU-time** limit
-(``timeout``, default 5 s) that the caller's process enforces by killing the worker, so hostile
-answers (``9^{9^{9^{9}}}``) cannot hang or crash the caller, and a verdict does not depend on how
-busy the machine is. A request that overruns is retried once, in a fresh worker, under
-``retry_timeout`` (default ``2 * timeout``); only then is it wrong with error ``timeout``. Every
-timeout is counted in the batch's :class:`BatchReport` and logged as a warning; timeouts and
-crashes are never cached. A worker that dies costs only its current item (``worker_crashed``).
-
-The workers are interpreters started on :mod:`workbench.grading.worker`, never ``multiprocessing``
-children, so nothing re-imports the caller's ``__main__``. They are shared by the whole process
-and kept between calls (calls from several threads take turns); :func:`start_workers` starts them
-ahead of time, :func:`shutdown` stops them, and they exit by themselves when the caller does.
-Cheap decisions never reach a worker: missing answers, integer comparisons and cached verdicts.
+Every reported number goes through here, so evaluation, training rewards and analyses grade alike.
+``with GradingPool(workers=4) as pool: pool.grade_batch(items)`` grades many items on worker
+interpreters the caller owns; the module's :func:`grade`/:func:`grade_batch` use a default pool, a
+convenience for one-off calls. The answer rules and the worker design are in docs/grading.md.
 """
 
 from __future__ import annotations
@@ -82,7 +11,9 @@ from __future__ import annotations
 import logging
 import math
 import os
+import threading
 import time
+import weakref
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -97,7 +28,7 @@ from workbench.grading.answers import (
     prepare_gold,
 )
 from workbench.grading.cache import CacheKey, GradeCache, Verdict
-from workbench.grading.pool import GraderUnavailable, Outcome, PoolStats, Task, shared_pool, shutdown
+from workbench.grading.pool import GraderUnavailable, Outcome, PoolClosed, PoolStats, Task, WorkerPool
 
 __all__ = [
     "MAX_TAIL_CHARS",
@@ -107,6 +38,9 @@ __all__ = [
     "GradeCache",
     "GradeList",
     "GraderUnavailable",
+    "GradingPool",
+    "PoolClosed",
+    "default_pool",
     "final_boxes",
     "grade",
     "grade_batch",
@@ -227,28 +161,109 @@ def default_workers() -> int:
     return max(1, min(usable or 1, 8))
 
 
-def start_workers(workers: int | None = None) -> None:
-    """Start the worker interpreters now (e.g. while a model loads) and wait until they are ready,
-    so the first batch does not wait for them; ``workers`` defaults as in :func:`grade_batch`."""
-    shared_pool().start(_check_workers(default_workers() if workers is None else workers))
-
-
 def _check_workers(workers: object) -> int:
     if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
         raise ValueError(f"workers must be a positive int, got {workers!r}")
     return workers
 
 
+class GradingPool:
+    """Grading worker interpreters owned by the caller: ``with GradingPool(workers=4) as pool: ...``.
+
+    Workers start on first use (or :meth:`start`, e.g. while a model loads) and stay up between calls,
+    so a loop that grades every step pays for interpreter start-ups once. Leaving the ``with`` block
+    (or :meth:`close`) stops them; a closed pool raises :class:`PoolClosed`. Pools share nothing, and
+    a forked child starts workers of its own. Calls from several threads take turns.
+    """
+
+    def __init__(self, workers: int | None = None) -> None:
+        self.workers = _check_workers(default_workers() if workers is None else workers)
+        self._pool = WorkerPool()
+        # workers stop when the pool is closed, garbage-collected or the interpreter exits
+        self._close = weakref.finalize(self, self._pool.close)
+
+    def __enter__(self) -> GradingPool:
+        self._pool._check_open()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def closed(self) -> bool:
+        return self._pool.closed
+
+    def start(self) -> GradingPool:
+        """Start all workers now and wait until they are ready, so the first batch does not wait."""
+        self._pool.start(self.workers)
+        return self
+
+    def close(self) -> None:
+        """Stop the workers; later calls raise :class:`PoolClosed`. Closing twice is harmless."""
+        self._close()
+
+    def grade(self, response: str, answer: str, benchmark: str, timeout: float = 5.0,
+              retry_timeout: float | None = None) -> Grade:
+        """Grade one response against its gold answer (rules: docs/grading.md).
+
+        ``timeout`` is CPU seconds of math-verify; an overrun is retried once under ``retry_timeout``
+        (default ``2 * timeout``; a value not above ``timeout`` disables the retry).
+        """
+        return _grade_batch(self._pool, 1, [(response, answer, benchmark)], timeout, retry_timeout, None, False)[0]
+
+    def grade_batch(self, items: Sequence[tuple[str, str, str]], *, timeout: float = 5.0,
+                    retry_timeout: float | None = None, cache: GradeCache | None = None,
+                    progress: bool = True) -> GradeList:
+        """Grade many (response, answer, benchmark) items; grades in input order, with ``.report``.
+
+        Each distinct comparison is verified once, on at most ``workers`` workers, each under
+        ``timeout`` CPU seconds and, after an overrun, once more under ``retry_timeout`` (default
+        ``2 * timeout``; not above ``timeout`` disables the retry). A timed-out or crashed item counts
+        as wrong with its error, is counted in the report and never stops the batch.
+        """
+        return _grade_batch(self._pool, self.workers, items, timeout, retry_timeout, cache, progress)
+
+
+_default: GradingPool | None = None
+_default_lock = threading.Lock()
+
+
+def default_pool() -> GradingPool:
+    """The module's pool behind :func:`grade`, :func:`grade_batch` and :func:`start_workers`: a
+    convenience for one-off calls and notebooks. Code that grades many batches owns a :class:`GradingPool`."""
+    global _default
+    with _default_lock:
+        if _default is None or _default.closed:
+            _default = GradingPool()
+        return _default
+
+
+def _reset_default_lock_in_child() -> None:
+    global _default_lock
+    _default_lock = threading.Lock()  # another thread of the parent may have held it at the fork
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reset_default_lock_in_child)
+
+
+def shutdown() -> None:
+    """Stop the default pool's workers; the next module-level call starts a new default pool."""
+    with _default_lock:
+        if _default is not None:
+            _default.close()
+
+
+def start_workers(workers: int | None = None) -> None:
+    """Start the default pool's workers now (e.g. while a model loads) and wait until they are ready;
+    ``workers`` defaults as in :func:`grade_batch`."""
+    default_pool()._pool.start(_check_workers(default_workers() if workers is None else workers))
+
+
 def grade(response: str, answer: str, benchmark: str, timeout: float = 5.0,
           retry_timeout: float | None = None) -> Grade:
-    """Grade one response against its gold answer (see the module docstring for the rules).
-
-    ``timeout`` is CPU seconds of math-verify; an overrun is retried once under ``retry_timeout``
-    (default ``2 * timeout``; a value not above ``timeout`` disables the retry). Safe from any
-    thread or process; concurrent calls take turns on the shared workers.
-    """
-    return grade_batch([(response, answer, benchmark)], workers=1, timeout=timeout,
-                       retry_timeout=retry_timeout, progress=False)[0]
+    """:meth:`GradingPool.grade` on the default pool."""
+    return default_pool().grade(response, answer, benchmark, timeout, retry_timeout)
 
 
 def grade_batch(
@@ -260,20 +275,28 @@ def grade_batch(
     cache: GradeCache | None = None,
     progress: bool = True,
 ) -> GradeList:
-    """Grade many (response, answer, benchmark) items; grades in input order, with ``.report``.
+    """:meth:`GradingPool.grade_batch` on the default pool, with at most ``workers`` of its workers
+    (default: usable CPUs, at most 8)."""
+    workers = _check_workers(default_workers() if workers is None else workers)
+    return _grade_batch(default_pool()._pool, workers, items, timeout, retry_timeout, cache, progress)
 
-    Each distinct comparison is verified once, on at most ``workers`` worker interpreters
-    (default: usable CPUs, at most 8), each under ``timeout`` CPU seconds and, after an overrun,
-    once more under ``retry_timeout`` (default ``2 * timeout``; not above ``timeout`` disables the
-    retry). A timed-out or crashed item counts as wrong with its error, is counted in the report
-    and never stops the batch.
-    """
+
+def _grade_batch(
+    worker_pool: WorkerPool,
+    workers: int,
+    items: Sequence[tuple[str, str, str]],
+    timeout: float,
+    retry_timeout: float | None,
+    cache: GradeCache | None,
+    progress: bool,
+) -> GradeList:
+    """:meth:`GradingPool.grade_batch` on ``worker_pool``, using at most ``workers`` of its workers."""
     started = time.monotonic()
+    worker_pool._check_open()
     _check_seconds("timeout", timeout)
     if retry_timeout is None:
         retry_timeout = RETRY_FACTOR * timeout
     _check_seconds("retry_timeout", retry_timeout)
-    workers = _check_workers(default_workers() if workers is None else workers)
     for index, item in enumerate(items):
         if not isinstance(item, (tuple, list)) or len(item) != 3:
             raise TypeError(f"items[{index}] must be a (response, answer, benchmark) tuple")
@@ -326,7 +349,7 @@ def grade_batch(
             tasks = [Task(uid, prepared[key].gold, prepared[key].preds, timeout, retry_timeout)
                      for uid, key in enumerate(keys)]
             report.workers = min(workers, len(keys))
-            shared_pool().run(tasks, workers=report.workers, on_outcome=record, stats=stats)
+            worker_pool.run(tasks, workers=report.workers, on_outcome=record, stats=stats)
             report.retried, report.started_workers = stats.retried, stats.started_workers
             report.startup_seconds = stats.startup_seconds
     finally:

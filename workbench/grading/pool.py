@@ -1,31 +1,12 @@
 """Worker interpreters that run math-verify, each request under a CPU-time limit the parent enforces.
 
-Why processes: math-verify's own limit is a SIGALRM that exists only in the main thread of the
-main interpreter, and no signal interrupts a long computation inside C code. Why separate
-interpreters (``subprocess`` on :mod:`workbench.grading.worker`) rather than ``multiprocessing``:
-spawn re-imports the caller's main module, so a script without an ``if __name__ == "__main__":``
-guard would re-run itself in every child; fork is unsafe from threads; daemonic pool workers may
-not have children at all.
-
-Why CPU time: a verdict must not depend on how busy the machine is. A legitimate but slow
-equivalence needs the same CPU seconds on an idle and on a loaded machine, while its wall time
-stretches with the load. The parent reads each worker's CPU time from ``/proc/<pid>/stat`` and
-kills a worker whose current request has used more than its limit; the wall clock is a backstop
-(a stopped or starved worker, a hostile answer on a machine so loaded that its CPU limit would take
-minutes of wall time): ``3 * limit + 10`` seconds, so an item costs at most 25 + 40 wall seconds
-with the default limits and its retry. Where ``/proc`` is missing the limit falls back to
-wall-clock seconds.
-
-A request that overruns is retried once, in a fresh worker, with a longer limit; only a second
-overrun makes the verdict ``timeout``. A worker that dies costs only its current request
-(``worker_crashed``). The pool is shared by the whole process and persists between calls, so a
-training loop that grades every step does not pay for interpreter start-ups; calls from several
-threads take turns.
+Separate interpreters because math-verify's own SIGALRM limit works only in the main thread and cannot
+interrupt C code; CPU time, not wall time, so a verdict does not depend on machine load. A
+:class:`WorkerPool` belongs to one :class:`workbench.grading.GradingPool`; why and how in docs/grading.md.
 """
 
 from __future__ import annotations
 
-import atexit
 import functools
 import json
 import logging
@@ -36,6 +17,7 @@ import sys
 import tempfile
 import threading
 import time
+import weakref
 from collections import OrderedDict, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -61,6 +43,10 @@ MAX_FAILED_STARTS = 3
 
 class GraderUnavailable(RuntimeError):
     """Grading workers cannot start (the message carries what the last one printed)."""
+
+
+class PoolClosed(RuntimeError):
+    """A grading pool was used after it was closed."""
 
 
 def worker_command(memory_limit: int) -> list[str]:
@@ -269,12 +255,21 @@ class _Worker:
 
 
 class WorkerPool:
-    """The process-wide set of worker interpreters; :meth:`run` grades a list of tasks."""
+    """One set of worker interpreters, started on demand and kept between calls; :meth:`run` grades a
+    list of tasks (calls from several threads take turns). After :meth:`close` every call raises
+    :class:`PoolClosed`. A forked child drops the copy of its parent's workers (see :func:`_after_fork_in_child`)."""
 
     def __init__(self) -> None:
         self._workers: list[_Worker] = []
         self._lock = threading.Lock()
         self._last_stderr = ""
+        self.closed = False
+        _LIVE_POOLS.add(self)
+
+    def _check_open(self) -> None:
+        if self.closed:
+            raise PoolClosed("this grading pool is closed: grade inside its `with GradingPool(...)` block, "
+                             "or create a new GradingPool")
 
     def run(
         self,
@@ -286,6 +281,7 @@ class WorkerPool:
     ) -> None:
         """Grade all tasks on at most ``workers`` workers; ``on_outcome(uid, outcome)`` once per task."""
         with self._lock:
+            self._check_open()
             try:
                 self._run(TaskQueue(tasks), workers, on_outcome, stats, start_all=False)
             except BaseException:  # e.g. Ctrl-C mid-batch: never leave a half-answered worker behind
@@ -295,6 +291,7 @@ class WorkerPool:
     def start(self, workers: int) -> None:
         """Start ``workers`` workers now and wait until they are ready."""
         with self._lock:
+            self._check_open()
             self._run(TaskQueue(), workers, lambda uid, outcome: None, PoolStats(), start_all=True)
 
     def _run(self, queue: TaskQueue, workers: int, on_outcome: Callable[[int, Outcome], None],
@@ -430,12 +427,14 @@ class WorkerPool:
             self._drop(worker, kill)
 
     def close(self) -> None:
-        """Stop every worker: end of input lets idle ones exit; any still busy are killed."""
+        """Stop every worker (end of input lets idle ones exit; any still busy are killed) and refuse
+        further calls. Closing twice is harmless."""
         with self._lock:
+            self.closed = True
             self._close_all(kill=False)
 
     def forget(self) -> None:
-        """In a forked child: drop the parent's workers without touching them."""
+        """In a forked child: drop the parent's workers without touching them; the child starts its own."""
         for worker in self._workers:
             for stream in (worker.proc.stdin, worker.proc.stdout, worker.stderr):
                 try:
@@ -447,33 +446,19 @@ class WorkerPool:
         self._lock = threading.Lock()
 
 
-_pool: WorkerPool | None = None
-_pool_lock = threading.Lock()
-
-
-def shared_pool() -> WorkerPool:
-    """The process-wide pool, created on first use."""
-    global _pool
-    with _pool_lock:
-        if _pool is None:
-            _pool = WorkerPool()
-        return _pool
-
-
-def shutdown() -> None:
-    """Stop the shared pool's workers (they start again on the next grading call)."""
-    with _pool_lock:
-        if _pool is not None:
-            _pool.close()
+_LIVE_POOLS: weakref.WeakSet[WorkerPool] = weakref.WeakSet()
+"""Every open pool of this process, so a forked child can drop the workers it copied."""
 
 
 def _after_fork_in_child() -> None:
-    global _pool, _pool_lock
-    _pool_lock = threading.Lock()
-    if _pool is not None:
-        _pool.forget()
+    """A forked child copies every pool with its parent's worker pipes. Writing to them would mix the
+    child's requests into the parent's, waiting on or killing them at exit would touch processes that
+    are not the child's, a lock held by another parent thread would never be released, and holding the
+    pipes open would keep the parent's workers alive past the parent. So the child closes its copies
+    of the pipes, takes a fresh lock and starts workers of its own on first use."""
+    for pool in list(_LIVE_POOLS):
+        pool.forget()
 
 
-atexit.register(shutdown)
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -1,20 +1,7 @@
 """A grading worker: ``python -m workbench.grading.worker``, one JSON object per line each way.
 
-It is a fresh interpreter started on this module, never a fork or a ``multiprocessing`` child, so
-it imports nothing of the program that grades (no re-import of a script's ``__main__``) and works
-the same under a script, a notebook, a thread or a daemonic worker process.
-
-Protocol. Once warm it writes ``{"ready": true, "cpu": s}``. Then for each request
-``{"id": n, "gold": latex, "preds": [[latex, ...], ...], "limit": s}`` on stdin (one list of
-readings per answer the response commits to) it writes ``{"id": n, "ok": bool, "error":
-str|null, "seconds": s, "item_cpu": s, "cpu": s}``: whether math-verify finds a reading of every
-answer equal to the gold, the wall and CPU seconds that took, and the process CPU time so far
-(the parent meters the next request's CPU time from there). End of input ends it.
-
-The parent kills a worker that overruns; the limits set here are only backstops for when the
-parent is gone: a CPU-time rlimit (the kernel ends a runaway computation even while it holds the
-GIL) and an address-space cap that turns a runaway allocation into this item's ``MemoryError``
-rather than the OOM killer's choice of process.
+A fresh interpreter, never a fork, so it imports nothing of the program that grades; its own limits are
+only backstops for when the parent is gone. The protocol: docs/grading.md.
 """
 
 from __future__ import annotations

