@@ -1,19 +1,8 @@
 """Benchmark: the vLLM engines against transformers and against raw vLLM, on the toy world (CPU).
 
-(a) sampling throughput of the toy evaluation job (10 test problems of each of the six tiers, 8 samples
-    each, 64 new tokens, temperature 0.6): transformers (`HFBackend`, one batch) vs `VLLMBackend`;
-(b) the adapter's cost: `VLLMBackend.generate` vs `vllm.LLM.generate` on the same engine, prompts
-    and per-prompt `SamplingParams` (the outputs are compared token for token; goal: >= 90% of raw throughput);
-(c) scoring the 480 student samples of (a) with the teacher: the served teacher (`ServerScorer`
-    against a live `vllm.entrypoints.openai.api_server` on this machine) vs the in-process engine
-    (`VLLMBackend`) vs transformers (`HFBackend`), with their largest disagreement.
-
-Engine start times are printed too. Every ratio is measured in this run, so it holds on this machine
-under its current load only. Engines run in-process (`VLLM_ENABLE_V1_MULTIPROCESSING=0` unless set)
-with vLLM's defaults otherwise (torch.compile on). Transformers runs first, before an in-process
-engine binds this process's threads to cores (vLLM's CPU worker then ignores torch.set_num_threads);
-the torch thread counts are printed. vLLM's CPU kernels suffer badly from other processes on the same
-cores: on a shared machine single runs vary up to 10x, so every figure is the best of a few runs.
+Sampling throughput (transformers vs vLLM), the adapter's cost against raw ``vllm.LLM.generate``, and teacher
+scoring served vs in-process vs transformers, every ratio measured in this run; what each part does and
+why the figures are best-of runs: docs/evaluation-at-scale.md.
 
 Run in the engine environment: ``.venv-vllm/bin/python benchmarks/bench_engines.py``.
 """

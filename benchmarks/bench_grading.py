@@ -1,29 +1,8 @@
 """Benchmark: grading throughput on an evaluation-shaped workload, and where the time goes.
 
-The workload imitates an Avg@32 run: for each of ``problems`` problems of each of the six
-benchmarks, 32 sampled responses with long reasoning text (5-15k characters of LaTeX, more than
-the grader's 10k-character tail) ending in the correct answer (often spelled differently: digit
-grouping, units, currency, a labelled run of boxes for multi-value golds), one of a few recurring
-wrong answers, a hedge that boxes two candidates, or no box at all (a truncated generation). The
-golds are the real ones from ``$SCOPE_DATA_DIR`` (or ``../shared/data/benchmarks``) when present,
-else a built-in set in the same formats.
-
-Measured in one run, on the same items, all verdicts required identical:
-
-(a) a naive loop: per response, the grader's own reading of the answer, then math-verify in this
-    process, one response at a time (no deduplication, no time limit);
-(b) :func:`workbench.grading.grade_batch` with 1 and with 2 workers, each from a cold start (worker
-    interpreters started inside the measurement) and warm (workers already running, warmed on a
-    different workload so their internal caches hold nothing of this one), a fresh cache each time;
-(c) the same batch again against the filled cache.
-
-Each measurement is the fastest of ``--repeat`` runs. It prints graded responses per second, the
-ratios between them (batch vs naive, 2 vs 1 workers, cache hits vs fresh) and, from the batch
-report, where the time went: reading answers in this process, math-verify in the workers (wall
-and CPU), worker start-ups, and the rest of the workers' time (IPC, scheduling, idle at the end
-of the batch); plus timeouts and retries. The machine's load average is printed beside, since
-other processes may share the cores: math-verify's CPU seconds do not depend on that load, wall
-seconds do.
+A naive one-at-a-time loop against the batch grader with 1 and 2 workers (cold and warm) and against the
+filled cache, on the same items with identical verdicts required; what the workload imitates and what each
+line measures: docs/grading.md.
 
 Run: ``python benchmarks/bench_grading.py [--problems 8] [--samples 32] [--repeat 3]``.
 """

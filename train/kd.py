@@ -1,21 +1,8 @@
 """Sequence-level knowledge distillation (the paper's KD baseline): SFT on teacher samples.
 
-The teacher answers every training prompt ``kd_samples_per_prompt`` times (the training temperature /
-top-p / top-k, at most ``max_completion_length`` new tokens), once per run and not on every rank: served
-(``teacher_server_url``, one or several replicas) or in-process (workbench's HF sampler), the prompts
-cut into units that the processes share out, every finished unit kept under
-``<output_dir>/kd_samples/`` so that an interrupted run samples only what is missing. TRL's
-SFTTrainer then fits the student to those sequences with completion-only loss. What is kept:
-
-* samples the teacher did not finish (hit the length limit) are dropped: SFT would append EOS
-  and teach the student to stop mid-solution;
-* wrong samples are kept by default (``kd_keep_incorrect: true``), which is sequence-level KD as
-  Kim & Rush define it; ``false`` keeps only the grader-approved ones (rejection-sampled KD). The
-  paper does not say which it used.
-
-The SFT run takes its optimisation settings (learning rate, schedule, steps, batch size, seed,
-logging, precision) from the same ScopeConfig as the on-policy methods, so baselines differ in the
-data they fit and not in the optimiser.
+The teacher samples every training prompt once per run, through the same stage engine as evaluation,
+sharded over the launch's processes and resumable; TRL's SFTTrainer then fits the student to them with the
+same optimisation settings as the on-policy methods. What is kept and why: docs/training-at-scale.md.
 """
 
 from __future__ import annotations
