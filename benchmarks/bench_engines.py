@@ -61,9 +61,9 @@ def n_tokens(groups: list[list[Any]]) -> int:
 
 
 @contextmanager
-def vllm_server(model: str, key: str) -> Iterator[tuple[str, float]]:
-    """A vLLM OpenAI server on a free local port, float32; yields its URL and start time, and stops
-    its process group (API server and engine process) on exit."""
+def vllm_server(model: str, key: str, *extra: str) -> Iterator[tuple[str, float]]:
+    """A vLLM OpenAI server on a free local port, float32 (``extra``: more server flags); yields its URL and
+    start time, and stops its process group (API server and engine process) on exit."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -72,7 +72,7 @@ def vllm_server(model: str, key: str) -> Iterator[tuple[str, float]]:
     start = time.perf_counter()
     process = subprocess.Popen(
         [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", model, "--dtype", "float32",
-         "--host", "127.0.0.1", "--port", str(port)],
+         "--host", "127.0.0.1", "--port", str(port), *extra],
         stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
     try:
         while True:
