@@ -5,10 +5,12 @@ Any ScopeConfig / GRPOConfig field can be overridden on the command line, e.g. `
 ``--method opd --num_generations 1``. The output folder gets a manifest (config, seed, versions,
 git commit, status) written by workbench.runs, then the model, log history and snapshots.
 
-This module imports neither torch nor TRL until a run is really starting: ``--help`` and every
-mistake train.recipe can see (unknown field, non-positive batch or group size, temperature, missing
-model folder, unwritable output folder) answer in well under two seconds, as one line with exit
-status 2. Ctrl-C stops with exit status 130 and one line saying what the run folder kept.
+``--help`` imports neither torch nor TRL and answers at once. A value no run can use (non-positive
+batch or group size, temperature, missing model folder) is refused by train.recipe before TRL is
+imported; a name the config does not have, a name a field does not take and a bad weighting are
+refused by train.config once the config classes are imported (the seconds that takes); an unwritable
+or used output folder after that; all before any model loads, as one line with exit status 2. Ctrl-C
+stops with exit status 130 and one line saying what the run folder kept.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from train.recipe import check_command_line
+from train.recipe import check_command_line as check_values_first
 from workbench.errors import UserError, main_guard
 
 HELP = """\
@@ -161,6 +163,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         print(dry_run(argv), end="")
         return 0
+    check_values_first(argv)  # before TRL is imported
+    from train.config import check_command_line
+
     early = check_command_line(argv).values
     early_output = early.get("output_dir")
     resuming = early.get("resume_from_checkpoint") not in (None, "None", "none", "null", False)

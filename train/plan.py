@@ -1,8 +1,8 @@
 """The plan of a run before launch: ``python -m train.cli --config RECIPE --dry-run``.
 
-Loads no model and imports neither torch nor TRL (it answers in well under a second): the recipe's
-raw values (train.recipe) over the defaults the plan needs, model shapes from a local config.json,
-the Hugging Face cache or the table of the paper's models below, and the sharding from an accelerate
+Loads no model (it answers in the seconds importing TRL takes): the recipe's raw values, checked as a
+run checks them (train.config.check_command_line), over ScopeConfig's defaults; model shapes from a
+local config.json, the Hugging Face cache or the table of the paper's models below, and the sharding from an accelerate
 config (``--accelerate_config train/launch/zero3.yaml``) or the environment ``accelerate launch``
 sets. It prints the world size, the batch arithmetic, the worst-case tokens of a micro-batch, an
 estimate of GPU memory per device and the teacher server's ``--max-model-len``, and refuses with
@@ -26,6 +26,7 @@ The memory estimate is arithmetic, not a measurement (only a GPU can prove it):
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from collections.abc import Mapping, Sequence
@@ -33,29 +34,26 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from train.recipe import TOY_STUDENT, TOY_TEACHER, check_command_line
+from train.config import ScopeConfig, check_command_line
+from train.recipe import TOY_STUDENT, TOY_TEACHER
+from train.sharding import (
+    check_teacher_fits_sharding,
+    sharding_from_environment,
+    sharding_of_accelerate_config,
+)
 from workbench.errors import UserError
 
 GIB = 1024**3
 CUDA_SLACK_GIB = 2.0
 DEFAULT_GPU_GB = 80.0
 DEFAULT_WORLD = 8
-LAUNCH_DIR = Path(__file__).resolve().parent / "launch"
 
-# The defaults of the fields the plan reads (GRPOConfig's / TrainingArguments' / ScopeConfig's);
-# tests/test_plan.py checks them against ScopeConfig itself.
-PLAN_DEFAULTS: dict[str, Any] = {
-    "method": "scope", "model_name_or_path": TOY_STUDENT, "teacher_model": None, "teacher_server_url": None,
-    "teacher_server_model": None, "teacher_dtype": None, "teacher_score_tokens": 16384,
-    "per_device_train_batch_size": 8, "gradient_accumulation_steps": 1, "num_generations": 8,
-    "steps_per_generation": None, "num_iterations": 1, "max_prompt_length": None, "max_completion_length": 512,
-    "use_vllm": False, "vllm_mode": "colocate", "vllm_gpu_memory_utilization": 0.3,
-    "vllm_max_model_length": None, "vllm_enable_sleep_mode": False, "gradient_checkpointing": True,
-    "activation_checkpointing": None, "model_init_kwargs": None, "use_cpu": False, "deepspeed": None,
-    "kd_samples_per_prompt": 1,
-}
+def config_defaults() -> dict[str, Any]:
+    """Every ScopeConfig field's default (GRPOConfig's and TrainingArguments' included): what a plan reads
+    for a field the recipe and the flags leave unset."""
+    return {f.name: f.default if f.default is not dataclasses.MISSING else f.default_factory()
+            for f in dataclasses.fields(ScopeConfig)
+            if f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING}
 
 
 @dataclass(frozen=True)
@@ -126,56 +124,6 @@ def model_shape(name: str) -> ModelShape:
                     f"once (huggingface-cli download {name} config.json)")
 
 
-# ------------------------------------------------------------------------------------ sharding
-SHARDINGS = ("ddp", "zero1", "zero2", "zero3", "fsdp2")
-
-
-def sharding_of_accelerate_config(path: str | Path) -> str:
-    """ddp / zero1-3 / fsdp2 as an accelerate config file sets it."""
-    file = Path(path)
-    if not file.is_file():
-        raise UserError(f"accelerate config {path} not found (the shipped ones: {LAUNCH_DIR}/*.yaml)")
-    data = yaml.safe_load(file.read_text()) or {}
-    kind = str(data.get("distributed_type", "NO")).upper()
-    if kind == "DEEPSPEED":
-        ds = data.get("deepspeed_config") or {}
-        if ds.get("deepspeed_config_file"):
-            return _sharding_of_deepspeed_json(ds["deepspeed_config_file"])
-        return f"zero{int(ds.get('zero_stage', 2))}"
-    return "fsdp2" if kind == "FSDP" else "ddp"
-
-
-def _sharding_of_deepspeed_json(path: str | Path | Mapping[str, Any]) -> str:
-    data = path if isinstance(path, Mapping) else json.loads(Path(path).read_text())
-    stage = (data.get("zero_optimization") or {}).get("stage", 0)
-    return f"zero{int(stage)}" if stage else "ddp"
-
-
-def sharding_from_environment(values: Mapping[str, Any] | None = None) -> str:
-    """The sharding `accelerate launch` (its environment) or TrainingArguments.deepspeed sets for this process."""
-    env = os.environ
-    if env.get("ACCELERATE_USE_DEEPSPEED", "").lower() == "true":
-        if env.get("ACCELERATE_DEEPSPEED_CONFIG_FILE"):
-            return _sharding_of_deepspeed_json(env["ACCELERATE_DEEPSPEED_CONFIG_FILE"])
-        return f"zero{int(env.get('ACCELERATE_DEEPSPEED_ZERO_STAGE', '2'))}"
-    if env.get("ACCELERATE_USE_FSDP", "").lower() == "true":
-        return "fsdp2"
-    deepspeed = (values or {}).get("deepspeed")
-    if deepspeed not in (None, "", "None", "none", "null"):
-        return _sharding_of_deepspeed_json(deepspeed if isinstance(deepspeed, Mapping) else str(deepspeed))
-    return "ddp"
-
-
-def check_teacher_fits_sharding(values: Mapping[str, Any], sharding: str) -> None:
-    """A local teacher is loaded whole with from_pretrained(...).to(device); under ZeRO-3, zero.Init would
-    partition that load and the teacher's forward would see empty weights. The served teacher has none
-    of this, so a local one is refused there with the alternative named."""
-    if sharding == "zero3" and values.get("teacher_model") not in (None, "", "None", "none", "null"):
-        raise UserError("a local teacher_model cannot run under DeepSpeed ZeRO-3 (zero.Init partitions its load); "
-                        "serve it (vllm serve TEACHER) and pass --teacher_server_url http://HOST:8000 "
-                        "--teacher_server_model TEACHER, or use train/launch/zero2.yaml or fsdp2.yaml")
-
-
 # ---------------------------------------------------------------------------------------- plan
 @dataclass
 class Plan:
@@ -202,7 +150,7 @@ def _bool(value: Any) -> bool:
 def build_plan(argv: Sequence[str], *, world_size: int | None = None, gpu_memory_gb: float | None = None,
                accelerate_config: str | None = None) -> Plan:
     """The plan of the training command line `argv` (recipe and overrides, without the plan's own flags)."""
-    values = dict(PLAN_DEFAULTS) | check_command_line(argv).values
+    values = config_defaults() | check_command_line(argv).values
     world_note = ""
     if world_size is None:
         env_world = os.environ.get("WORLD_SIZE")
