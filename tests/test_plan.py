@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from train.plan import KNOWN_MODELS, build_plan, dry_run, model_shape
+from train.plan import KNOWN_MODELS, PlanOptions, build_plan, dry_run, model_shape, split_plan_flags
 from workbench.errors import UserError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -100,6 +100,21 @@ def test_shell_form_for_the_launch_scripts():
                     "128", "--plan-format", "shell"])
     assert text.splitlines() == ['GRAD_ACC_STEPS="128"', 'WORLD_SIZE="16"', 'TEACHER_MODEL="Qwen/Qwen3-8B"',
                                  'TEACHER_MAX_MODEL_LEN="16385"']
+
+
+def test_the_dry_runs_options_are_plan_options_fields():
+    options, rest = split_plan_flags(["--config", "r.yaml", "--dry-run", "--world-size", "16", "--gpu_memory_gb=40",
+                                      "--accelerate-config", "z.yaml", "--plan_format", "shell", "--seed", "3"])
+    assert options == PlanOptions(world_size=16, gpu_memory_gb=40.0, accelerate_config="z.yaml", plan_format="shell")
+    assert rest == ["--config", "r.yaml", "--seed", "3"]
+    assert split_plan_flags(["--dry-run"]) == (PlanOptions(), [])
+    for argv, message in ((["--world_size", "1.5"], "--world_size takes a whole number, got '1.5'"),
+                          (["--gpu-memory-gb", "lots"], "--gpu-memory-gb takes a number, got 'lots'"),
+                          (["--plan-format", "csv"], "--plan-format 'csv' is not one of text, shell"),
+                          (["--world_size"], "--world_size needs a value")):
+        with pytest.raises(UserError) as err:
+            split_plan_flags(argv)
+        assert str(err.value) == message
 
 
 def test_every_recipe_plans_in_seconds_without_loading_a_model():

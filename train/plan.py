@@ -32,7 +32,7 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args, get_type_hints
 
 from train.config import ScopeConfig, check_command_line
 from train.recipe import TOY_STUDENT, TOY_TEACHER
@@ -280,50 +280,64 @@ def render_shell(plan: Plan) -> str:
     return "".join(f"{k}={json.dumps(v)}\n" for k, v in plan.shell.items())
 
 
-PLAN_FLAGS = {"--dry-run": 0, "--world_size": 1, "--world-size": 1, "--gpu_memory_gb": 1, "--gpu-memory-gb": 1,
-              "--accelerate_config": 1, "--accelerate-config": 1, "--plan-format": 1, "--plan_format": 1}
+DRY_RUN_FLAG = "--dry-run"
+PLAN_FORMATS = ("text", "shell")
 
 
-def split_plan_flags(argv: Sequence[str]) -> tuple[dict[str, str | bool], list[str]]:
-    """The dry run's own flags (see PLAN_FLAGS) and the training arguments left."""
-    flags: dict[str, str | bool] = {}
+@dataclass(frozen=True)
+class PlanOptions:
+    """The dry run's own options; each field is an option, ``--name VALUE`` or ``--name-with-dashes VALUE``."""
+
+    world_size: int | None = None  # processes of the launch (None: $WORLD_SIZE, else DEFAULT_WORLD)
+    gpu_memory_gb: float | None = None  # GiB per GPU the plan must fit (None: DEFAULT_GPU_GB)
+    accelerate_config: str | None = None  # the launch's accelerate config, for its sharding
+    plan_format: str = "text"  # one of PLAN_FORMATS: "text" for people, "shell" for the launch scripts
+
+    def __post_init__(self) -> None:
+        if self.plan_format not in PLAN_FORMATS:
+            raise UserError(f"--plan-format {self.plan_format!r} is not one of {', '.join(PLAN_FORMATS)}")
+
+
+_PLAN_UNITS = {int: "a whole number", float: "a number", str: "a value"}
+
+
+def split_plan_flags(argv: Sequence[str]) -> tuple[PlanOptions, list[str]]:
+    """The dry run's own options (PlanOptions' fields, and --dry-run itself) and the training arguments left."""
+    names = {f"--{spelling}": f.name for f in dataclasses.fields(PlanOptions)
+             for spelling in (f.name, f.name.replace("_", "-"))}
+    kinds = {name: next(a for a in (get_args(hint) or (hint,)) if a is not type(None))
+             for name, hint in get_type_hints(PlanOptions).items() if name in names.values()}
+    values: dict[str, Any] = {}
     rest: list[str] = []
     items = list(argv)
     i = 0
     while i < len(items):
-        name, has_inline, inline = items[i].partition("=")
-        if name in PLAN_FLAGS:
-            key = name.lstrip("-").replace("-", "_")
-            if PLAN_FLAGS[name] == 0:
-                flags[key] = True
-                i += 1
-                continue
-            if has_inline:
-                flags[key] = inline
-                i += 1
-            elif i + 1 < len(items) and not items[i + 1].startswith("--"):
-                flags[key] = items[i + 1]
-                i += 2
-            else:
-                raise UserError(f"{name} needs a value")
+        flag, has_inline, inline = items[i].partition("=")
+        if flag == DRY_RUN_FLAG:
+            i += 1
             continue
-        rest.append(items[i])
-        i += 1
-    return flags, rest
+        if flag not in names:
+            rest.append(items[i])
+            i += 1
+            continue
+        if has_inline:
+            text, i = inline, i + 1
+        elif i + 1 < len(items) and not items[i + 1].startswith("--"):
+            text, i = items[i + 1], i + 2
+        else:
+            raise UserError(f"{flag} needs a value")
+        kind = kinds[names[flag]]
+        try:
+            values[names[flag]] = kind(text)
+        except ValueError:
+            raise UserError(f"{flag} takes {_PLAN_UNITS[kind]}, got {text!r}") from None
+    return PlanOptions(**values), rest
 
 
 def dry_run(argv: Sequence[str]) -> str:
     """The text ``--dry-run`` prints for the command line `argv` (with the plan's flags)."""
-    flags, rest = split_plan_flags(argv)
-    try:
-        world = int(flags["world_size"]) if "world_size" in flags else None
-        gpu = float(flags["gpu_memory_gb"]) if "gpu_memory_gb" in flags else None
-    except ValueError:
-        raise UserError("--world_size takes a whole number and --gpu_memory_gb a number of GB") from None
-    form = str(flags.get("plan_format", "text"))
-    if form not in ("text", "shell"):
-        raise UserError(f"--plan-format {form!r} is not one of text, shell")
-    plan = build_plan(rest, world_size=world, gpu_memory_gb=gpu,
-                      accelerate_config=str(flags["accelerate_config"]) if "accelerate_config" in flags else None)
+    options, rest = split_plan_flags(argv)
+    plan = build_plan(rest, world_size=options.world_size, gpu_memory_gb=options.gpu_memory_gb,
+                      accelerate_config=options.accelerate_config)
     check_fits(plan)
-    return render_shell(plan) if form == "shell" else render(plan)
+    return render_shell(plan) if options.plan_format == "shell" else render(plan)
