@@ -25,8 +25,9 @@ from typing import Any
 
 from train.recipe import check_command_line as check_values_first
 from workbench.errors import UserError, main_guard
+from workbench.layout import METHODS
 
-HELP = """\
+HELP = f"""\
 usage: python -m train.cli --config RECIPE.yaml [--FIELD VALUE ...]
 
 Train one run (SCOPE or a baseline) from a YAML recipe. Every recipe field can be overridden as
@@ -35,7 +36,7 @@ GRPOConfig and the workbench's; it imports TRL, so it takes a few seconds).
 
   --config PATH              the recipe, e.g. train/recipes/toy_scope.yaml (others: toy_opd, toy_grpo,
                              toy_grpo_kl, toy_kd, paper_r1distill_skywork, paper_qwen3_base)
-  --method NAME              scope | opd | grpo | kd
+  --method NAME              {' | '.join(METHODS)}
   --ablation NAME            weighting preset for method scope: scope | no_dpaw_uniform_weights |
                              no_student_weight | no_teacher_weight | opposite_student_weight |
                              opposite_teacher_weight | authors_code
