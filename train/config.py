@@ -39,9 +39,17 @@ from typing import Any, NoReturn, get_args
 from trl import GRPOConfig, TrlParser
 
 from train import recipe
-from train.recipe import CONFIG_FLAG, TOY_STUDENT, TOY_TEACHER, CommandLine, check_names, check_values, split_config_flag
-from train.sharding import check_teacher_fits_sharding, sharding_from_environment
+from train.recipe import (
+    CONFIG_FLAG,
+    TOY_STUDENT,
+    TOY_TEACHER,
+    CommandLine,
+    check_names,
+    check_values,
+    split_config_flag,
+)
 from train.scope import ABLATIONS, Aggregation, LossForm, PathMode, TruncatedRule, WeightConfig, WeightScale
+from train.sharding import check_teacher_fits_sharding, sharding_from_environment
 from workbench.data import BENCHMARKS, get_spec
 from workbench.errors import UserError, did_you_mean
 from workbench.layout import METHODS, ROUTED_METHODS, TOY_TIERS
@@ -379,15 +387,17 @@ def check_choices(values: Mapping[str, Any], origin: Mapping[str, str] | None = 
     """Refuse a name a field does not take, suggesting the closest one it does."""
     for name, allowed in named_choices().items():
         value = values.get(name)
-        if isinstance(value, str) and value not in allowed:
+        if value is not None and value not in allowed:
             where = f" ({origin[name]})" if origin and name in origin else ""
             raise UserError(f"{name} {value!r}{where} is not one of {', '.join(allowed)}"
-                            f"{did_you_mean(value, allowed)}")
+                            f"{did_you_mean(str(value), allowed)}")
 
 
 def _check_weighting(values: Mapping[str, Any], origin: Mapping[str, str]) -> None:
     """The weighting a raw command line asks for, judged as ScopeConfig will judge it."""
-    ablation = str(values.get("ablation", ScopeConfig.ablation))
+    ablation = values.get("ablation", ScopeConfig.ablation)
+    if ablation not in ABLATIONS:
+        return  # check_choices has said so
     for name in WEIGHT_FIELDS:
         value = values.get(name)
         if value in (None, "None", "none", "null"):
