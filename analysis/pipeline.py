@@ -28,6 +28,7 @@ from analysis.boundary import BoundaryAnalysis, BoundaryConfig, run_boundary, wr
 from analysis.corrective import CorrectiveConfig, RecoveryAnalysis, run_corrective, write_recovery
 from analysis.rollouts import ANALYSIS_KIND, RolloutConfig, sample_rollouts
 from analysis.weights import DEFAULT_TAUS, case_study, prepare, summarise, tau_sweep
+from train.scope import WeightConfig
 from workbench.data import BENCHMARKS, load_benchmark, resolve_suite
 from workbench.errors import UserError, check_model_name, did_you_mean
 from workbench.models import BACKENDS, Backend, check_same_vocab, load_backend
@@ -229,8 +230,10 @@ def run(student: ModelRef, teacher: ModelRef | None, problems: Sequence[Problem]
     weights need both experiments (student and teacher log-PPLs). ``taus``: the temperatures the
     weight summary sweeps. Settings are checked and problems loaded before any model loads.
     """
-    if not taus or any(not 0 < t < float("inf") for t in taus):
-        raise UserError(f"taus must be positive numbers, got {list(taus)}")
+    if not taus:
+        raise UserError("taus must name at least one temperature for the weight summary")
+    for tau in taus:
+        WeightConfig(tau=tau)  # tau's rule is WeightConfig's (UserError)
     _check_names(student, teacher, models)
     selection = problems if isinstance(problems, ProblemSet) else None
     chosen = selection.load() if selection else list(problems)  # type: ignore[arg-type]

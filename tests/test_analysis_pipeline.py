@@ -298,6 +298,12 @@ def test_pipeline_mistakes_are_one_line_before_any_model_loads():
         pipeline.ModelConfig("server")
     with pytest.raises(UserError, match="rollouts: n must be at least 1"):
         RolloutConfig(n=0)
+    # tau's rule is WeightConfig's; it is met before the (missing) student is looked for
+    for taus, message in (((1.0, -0.5), r"^tau must be a finite number > 0, got -0.5$"),
+                          ((float("inf"),), r"^tau must be a finite number > 0, got inf$"),
+                          ((), r"^taus must name at least one temperature")):
+        with pytest.raises(UserError, match=message):
+            pipeline.run("./no-such-model", None, pipeline.ProblemSet("toy-3", toy_size=2), CFG, None, None, taus=taus)
 
 
 # The real toy models on a configuration small enough for seconds: 12 problems x 4 rollouts.

@@ -493,3 +493,19 @@ def test_objective_bad_inputs_raise():
         scope_objective(logp, old, teacher[:, :2], mask, correct, weights, "sum", n_groups=2)
     with pytest.raises(ValueError, match="weights"):
         scope_objective(logp, old, teacher, mask, correct, weights[:3], "sum", n_groups=2)
+
+
+def test_weight_config_is_where_its_values_are_judged():
+    """tau, the path modes and the scale are checked here and nowhere else (train.config and analysis build
+    a WeightConfig to check them): a UserError, so the command lines print one line."""
+    from workbench.errors import UserError
+
+    for tau in (0, -1.0, float("inf"), float("nan"), True, "1"):
+        with pytest.raises(UserError, match=r"^tau must be a finite number > 0, got "):
+            WeightConfig(tau=tau)
+    with pytest.raises(UserError, match=r"^teacher_mode must be one of ppl, uniform, reversed, off, got 'revresed'; "
+                                        r"did you mean 'reversed'\?$"):
+        WeightConfig(teacher_mode="revresed")
+    with pytest.raises(UserError, match=r"^scale must be one of sum1, mean1, got 'sum'"):
+        WeightConfig(scale="sum")
+    assert WeightConfig(tau=3).tau == 3 and WeightConfig(tau=1e-3, student_mode="off", scale="mean1").scale == "mean1"

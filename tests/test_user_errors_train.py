@@ -1,6 +1,8 @@
-"""A user's mistake on the training command line costs one line and well under the time TRL takes to
-import: exit status 2, ``error: <what to change>`` on stderr, no traceback, nothing loaded. Ctrl-C
-during training exits 130 with one line naming what the run folder kept."""
+"""A user's mistake on the training command line costs one line: exit status 2, ``error: <what to
+change>`` on stderr, no traceback, nothing loaded. A value no run can use is refused before TRL is
+imported; a name the config does not have, or a weighting WeightConfig refuses, once the config
+classes are imported, still before any model loads. Ctrl-C during training exits 130 with one line
+naming what the run folder kept."""
 
 from __future__ import annotations
 
@@ -16,12 +18,14 @@ from typing import get_args
 
 import pytest
 
-from train.recipe import config_options, named_choices
 from workbench.errors import UserError, check_model_name, did_you_mean, main_guard
 
 REPO = Path(__file__).resolve().parents[1]
 TOY = str(REPO / "train" / "recipes" / "toy_scope.yaml")
 LATENCY_LIMIT_S = 5.0  # the target is < 2 s; the limit leaves room for a machine shared with other jobs
+# Refused once the config classes are imported (torch, transformers, TRL: ~2 s idle, 5-10 s on a busy machine).
+CONFIG_CASES = ("recipe_typo", "flag_typo", "ablation_typo", "grader_benchmark_typo", "output_uncreatable",
+                "output_holds_run", "tau_flag", "tau_recipe", "student_weight_typo")
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
 
 
@@ -65,7 +69,8 @@ def earlier_run(folder: Path) -> Path:
 @pytest.mark.parametrize("case", [
     "flag_num_generations_0", "recipe_num_generations_0", "batch_0", "accumulation_negative", "temperature_negative",
     "recipe_typo", "flag_typo", "ablation_typo", "student_missing", "teacher_missing", "output_uncreatable",
-    "output_holds_run", "no_arguments", "recipe_missing", "grader_benchmark_typo",
+    "output_holds_run", "no_arguments", "recipe_missing", "grader_benchmark_typo", "tau_flag", "tau_recipe",
+    "student_weight_typo", "scope_one_rollout",
 ])
 def test_mistakes_fail_fast_in_one_line(case, tmp_path):
     out = str(tmp_path / "out")
@@ -102,12 +107,46 @@ def test_mistakes_fail_fast_in_one_line(case, tmp_path):
         "grader_benchmark_typo": (["--config", TOY, "--grader_benchmark", "deepmaths", "--output_dir", out],
                                   ["grader_benchmark 'deepmaths' (--grader_benchmark) is not one of aime24,",
                                    "toy-6, deepmath; did you mean 'deepmath'?"]),
+        "tau_flag": (["--config", TOY, "--tau", "-0.5", "--output_dir", out],
+                     ["error: tau must be a finite number > 0, got -0.5 (--tau)"]),
+        "tau_recipe": (["--config", recipe(tmp_path / "tau.yaml", ablation="ablation: scope\ntau: 0"),
+                        "--output_dir", out], ["error: tau must be a finite number > 0, got 0 (recipe "]),
+        "student_weight_typo": (["--config", TOY, "--student_weight", "ppll", "--output_dir", out],
+                                ["student_weight: student_mode must be one of ppl, uniform, reversed, off, got 'ppll'; "
+                                 "did you mean 'ppl'? (--student_weight)"]),
+        "scope_one_rollout": (["--config", TOY, "--num_generations", "1", "--output_dir", out],
+                              ["method scope weighs the rollouts of a prompt against each other, so it needs "
+                               "num_generations >= 2, got 1 (--num_generations); use method opd"]),
     }[case]
     proc, wall = run_cli(*args)
     line = assert_one_line_error(proc, *fragments)
     print(f"{case}: {wall:.2f} s: {line}")
-    assert wall < LATENCY_LIMIT_S
+    if case not in CONFIG_CASES:
+        assert wall < LATENCY_LIMIT_S
     assert not Path(out).exists()  # refused before the run folder was made
+
+
+NO_MODEL_PROBE = """
+import sys
+from train.cli import main
+from workbench.errors import main_guard
+code = main_guard(main, sys.argv[1:])
+print(sorted(m for m in sys.modules if m.startswith("transformers.models.") and ".modeling_" in m))
+print(sorted(m for m in sys.modules if m in ("train.methods", "train.trainer", "train.teacher")))
+sys.exit(code)
+"""
+
+
+def test_bad_tau_in_a_recipe_is_one_line_before_any_model_loads(tmp_path):
+    """tau's rule is WeightConfig's (train/scope.py); the command line reaches it before loading anything."""
+    bad = recipe(tmp_path / "tau.yaml", ablation="ablation: no_student_weight\ntau: -1")
+    out = tmp_path / "out"
+    proc = subprocess.run([sys.executable, "-c", NO_MODEL_PROBE, "--config", bad, "--output_dir", str(out)],
+                          cwd=REPO, env=ENV, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr == f"error: tau must be a finite number > 0, got -1 (recipe {bad})\n"
+    assert proc.stdout.splitlines() == ["[]", "[]"]  # no model class imported, no trainer built
+    assert not out.exists()
 
 
 def test_read_only_output_dir_fails_before_training(tmp_path):
@@ -125,26 +164,43 @@ def test_read_only_output_dir_fails_before_training(tmp_path):
     assert wall < LATENCY_LIMIT_S
 
 
-def test_option_names_read_from_source_match_trls_parser():
-    """The typo check reads the field names from the config classes' source; TRL's parser is the truth."""
-    from train.config import ScopeConfig, config_parser
+def test_names_come_from_the_dataclasses_so_a_new_field_is_one_edit(tmp_path):
+    """A field added to the config dataclass is a recipe field and an option at once (a bool defaulting to
+    True gets TRL's --no_ switch); nothing else lists the names."""
+    from train.config import ScopeConfig, check_names, config_options
+    from train.recipe import read_command_line
 
-    fields, options = config_options()
-    assert fields == {f.name for f in dataclasses.fields(ScopeConfig) if f.init}
-    parser_options = {s[2:] for a in config_parser()._actions for s in a.option_strings if s.startswith("--")}
-    assert options == parser_options - {"help"}
-    assert {"tau", "learning_rate", "no_snapshot_token_logps", "output-dir"} <= options
+    @dataclasses.dataclass
+    class WithKnob(ScopeConfig):
+        knob_count: int = dataclasses.field(default=3, metadata={"help": "a new knob"})
+        knob_on: bool = dataclasses.field(default=True, metadata={"help": "a new switch"})
+
+    fields, options = config_options(WithKnob)
+    assert {"tau", "learning_rate", "knob_count", "knob_on"} <= fields and "no_knob_on" not in fields
+    assert {"tau", "learning_rate", "output-dir", "no_snapshot_token_logps", "knob_count", "no_knob_on"} <= options
+    assert "knob_count" not in config_options()[0]  # ScopeConfig itself is unchanged
+
+    path = tmp_path / "knob.yaml"
+    path.write_text(Path(TOY).read_text() + "knob_count: 5\n")
+    line = read_command_line(["--config", str(path), "--no_knob_on", "--tau", "0.5"])
+    check_names(line, fields, options)
+    assert (line.values["knob_count"], line.values["knob_on"], line.values["tau"]) == (5, "false", "0.5")
+    with pytest.raises(UserError, match=r"^recipe .*knob.yaml: unknown field 'knob_count'"):
+        check_names(read_command_line(["--config", str(path)]), *config_options())
+    with pytest.raises(UserError, match=r"^unknown option --knob_cuont; did you mean --knob_count\?$"):
+        check_names(read_command_line(["--knob_cuont", "4"]), fields, options)
 
 
-def test_named_choices_read_from_source_match_the_code():
-    from train.scope import ABLATIONS, Aggregation, PathMode, WeightScale
+def test_named_choices_are_the_fields_own():
+    from train.config import named_choices
+    from train.scope import ABLATIONS, Aggregation, LossForm, TruncatedRule
     from workbench.data import BENCHMARKS
     from workbench.layout import METHODS
 
     assert named_choices() == {
-        "method": METHODS, "grader_benchmark": tuple(BENCHMARKS), "ablation": tuple(ABLATIONS), "loss_aggregation": get_args(Aggregation),
-        "student_weight": get_args(PathMode), "teacher_weight": get_args(PathMode),
-        "weight_scale": get_args(WeightScale)}
+        "method": METHODS, "ablation": tuple(ABLATIONS), "loss_aggregation": get_args(Aggregation),
+        "scope_loss": get_args(LossForm), "truncated_rollouts": get_args(TruncatedRule),
+        "grader_benchmark": tuple(BENCHMARKS)}
 
 
 def test_parse_config_raises_user_errors_for_everything_a_user_sets(tmp_path):

@@ -5,10 +5,12 @@ Any ScopeConfig / GRPOConfig field can be overridden on the command line, e.g. `
 ``--method opd --num_generations 1``. The output folder gets a manifest (config, seed, versions,
 git commit, status) written by workbench.runs, then the model, log history and snapshots.
 
-This module imports neither torch nor TRL until a run is really starting: ``--help`` and every
-mistake train.recipe can see (unknown field, non-positive batch or group size, temperature, missing
-model folder, unwritable output folder) answer in well under two seconds, as one line with exit
-status 2. Ctrl-C stops with exit status 130 and one line saying what the run folder kept.
+``--help`` imports neither torch nor TRL and answers at once. A value no run can use (non-positive
+batch or group size, temperature, missing model folder) is refused by train.recipe before TRL is
+imported; a name the config does not have, a name a field does not take and a bad weighting are
+refused by train.config once the config classes are imported (the seconds that takes); an unwritable
+or used output folder after that; all before any model loads, as one line with exit status 2. Ctrl-C
+stops with exit status 130 and one line saying what the run folder kept.
 """
 
 from __future__ import annotations
@@ -21,10 +23,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from train.recipe import check_command_line
+from train.recipe import check_command_line as check_values_first
 from workbench.errors import UserError, main_guard
+from workbench.layout import METHODS
 
-HELP = """\
+HELP = f"""\
 usage: python -m train.cli --config RECIPE.yaml [--FIELD VALUE ...]
 
 Train one run (SCOPE or a baseline) from a YAML recipe. Every recipe field can be overridden as
@@ -33,7 +36,7 @@ GRPOConfig and the workbench's; it imports TRL, so it takes a few seconds).
 
   --config PATH              the recipe, e.g. train/recipes/toy_scope.yaml (others: toy_opd, toy_grpo,
                              toy_grpo_kl, toy_kd, paper_r1distill_skywork, paper_qwen3_base)
-  --method NAME              scope | opd | grpo | kd
+  --method NAME              {' | '.join(METHODS)}
   --ablation NAME            weighting preset for method scope: scope | no_dpaw_uniform_weights |
                              no_student_weight | no_teacher_weight | opposite_student_weight |
                              opposite_teacher_weight | authors_code
@@ -161,6 +164,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         print(dry_run(argv), end="")
         return 0
+    check_values_first(argv)  # before TRL is imported
+    from train.config import check_command_line
+
     early = check_command_line(argv).values
     early_output = early.get("output_dir")
     resuming = early.get("resume_from_checkpoint") not in (None, "None", "none", "null", False)

@@ -17,32 +17,40 @@ Three deliberate departures from GRPOConfig, all decided in ``__post_init__``:
   reference-model term, so one recipe can carry the GRPO baseline's KL for ``--method grpo``.
 
 Every mistake in a config raises workbench.errors.UserError, which the command line prints as one
-line. The checks of one value at a time live in train.recipe (they run on the raw recipe and flags
-before TRL is imported, and again here); those relating fields to each other are below.
+line. Each rule has one home, run both on the raw recipe and flags (``check_command_line``, before
+any model loads) and on the config itself (``__post_init__``): the checks of one value at a time in
+train.recipe; which names exist and which values a named field takes, from this dataclass (its
+fields and their ``choices``); the SCOPE weighting (tau, weight modes, scale) in
+train.scope.WeightConfig; the sharding rule in train.sharding; those relating fields to each other
+below.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NoReturn, get_args
+from typing import Any, NoReturn, get_args
 
 from trl import GRPOConfig, TrlParser
 
+from train import recipe
 from train.recipe import (
     CONFIG_FLAG,
     TOY_STUDENT,
     TOY_TEACHER,
-    check_command_line,
+    CommandLine,
+    check_names,
     check_values,
     split_config_flag,
 )
 from train.scope import ABLATIONS, Aggregation, LossForm, PathMode, TruncatedRule, WeightConfig, WeightScale
-from workbench.data import get_spec
+from train.sharding import check_teacher_fits_sharding, sharding_from_environment
+from workbench.data import BENCHMARKS, get_spec
 from workbench.errors import UserError, did_you_mean
 from workbench.layout import METHODS, ROUTED_METHODS, TOY_TIERS
 
@@ -200,7 +208,8 @@ class ScopeConfig(GRPOConfig):
     grader_benchmark: str = field(
         default=TRAIN_SET.name,
         metadata={"help": "Registered benchmark (workbench/data.py) whose prompt style and grading rules hub data "
-                          "takes; toy data takes each tier's own."},
+                          "takes; toy data takes each tier's own.",
+                  "choices": list(BENCHMARKS)},
     )
     toy_tiers: list[str] = field(
         default_factory=lambda: list(TOY_TIERS), metadata={"help": "Toy tiers whose train split is used."}
@@ -260,7 +269,9 @@ class ScopeConfig(GRPOConfig):
     def __post_init__(self) -> None:
         if isinstance(self.teacher_server_url, (list, tuple)):  # a recipe's list of replicas
             self.teacher_server_url = ",".join(str(u) for u in self.teacher_server_url)
-        check_values({f.name: getattr(self, f.name) for f in dataclasses.fields(self)})
+        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        check_values(values)
+        check_choices(values)
         if self.teacher_server_timeout <= 0:
             raise UserError(f"teacher_server_timeout must be > 0 seconds, got {self.teacher_server_timeout}")
         if self.bf16 is None:
@@ -271,8 +282,6 @@ class ScopeConfig(GRPOConfig):
             raise UserError("teacher_server_url needs teacher_server_model (the name the server serves)")
         if self.method in ("scope", "opd", "kd") and not (self.teacher_model or self.teacher_server_url):
             raise UserError(f"method {self.method!r} needs a teacher: set teacher_model or teacher_server_url")
-        from train.plan import check_teacher_fits_sharding, sharding_from_environment
-
         check_teacher_fits_sharding({"teacher_model": self.teacher_model},
                                     sharding_from_environment({"deepspeed": self.deepspeed}))
         if self.heldout_every and self.dataset_name != TOY_DATASET:
@@ -281,10 +290,6 @@ class ScopeConfig(GRPOConfig):
         if unknown:
             raise UserError(f"unknown toy tiers {unknown}; expected some of {', '.join(TOY_TIERS)}")
         self.weight_config()  # validate the weighting options now, not mid-training
-        for name, allowed in (("scope_loss", get_args(LossForm)), ("truncated_rollouts", get_args(TruncatedRule))):
-            if getattr(self, name) not in allowed:
-                raise UserError(f"{name} {getattr(self, name)!r} is not one of {', '.join(allowed)}"
-                                f"{did_you_mean(str(getattr(self, name)), allowed)}")
         if self.scope_loss == "authors" and self.loss_aggregation != "sum":
             log.info("scope_loss 'authors' has its own aggregation; loss_aggregation %r is not read",
                      self.loss_aggregation)
@@ -314,22 +319,33 @@ class ScopeConfig(GRPOConfig):
 
     def weight_config(self) -> WeightConfig:
         """The SCOPE weighting: the ablation preset with any per-field overrides applied."""
-        overrides = {
-            "tau": self.tau,
-            "student_mode": self.student_weight,
-            "teacher_mode": self.teacher_weight,
-            "scale": self.weight_scale,
-        }
-        if self.ablation not in ABLATIONS:
-            raise UserError(f"unknown ablation {self.ablation!r} (expected one of {', '.join(ABLATIONS)})"
-                            f"{did_you_mean(self.ablation, ABLATIONS)}")
-        return dataclasses.replace(ABLATIONS[self.ablation], **{k: v for k, v in overrides.items() if v is not None})
+        return weighting(self.ablation, {name: getattr(self, name) for name in WEIGHT_FIELDS})
 
     def resolved_student(self) -> str:
         return _resolve_toy(self.model_name_or_path)
 
     def resolved_teacher(self) -> str | None:
         return _resolve_toy(self.teacher_model) if self.teacher_model else None
+
+
+WEIGHT_FIELDS = {"tau": "tau", "student_weight": "student_mode", "teacher_weight": "teacher_mode",
+                 "weight_scale": "scale"}
+"""ScopeConfig's weighting overrides and the WeightConfig field each sets."""
+
+
+def weighting(ablation: str, overrides: Mapping[str, Any]) -> WeightConfig:
+    """The ablation preset with the overrides that are set (not None) applied. WeightConfig judges each
+    value; the message names the ScopeConfig field that set it."""
+    cfg = ABLATIONS[ablation]
+    for name, attr in WEIGHT_FIELDS.items():
+        value = overrides.get(name)
+        if value is None:
+            continue
+        try:
+            cfg = dataclasses.replace(cfg, **{attr: value})
+        except UserError as exc:
+            raise UserError(str(exc) if name == attr else f"{name}: {exc}") from None
+    return cfg
 
 
 def _resolve_toy(name: str) -> str:
@@ -348,17 +364,77 @@ def _usage_error(message: str) -> NoReturn:
     raise UserError(message)
 
 
-def config_parser() -> TrlParser:
-    """TRL's parser for ScopeConfig, whose mistakes raise UserError instead of printing its whole usage."""
-    parser = TrlParser((ScopeConfig,), prog="python -m train.cli")
+def config_parser(config_class: type[ScopeConfig] | None = None) -> TrlParser:
+    """TRL's parser for ScopeConfig (or a subclass), whose mistakes raise UserError instead of printing
+    its whole usage."""
+    parser = TrlParser((config_class or ScopeConfig,), prog="python -m train.cli")
     parser.error = _usage_error  # type: ignore[method-assign]
     return parser
+
+
+@functools.cache
+def config_options(config_class: type[ScopeConfig] | None = None) -> tuple[frozenset[str], frozenset[str]]:
+    """(field names, every ``--`` option string without its dashes) of ScopeConfig (or a subclass) and
+    its parser: the dataclass's fields, and the options TRL's parser derives from them."""
+    config_class = config_class or ScopeConfig
+    fields = frozenset(f.name for f in dataclasses.fields(config_class) if f.init)
+    options = frozenset(s[2:] for a in config_parser(config_class)._actions for s in a.option_strings
+                        if s.startswith("--"))
+    return fields, options - {"help"}
+
+
+def named_choices() -> dict[str, tuple[str, ...]]:
+    """The names each of ScopeConfig's own name-valued fields accepts: its ``choices``."""
+    own = set(ScopeConfig.__dataclass_fields__) - set(GRPOConfig.__dataclass_fields__)
+    return {f.name: tuple(f.metadata["choices"]) for f in dataclasses.fields(ScopeConfig)
+            if f.name in own and "choices" in f.metadata}
+
+
+def check_choices(values: Mapping[str, Any], origin: Mapping[str, str] | None = None) -> None:
+    """Refuse a name a field does not take, suggesting the closest one it does."""
+    for name, allowed in named_choices().items():
+        value = values.get(name)
+        if value is not None and value not in allowed:
+            where = f" ({origin[name]})" if origin and name in origin else ""
+            raise UserError(f"{name} {value!r}{where} is not one of {', '.join(allowed)}"
+                            f"{did_you_mean(str(value), allowed)}")
+
+
+def _check_weighting(values: Mapping[str, Any], origin: Mapping[str, str]) -> None:
+    """The weighting a raw command line asks for, judged as ScopeConfig will judge it."""
+    ablation = values.get("ablation", ScopeConfig.ablation)
+    if ablation not in ABLATIONS:
+        return  # check_choices has said so
+    for name in WEIGHT_FIELDS:
+        value = values.get(name)
+        if value in (None, "None", "none", "null"):
+            continue
+        if name == "tau" and isinstance(value, str):
+            try:
+                value = float(value)
+            except ValueError:
+                continue  # not a number: the parser says so
+        try:
+            weighting(ablation, {name: value})
+        except UserError as exc:
+            raise UserError(f"{exc} ({origin[name]})" if name in origin else str(exc)) from None
+
+
+def check_command_line(argv: Sequence[str]) -> CommandLine:
+    """Read and check a training command line before any model loads: its values one at a time
+    (train.recipe, before TRL was imported), its names against ScopeConfig's fields and options, the
+    names its fields take, and the weighting."""
+    line = recipe.check_command_line(argv)
+    check_names(line, *config_options())
+    check_choices(line.values, line.origin)
+    _check_weighting(line.values, line.origin)
+    return line
 
 
 def parse_config(argv: Sequence[str] | None = None) -> ScopeConfig:
     """``--config recipe.yaml`` plus ``--field value`` overrides -> a validated ScopeConfig.
 
-    Everything a user can get wrong raises UserError: the checks of train.recipe first, then the
+    Everything a user can get wrong raises UserError: :func:`check_command_line` first, then the
     parser's and the configs' own (TRL's ValueErrors included, since at this point they can only be
     about the values given).
     """

@@ -1,41 +1,39 @@
 """The plan of a run before launch: ``python -m train.cli --config RECIPE --dry-run``.
 
-Loads no model and imports neither torch nor TRL, so a run that cannot fit the GPUs is refused in a
-second, before a node is booked. The batch and memory arithmetic: docs/training-at-scale.md.
+Loads no model (it answers in the seconds that importing the config classes takes), so a run that cannot
+fit the GPUs is refused before a node is booked. The batch and memory arithmetic: docs/training-at-scale.md.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args, get_type_hints
 
-import yaml
-
-from train.recipe import TOY_STUDENT, TOY_TEACHER, check_command_line
+from train.config import ScopeConfig, check_command_line
+from train.recipe import TOY_STUDENT, TOY_TEACHER
+from train.sharding import (
+    check_teacher_fits_sharding,
+    sharding_from_environment,
+    sharding_of_accelerate_config,
+)
 from workbench.errors import UserError
 
 GIB = 1024**3
 CUDA_SLACK_GIB = 2.0
 DEFAULT_GPU_GB = 80.0
 DEFAULT_WORLD = 8
-LAUNCH_DIR = Path(__file__).resolve().parent / "launch"
 
-# The defaults of the fields the plan reads (GRPOConfig's / TrainingArguments' / ScopeConfig's);
-# tests/test_plan.py checks them against ScopeConfig itself.
-PLAN_DEFAULTS: dict[str, Any] = {
-    "method": "scope", "model_name_or_path": TOY_STUDENT, "teacher_model": None, "teacher_server_url": None,
-    "teacher_server_model": None, "teacher_dtype": None, "teacher_score_tokens": 16384,
-    "per_device_train_batch_size": 8, "gradient_accumulation_steps": 1, "num_generations": 8,
-    "steps_per_generation": None, "num_iterations": 1, "max_prompt_length": None, "max_completion_length": 512,
-    "use_vllm": False, "vllm_mode": "colocate", "vllm_gpu_memory_utilization": 0.3,
-    "vllm_max_model_length": None, "vllm_enable_sleep_mode": False, "gradient_checkpointing": True,
-    "activation_checkpointing": None, "model_init_kwargs": None, "use_cpu": False, "deepspeed": None,
-    "kd_samples_per_prompt": 1,
-}
+def config_defaults() -> dict[str, Any]:
+    """Every ScopeConfig field's default (GRPOConfig's and TrainingArguments' included): what a plan reads
+    for a field the recipe and the flags leave unset."""
+    return {f.name: f.default if f.default is not dataclasses.MISSING else f.default_factory()
+            for f in dataclasses.fields(ScopeConfig)
+            if f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING}
 
 
 @dataclass(frozen=True)
@@ -106,56 +104,6 @@ def model_shape(name: str) -> ModelShape:
                     f"once (huggingface-cli download {name} config.json)")
 
 
-# ------------------------------------------------------------------------------------ sharding
-SHARDINGS = ("ddp", "zero1", "zero2", "zero3", "fsdp2")
-
-
-def sharding_of_accelerate_config(path: str | Path) -> str:
-    """ddp / zero1-3 / fsdp2 as an accelerate config file sets it."""
-    file = Path(path)
-    if not file.is_file():
-        raise UserError(f"accelerate config {path} not found (the shipped ones: {LAUNCH_DIR}/*.yaml)")
-    data = yaml.safe_load(file.read_text()) or {}
-    kind = str(data.get("distributed_type", "NO")).upper()
-    if kind == "DEEPSPEED":
-        ds = data.get("deepspeed_config") or {}
-        if ds.get("deepspeed_config_file"):
-            return _sharding_of_deepspeed_json(ds["deepspeed_config_file"])
-        return f"zero{int(ds.get('zero_stage', 2))}"
-    return "fsdp2" if kind == "FSDP" else "ddp"
-
-
-def _sharding_of_deepspeed_json(path: str | Path | Mapping[str, Any]) -> str:
-    data = path if isinstance(path, Mapping) else json.loads(Path(path).read_text())
-    stage = (data.get("zero_optimization") or {}).get("stage", 0)
-    return f"zero{int(stage)}" if stage else "ddp"
-
-
-def sharding_from_environment(values: Mapping[str, Any] | None = None) -> str:
-    """The sharding `accelerate launch` (its environment) or TrainingArguments.deepspeed sets for this process."""
-    env = os.environ
-    if env.get("ACCELERATE_USE_DEEPSPEED", "").lower() == "true":
-        if env.get("ACCELERATE_DEEPSPEED_CONFIG_FILE"):
-            return _sharding_of_deepspeed_json(env["ACCELERATE_DEEPSPEED_CONFIG_FILE"])
-        return f"zero{int(env.get('ACCELERATE_DEEPSPEED_ZERO_STAGE', '2'))}"
-    if env.get("ACCELERATE_USE_FSDP", "").lower() == "true":
-        return "fsdp2"
-    deepspeed = (values or {}).get("deepspeed")
-    if deepspeed not in (None, "", "None", "none", "null"):
-        return _sharding_of_deepspeed_json(deepspeed if isinstance(deepspeed, Mapping) else str(deepspeed))
-    return "ddp"
-
-
-def check_teacher_fits_sharding(values: Mapping[str, Any], sharding: str) -> None:
-    """A local teacher is loaded whole with from_pretrained(...).to(device); under ZeRO-3, zero.Init would
-    partition that load and the teacher's forward would see empty weights. The served teacher has none
-    of this, so a local one is refused there with the alternative named."""
-    if sharding == "zero3" and values.get("teacher_model") not in (None, "", "None", "none", "null"):
-        raise UserError("a local teacher_model cannot run under DeepSpeed ZeRO-3 (zero.Init partitions its load); "
-                        "serve it (vllm serve TEACHER) and pass --teacher_server_url http://HOST:8000 "
-                        "--teacher_server_model TEACHER, or use train/launch/zero2.yaml or fsdp2.yaml")
-
-
 # ---------------------------------------------------------------------------------------- plan
 @dataclass
 class Plan:
@@ -182,7 +130,7 @@ def _bool(value: Any) -> bool:
 def build_plan(argv: Sequence[str], *, world_size: int | None = None, gpu_memory_gb: float | None = None,
                accelerate_config: str | None = None) -> Plan:
     """The plan of the training command line `argv` (recipe and overrides, without the plan's own flags)."""
-    values = dict(PLAN_DEFAULTS) | check_command_line(argv).values
+    values = config_defaults() | check_command_line(argv).values
     world_note = ""
     if world_size is None:
         env_world = os.environ.get("WORLD_SIZE")
@@ -312,50 +260,64 @@ def render_shell(plan: Plan) -> str:
     return "".join(f"{k}={json.dumps(v)}\n" for k, v in plan.shell.items())
 
 
-PLAN_FLAGS = {"--dry-run": 0, "--world_size": 1, "--world-size": 1, "--gpu_memory_gb": 1, "--gpu-memory-gb": 1,
-              "--accelerate_config": 1, "--accelerate-config": 1, "--plan-format": 1, "--plan_format": 1}
+DRY_RUN_FLAG = "--dry-run"
+PLAN_FORMATS = ("text", "shell")
 
 
-def split_plan_flags(argv: Sequence[str]) -> tuple[dict[str, str | bool], list[str]]:
-    """The dry run's own flags (see PLAN_FLAGS) and the training arguments left."""
-    flags: dict[str, str | bool] = {}
+@dataclass(frozen=True)
+class PlanOptions:
+    """The dry run's own options; each field is an option, ``--name VALUE`` or ``--name-with-dashes VALUE``."""
+
+    world_size: int | None = None  # processes of the launch (None: $WORLD_SIZE, else DEFAULT_WORLD)
+    gpu_memory_gb: float | None = None  # GiB per GPU the plan must fit (None: DEFAULT_GPU_GB)
+    accelerate_config: str | None = None  # the launch's accelerate config, for its sharding
+    plan_format: str = "text"  # one of PLAN_FORMATS: "text" for people, "shell" for the launch scripts
+
+    def __post_init__(self) -> None:
+        if self.plan_format not in PLAN_FORMATS:
+            raise UserError(f"--plan-format {self.plan_format!r} is not one of {', '.join(PLAN_FORMATS)}")
+
+
+_PLAN_UNITS = {int: "a whole number", float: "a number", str: "a value"}
+
+
+def split_plan_flags(argv: Sequence[str]) -> tuple[PlanOptions, list[str]]:
+    """The dry run's own options (PlanOptions' fields, and --dry-run itself) and the training arguments left."""
+    names = {f"--{spelling}": f.name for f in dataclasses.fields(PlanOptions)
+             for spelling in (f.name, f.name.replace("_", "-"))}
+    kinds = {name: next(a for a in (get_args(hint) or (hint,)) if a is not type(None))
+             for name, hint in get_type_hints(PlanOptions).items() if name in names.values()}
+    values: dict[str, Any] = {}
     rest: list[str] = []
     items = list(argv)
     i = 0
     while i < len(items):
-        name, has_inline, inline = items[i].partition("=")
-        if name in PLAN_FLAGS:
-            key = name.lstrip("-").replace("-", "_")
-            if PLAN_FLAGS[name] == 0:
-                flags[key] = True
-                i += 1
-                continue
-            if has_inline:
-                flags[key] = inline
-                i += 1
-            elif i + 1 < len(items) and not items[i + 1].startswith("--"):
-                flags[key] = items[i + 1]
-                i += 2
-            else:
-                raise UserError(f"{name} needs a value")
+        flag, has_inline, inline = items[i].partition("=")
+        if flag == DRY_RUN_FLAG:
+            i += 1
             continue
-        rest.append(items[i])
-        i += 1
-    return flags, rest
+        if flag not in names:
+            rest.append(items[i])
+            i += 1
+            continue
+        if has_inline:
+            text, i = inline, i + 1
+        elif i + 1 < len(items) and not items[i + 1].startswith("--"):
+            text, i = items[i + 1], i + 2
+        else:
+            raise UserError(f"{flag} needs a value")
+        kind = kinds[names[flag]]
+        try:
+            values[names[flag]] = kind(text)
+        except ValueError:
+            raise UserError(f"{flag} takes {_PLAN_UNITS[kind]}, got {text!r}") from None
+    return PlanOptions(**values), rest
 
 
 def dry_run(argv: Sequence[str]) -> str:
     """The text ``--dry-run`` prints for the command line `argv` (with the plan's flags)."""
-    flags, rest = split_plan_flags(argv)
-    try:
-        world = int(flags["world_size"]) if "world_size" in flags else None
-        gpu = float(flags["gpu_memory_gb"]) if "gpu_memory_gb" in flags else None
-    except ValueError:
-        raise UserError("--world_size takes a whole number and --gpu_memory_gb a number of GB") from None
-    form = str(flags.get("plan_format", "text"))
-    if form not in ("text", "shell"):
-        raise UserError(f"--plan-format {form!r} is not one of text, shell")
-    plan = build_plan(rest, world_size=world, gpu_memory_gb=gpu,
-                      accelerate_config=str(flags["accelerate_config"]) if "accelerate_config" in flags else None)
+    options, rest = split_plan_flags(argv)
+    plan = build_plan(rest, world_size=options.world_size, gpu_memory_gb=options.gpu_memory_gb,
+                      accelerate_config=options.accelerate_config)
     check_fits(plan)
-    return render_shell(plan) if form == "shell" else render(plan)
+    return render_shell(plan) if options.plan_format == "shell" else render(plan)

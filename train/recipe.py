@@ -1,35 +1,26 @@
-"""Recipes and command-line overrides checked without importing TRL, so a mistake costs a second.
+"""A training command line read as data, and the checks of one value at a time, before TRL is imported.
 
 Importing TRL pulls in transformers and torch: seconds on a fast machine, tens of seconds on a busy
-one, and every typo would pay it before its error. So the training command line first reads the
-YAML recipe and the ``--field value`` flags as plain data and checks what a single value can get
-wrong: an unknown field (with the nearest real name suggested), a batch size or group size that is
-not positive, a temperature that is not, a model folder that does not exist. Checks that relate
-fields to each other stay in ``ScopeConfig.__post_init__``, which also runs ``check_values`` so a
-config built in a notebook gets the same messages.
-
-The field names come from the source of the config classes (``ScopeConfig`` -> TRL's ``GRPOConfig``
--> ``_BaseConfig`` -> transformers' ``TrainingArguments``), read with ``ast``; if that chain of
-classes ever changes shape, the names come from importing ``ScopeConfig`` instead (slow, still right).
+one. So the training command line first reads the YAML recipe and the ``--field value`` flags as
+plain data and checks what a single value can get wrong: a batch size or group size that is not
+positive, a real number out of range, a temperature that is not positive, a model folder that does
+not exist. Which names exist is the config classes' to say: train.config imports them and calls
+:func:`check_names` with their fields (``dataclasses.fields``) and their parser's options. Checks
+that relate fields to each other stay in ``ScopeConfig.__post_init__``, which also runs
+:func:`check_values`, so a config built in a notebook gets the same messages.
 """
 
 from __future__ import annotations
 
-import ast
-import dataclasses
-import functools
-import importlib.util
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from workbench.data import BENCHMARKS
 from workbench.errors import UserError, check_model_name, did_you_mean
-from workbench.layout import METHODS
 
 CONFIG_FLAG = "--config"
 TOY_STUDENT = "toy:student"
@@ -80,24 +71,10 @@ REAL_RANGES = {
     "top_p": (0.0, False, 1.0, True, "nucleus sampling mass"),
     "min_p": (0.0, True, 1.0, True, "min-p sampling floor"),
     "repetition_penalty": (0.0, False, INF, False, "1.0 is none"),
-    "weight_scale": (0.0, False, INF, False, "the SCOPE weights' scale"),
 }
 GROUP_METHODS = ("scope",)
 """Methods whose weights are a softmax inside each prompt's group of rollouts: with one rollout a
 prompt every weight is exactly 1, and the run would be plain OPD/MLE labelled scope."""
-
-# (package, file inside it, class, its single base class as written there)
-_CONFIG_CHAIN = (
-    ("train", "config.py", "ScopeConfig", "GRPOConfig"),
-    ("trl", "trainer/grpo_config.py", "GRPOConfig", "_BaseConfig"),
-    ("trl", "trainer/base_config.py", "_BaseConfig", "TrainingArguments"),
-    ("transformers", "training_args.py", "TrainingArguments", None),
-)
-
-
-# Fields taking a name, and where train/scope.py defines the names (it imports torch, so it is read).
-_NAMED_IN_SCOPE = {"ablation": "ABLATIONS", "loss_aggregation": "Aggregation", "student_weight": "PathMode",
-                   "teacher_weight": "PathMode", "weight_scale": "WeightScale"}
 
 
 @dataclass
@@ -107,106 +84,6 @@ class CommandLine:
     recipe: Path | None
     values: dict[str, Any] = field(default_factory=dict)
     origin: dict[str, str] = field(default_factory=dict)  # field -> where its value came from
-
-
-def _package_dir(package: str) -> Path | None:
-    if package == "train":
-        return Path(__file__).resolve().parent
-    spec = importlib.util.find_spec(package)  # a top-level package: located, not imported
-    locations = spec.submodule_search_locations if spec is not None else None
-    return Path(list(locations)[0]) if locations else None
-
-
-def _keyword(call: ast.expr | None, name: str) -> ast.expr | None:
-    if isinstance(call, ast.Call):
-        return next((kw.value for kw in call.keywords if kw.arg == name), None)
-    return None
-
-
-def _is_true(node: ast.expr | None) -> bool:
-    return isinstance(node, ast.Constant) and node.value is True
-
-
-def _class_fields(package: str, relative: str, name: str, base: str | None) -> dict[str, bool] | None:
-    """One class's own init fields, each mapped to whether it is a bool defaulting to True (those get a
-    ``--no_`` option), or None if the class is not where and what the chain expects."""
-    folder = _package_dir(package)
-    if folder is None or not (folder / relative).is_file():
-        return None
-    tree = ast.parse((folder / relative).read_text(encoding="utf-8"))
-    node = next((n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == name), None)
-    if node is None or [ast.unparse(b) for b in node.bases] != ([base] if base else []):
-        return None
-    fields: dict[str, bool] = {}
-    for stmt in node.body:
-        if not (isinstance(stmt, ast.AnnAssign) and isinstance(stmt.target, ast.Name)):
-            continue
-        annotation = ast.unparse(stmt.annotation)
-        init = _keyword(stmt.value, "init")
-        if "ClassVar" in annotation or (isinstance(init, ast.Constant) and init.value is False):
-            continue
-        metadata = _keyword(stmt.value, "metadata")
-        if isinstance(metadata, ast.Dict) and any(isinstance(k, ast.Constant) and k.value == "aliases"
-                                                  for k in metadata.keys):
-            return None  # extra option strings this reader does not model
-        default = _keyword(stmt.value, "default") if isinstance(stmt.value, ast.Call) else stmt.value
-        fields[stmt.target.id] = annotation in ("bool", "bool | None", "Optional[bool]") and _is_true(default)
-    return fields
-
-
-@functools.cache
-def _static_options() -> tuple[frozenset[str], frozenset[str]] | None:
-    fields: dict[str, bool] = {}
-    for package, relative, name, base in _CONFIG_CHAIN:
-        found = _class_fields(package, relative, name, base)
-        if found is None:
-            return None
-        fields = {**found, **fields}  # a subclass's redefinition wins
-    options = {option for name, negatable in fields.items()
-               for option in ((name, name.replace("_", "-"))
-                              + ((f"no_{name}", f"no-{name.replace('_', '-')}") if negatable else ()))}
-    return frozenset(fields), frozenset(options)
-
-
-@functools.cache
-def config_options() -> tuple[frozenset[str], frozenset[str]]:
-    """(field names, every ``--`` option string without its dashes) of ScopeConfig's parser."""
-    static = _static_options()
-    if static is not None:
-        return static
-    from train.config import ScopeConfig, config_parser
-
-    fields = frozenset(f.name for f in dataclasses.fields(ScopeConfig) if f.init)
-    options = frozenset(s[2:] for a in config_parser()._actions for s in a.option_strings if s.startswith("--"))
-    return fields, options - {"help"}
-
-
-@functools.cache
-def _scope_names() -> dict[str, tuple[str, ...]]:
-    """The ``Literal`` types and ABLATIONS' keys of train/scope.py, read from its source."""
-    tree = ast.parse(Path(__file__).with_name("scope.py").read_text(encoding="utf-8"))
-    names: dict[str, tuple[str, ...]] = {}
-    for node in tree.body:
-        target = (node.targets[0] if isinstance(node, ast.Assign) and len(node.targets) == 1
-                  else node.target if isinstance(node, ast.AnnAssign) else None)
-        if not isinstance(target, ast.Name):
-            continue
-        value = node.value
-        if isinstance(value, ast.Subscript) and ast.unparse(value.value) == "Literal":
-            items = value.slice.elts if isinstance(value.slice, ast.Tuple) else [value.slice]
-            names[target.id] = tuple(e.value for e in items if isinstance(e, ast.Constant))
-        elif isinstance(value, ast.Dict) and target.id == "ABLATIONS":
-            names[target.id] = tuple(k.value for k in value.keys if isinstance(k, ast.Constant))
-    return names
-
-
-def named_choices() -> dict[str, tuple[str, ...]]:
-    """The names each name-valued field accepts: the methods, the registered benchmarks whose grading
-    rules a hub dataset takes (workbench.data), and the ablation presets, weight modes, scales and
-    aggregations as train/scope.py spells them (its ``Literal`` types and ABLATIONS' keys)."""
-    names = _scope_names()
-    return {"method": METHODS, "grader_benchmark": tuple(BENCHMARKS),
-            **{f: names[n] for f, n in _NAMED_IN_SCOPE.items() if names.get(n)}}
 
 
 def split_config_flag(argv: Sequence[str]) -> tuple[Path | None, list[str]]:
@@ -242,17 +119,12 @@ def _read_recipe(path: Path) -> dict[str, Any]:
 
 
 def read_command_line(argv: Sequence[str]) -> CommandLine:
-    """The recipe and the flags as data; unknown fields and stray words raise UserError."""
-    fields, options = config_options()
+    """The recipe and the flags as data (names as given: :func:`check_names` judges them); stray words
+    raise UserError."""
     recipe, rest = split_config_flag(argv)
     line = CommandLine(recipe)
     if recipe is not None:
-        data = _read_recipe(recipe)
-        unknown = [k for k in data if k not in fields and k != "env"]
-        if unknown:
-            raise UserError(f"recipe {recipe}: " + "; ".join(
-                f"unknown field {k!r}{did_you_mean(str(k), fields)}" for k in unknown))
-        for key, value in data.items():
+        for key, value in _read_recipe(recipe).items():
             line.values[key], line.origin[key] = value, f"recipe {recipe}"
     i = 0
     while i < len(rest):
@@ -265,15 +137,32 @@ def read_command_line(argv: Sequence[str]) -> CommandLine:
         while not has_inline and i < len(rest) and not rest[i].startswith("--"):
             values.append(rest[i])
             i += 1
-        if name not in options:
-            hint = did_you_mean(name, options, fmt="--{}") or "; python -m train.cli --help-all lists every field"
-            raise UserError(f"unknown option --{name}{hint}")
-        if name.startswith(("no_", "no-")) and name.replace("-", "_") not in fields:
-            name, values = name[3:], ["false"]
         key = name.replace("-", "_")
         line.values[key] = values[0] if len(values) == 1 else values
         line.origin[key] = f"--{name}"
     return line
+
+
+def check_names(line: CommandLine, fields: Iterable[str], options: Iterable[str]) -> None:
+    """Refuse a recipe field or option the config does not have, naming the closest real one, and turn a
+    ``--no_FIELD`` switch into ``FIELD: false``. ``fields``: the config's field names; ``options``: its
+    parser's option strings without the dashes (train.config.config_options gives both)."""
+    fields, options = frozenset(fields), frozenset(options)
+    recipe_keys = [k for k, where in line.origin.items() if not where.startswith("--")]
+    unknown = [k for k in recipe_keys if k not in fields and k != "env"]
+    if unknown:
+        raise UserError(f"recipe {line.recipe}: " + "; ".join(
+            f"unknown field {k!r}{did_you_mean(str(k), fields)}" for k in unknown))
+    for key, where in list(line.origin.items()):
+        if not where.startswith("--"):
+            continue
+        name = where[2:]
+        if name not in options:
+            hint = did_you_mean(name, options, fmt="--{}") or "; python -m train.cli --help-all lists every field"
+            raise UserError(f"unknown option --{name}{hint}")
+        if key.startswith("no_") and key not in fields:  # a --no_FIELD switch of a bool that defaults to True
+            del line.values[key], line.origin[key]
+            line.values[key[3:]], line.origin[key[3:]] = "false", where
 
 
 def _number(value: Any, kind: type) -> float | None:
@@ -305,11 +194,6 @@ def check_values(values: Mapping[str, Any], origin: Mapping[str, str] | None = N
         number = _number(values.get(name), int)
         if number is not None and number < 0:
             raise UserError(f"{name} ({meaning}) must be 0 (never) or more, got {values[name]}{where(name)}")
-    for name, allowed in named_choices().items():
-        value = values.get(name)
-        if isinstance(value, str) and value not in allowed and value not in _NULLS:
-            raise UserError(f"{name} {value!r}{where(name)} is not one of {', '.join(allowed)}"
-                            f"{did_you_mean(value, allowed)}")
     for name, (low, low_ok, high, high_ok, meaning) in REAL_RANGES.items():
         if name not in values or values[name] in _NULLS:
             continue
@@ -327,10 +211,6 @@ def check_values(values: Mapping[str, Any], origin: Mapping[str, str] | None = N
             raise UserError(f"method {values['method']} weighs the rollouts of a prompt against each other, so it "
                             f"needs num_generations >= 2, got {values['num_generations']}{where('num_generations')}; "
                             "use method opd for one rollout a prompt")
-    if "tau" in values and values["tau"] not in _NULLS:
-        number = _number(values["tau"], float)
-        if number is not None and not (number > 0 and math.isfinite(number)):
-            raise UserError(f"tau must be a finite number > 0, got {values['tau']}{where('tau')}")
     if "temperature" in values:
         number = _number(values["temperature"], float)
         if number is not None and not (number > 0 and math.isfinite(number)):
@@ -343,7 +223,8 @@ def check_values(values: Mapping[str, Any], origin: Mapping[str, str] | None = N
 
 
 def check_command_line(argv: Sequence[str]) -> CommandLine:
-    """Read and check a training command line without importing TRL (see the module docstring)."""
+    """Read a training command line and check its values one at a time, without importing TRL; its
+    names are checked by train.config.check_command_line."""
     line = read_command_line(argv)
     check_values(line.values, line.origin)
     return line

@@ -33,11 +33,14 @@ too (token means per micro-batch, OPD through a dual-clipped PPO loss); ``author
 that loss, so the released code's training is the preset "authors_code" with ``authors_objective``.
 """
 
+import math
 from dataclasses import dataclass
 from typing import Literal, get_args
 
 import torch
 from torch import Tensor
+
+from workbench.errors import UserError, did_you_mean
 
 PathMode = Literal["ppl", "uniform", "reversed", "off"]
 WeightScale = Literal["sum1", "mean1"]
@@ -72,14 +75,16 @@ class WeightConfig:
     scale: WeightScale = "sum1"
 
     def __post_init__(self) -> None:
-        if not (isinstance(self.tau, (int, float)) and 0.0 < float(self.tau) < float("inf")):
-            raise ValueError(f"tau must be a finite number > 0, got {self.tau!r}")
-        for name in ("student_mode", "teacher_mode"):
-            mode = getattr(self, name)
-            if mode not in get_args(PathMode):
-                raise ValueError(f"{name} must be one of {get_args(PathMode)}, got {mode!r}")
-        if self.scale not in get_args(WeightScale):
-            raise ValueError(f"scale must be one of {get_args(WeightScale)}, got {self.scale!r}")
+        """The home of these rules: train.config (recipes, flags) and analysis (tau sweeps) build a
+        WeightConfig to check a weighting, so a mistake reads the same everywhere (UserError, one line)."""
+        if isinstance(self.tau, bool) or not (isinstance(self.tau, (int, float)) and 0.0 < float(self.tau) < math.inf):
+            raise UserError(f"tau must be a finite number > 0, got {self.tau!r}")
+        for name, allowed in (("student_mode", get_args(PathMode)), ("teacher_mode", get_args(PathMode)),
+                              ("scale", get_args(WeightScale))):
+            value = getattr(self, name)
+            if value not in allowed:
+                raise UserError(f"{name} must be one of {', '.join(allowed)}, got {value!r}"
+                                f"{did_you_mean(str(value), allowed)}")
 
 
 # The paper's DPAW ablations (names as in the paper's ablation table); "no_X_weight" means that
