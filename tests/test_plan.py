@@ -180,7 +180,7 @@ def test_dry_run_refuses_a_local_teacher_with_the_zero3_config():
 # ----------------------------------------------------------------------- served teacher fields
 def test_teacher_replicas_and_knobs_reach_the_client(tmp_path):
     from train.config import parse_config
-    from train.methods import load_student_tokenizer
+    from train.dataset import load_student_tokenizer
     from train.teacher import load_teacher
 
     recipe = served_recipe(tmp_path)

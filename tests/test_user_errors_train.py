@@ -200,7 +200,7 @@ def test_named_choices_are_the_fields_own():
     assert named_choices() == {
         "method": METHODS, "ablation": tuple(ABLATIONS), "loss_aggregation": get_args(Aggregation),
         "scope_loss": get_args(LossForm), "truncated_rollouts": get_args(TruncatedRule),
-        "grader_benchmark": tuple(BENCHMARKS)}
+        "grader_benchmark": tuple(BENCHMARKS), "kd_teacher_engine": ("hf", "vllm")}
 
 
 def test_parse_config_raises_user_errors_for_everything_a_user_sets(tmp_path):

@@ -85,3 +85,16 @@ def _prompt_tokens(prompt: Any, tokenizer: Any) -> int:
         return len(tokenizer(prompt)["input_ids"])
     encoded = tokenizer.apply_chat_template(prompt, tokenize=True, add_generation_prompt=True, return_dict=True)
     return len(encoded["input_ids"])
+
+
+def load_student_tokenizer(cfg: ScopeConfig) -> Any:
+    """The student's tokenizer, left-padded for generation as TRL expects; also probes availability."""
+    from transformers import AutoConfig, AutoTokenizer
+
+    name = cfg.resolved_student()
+    with hub_guard(f"student model {name}"):
+        AutoConfig.from_pretrained(name)
+        tokenizer = AutoTokenizer.from_pretrained(name, padding_side="left", truncation_side="left")
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer

@@ -217,8 +217,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     pin_gpus(world)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from train.config import parse_config
-    from train.dataset import build_train_dataset
-    from train.methods import load_student_tokenizer
+    from train.dataset import build_train_dataset, load_student_tokenizer
 
     cfg = parse_config(argv)
     if cfg.method != "kd":

@@ -22,7 +22,7 @@ from typing import Any
 import pandas as pd
 
 from train.config import ScopeConfig, parse_config
-from train.dataset import build_train_dataset
+from train.dataset import build_train_dataset, load_student_tokenizer
 from train.resources import hub_guard, require_cuda_for_vllm
 from workbench.runs import is_finished, run_folder
 
@@ -60,19 +60,6 @@ def train_toy_run(method: str, seed: int, folder: Path, overrides: Sequence[str]
                         *overrides])
     with run_folder(folder, cfg.to_dict(), seed, method=method, **manifest):
         return train_run(cfg)
-
-
-def load_student_tokenizer(cfg: ScopeConfig) -> Any:
-    """The student's tokenizer, left-padded for generation as TRL expects; also probes availability."""
-    from transformers import AutoConfig, AutoTokenizer
-
-    name = cfg.resolved_student()
-    with hub_guard(f"student model {name}"):
-        AutoConfig.from_pretrained(name)
-        tokenizer = AutoTokenizer.from_pretrained(name, padding_side="left", truncation_side="left")
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    return tokenizer
 
 
 def build_trainer(cfg: ScopeConfig) -> Any:
