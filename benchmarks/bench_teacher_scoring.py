@@ -1,9 +1,10 @@
 """Benchmark: teacher scoring served (a vLLM OpenAI server) against in-process, on the toy teacher (CPU).
 
 The student's 480 samples of 60 toy problems (8 each, transformers, temperature 0.6) are scored by the
-toy teacher three ways: an in-process vLLM engine (`VLLMBackend.token_logprobs`, the baseline), and
-`ServerScorer` against a live `vllm.entrypoints.openai.api_server` with several request shapes (rollouts a
-request x requests in flight), the trainer's former default (16 x 4) among them. It prints each one's
+toy teacher: by an in-process vLLM engine (`VLLMBackend.token_logprobs`, the baseline), and by
+`ServerScorer` against two live `vllm.entrypoints.openai.api_server`s, one started as usual and one with
+``--skip-tokenizer-init`` (compact answers: no decoded text beside each log-prob), each with several request
+shapes (rollouts a request x requests in flight), the trainer's former default (16 x 4) among them. It prints each one's
 tokens per second, its ratio to in-process and to the former default, all measured in this run, and the
 client's own cost per request (building the JSON body, decoding the answer, reading the log-probs), timed
 on recorded answers so the server's time is not in it. Every time is the best of a few runs: on a shared
@@ -41,7 +42,9 @@ PROBLEMS_PER_TIER = 10
 SAMPLING = SamplingConfig(n=8, temperature=0.6, max_new_tokens=64, seed=0)
 BEFORE = (16, 4)
 """The trainer's former teacher_server_batch_size x teacher_server_concurrency."""
-SHAPES = [BEFORE, (32, 4), (64, 2), (128, 1), (128, 2)]
+SHAPES = [BEFORE, (32, 4), (64, 2), (128, 2)]
+COMPACT = "--skip-tokenizer-init"
+"""A server that only scores needs no tokenizer: without one it sends no decoded token text with each log-prob."""
 ROUNDS = 4
 """Rounds over every way of scoring, interleaved so that a burst of load from other processes hits them
 alike; each keeps its best time."""
@@ -83,10 +86,14 @@ def main() -> None:
     reference = teacher.token_logprobs(prompt_ids, completion_ids)
     key = secrets.token_hex(16)
     os.environ["SCOPE_TEACHER_API_KEY"] = key
-    times: dict[Any, list[float]] = {"in-process": []} | {shape: [] for shape in SHAPES}
-    with vllm_server(str(TEACHER_DIR), key) as (url, _):
-        scorers = {"in-process": teacher} | {
-            (b, c): ServerScorer(url, str(TEACHER_DIR), batch_size=b, concurrency=c, progress=False) for b, c in SHAPES}
+    times: dict[Any, list[float]] = {"in-process": []}
+    with vllm_server(str(TEACHER_DIR), key) as (url, _), vllm_server(str(TEACHER_DIR), key, COMPACT) as (compact, _):
+        scorers: dict[Any, Any] = {"in-process": teacher}
+        for root, flag in ((url, ""), (compact, COMPACT)):
+            for b, c in SHAPES:
+                scorers[(b, c, flag)] = ServerScorer(root, str(TEACHER_DIR), batch_size=b, concurrency=c,
+                                                     progress=False)
+                times[(b, c, flag)] = []
         for _ in range(ROUNDS):
             for way, scorer in scorers.items():
                 scores, seconds = timed(lambda s=scorer: s.token_logprobs(prompt_ids, completion_ids))
@@ -98,17 +105,19 @@ def main() -> None:
     in_s = min(times.pop("in-process"))
     results = {shape: min(t) for shape, t in times.items()}
 
-    print(f"teacher scoring of {len(completion_ids)} toy rollouts ({tokens} completion tokens), best of {ROUNDS} interleaved rounds")
-    print(f"  in-process vLLM          {tokens / in_s:8.0f} tokens/s  ({in_s:.2f} s)  [baseline]")
-    for (batch, concurrency), seconds in results.items():
-        label = f"served {batch:3d} x {concurrency} in flight"
-        note = "  [former default]" if (batch, concurrency) == BEFORE else ""
-        print(f"  {label:24} {tokens / seconds:8.0f} tokens/s  ({seconds:.2f} s)  served / in-process "
-              f"{in_s / seconds:.2f}x, / former default {results[BEFORE] / seconds:.2f}x{note}")
+    before = results[(*BEFORE, "")]
+    print(f"teacher scoring of {len(completion_ids)} toy rollouts ({tokens} completion tokens), best of {ROUNDS} "
+          "interleaved rounds")
+    print(f"  in-process vLLM                  {tokens / in_s:8.0f} tokens/s  ({in_s:.2f} s)  [baseline]")
+    for (batch, concurrency, flag), seconds in results.items():
+        label = f"served {batch:3d} x {concurrency}" + (f" {flag}" if flag else "")
+        note = "  [former default]" if (batch, concurrency, flag) == (*BEFORE, "") else ""
+        print(f"  {label:32} {tokens / seconds:8.0f} tokens/s  ({seconds:.2f} s)  served / in-process "
+              f"{in_s / seconds:.2f}x, / former default {before / seconds:.2f}x{note}")
     fastest = min(results, key=results.get)
-    print(f"  fastest shape {fastest[0]} x {fastest[1]}: served / in-process {in_s / results[fastest]:.2f}x "
-          f"(former default {in_s / results[BEFORE]:.2f}x), {results[BEFORE] / results[fastest]:.2f}x the former "
-          "default's throughput")
+    print(f"  fastest: {fastest[0]} x {fastest[1]} {fastest[2] or '(server with its tokenizer)'}: served / in-process "
+          f"{in_s / results[fastest]:.2f}x (former default {in_s / before:.2f}x), {before / results[fastest]:.2f}x "
+          "the former default's throughput")
     for batch, seconds in costs.items():
         print(f"  client's own work per request of {batch:3d} rollouts: {seconds * 1e3:6.1f} ms "
               f"({seconds / batch * 1e3:.2f} ms a rollout)")

@@ -110,9 +110,10 @@ class LiveServer:
     it also stops the engine process it spawns. The API key reaches it through `VLLM_API_KEY`, which
     keeps it off the command line (and so out of `ps`)."""
 
-    def __init__(self, model: Path, key: str) -> None:
+    def __init__(self, model: Path, key: str, *flags: str) -> None:
         self.model = str(model)
         self.key = key
+        self.flags = flags
         self.log_path = Path(tempfile.mkstemp(prefix="vllm-server-", suffix=".log")[1])
         self.process: subprocess.Popen | None = None
         self.port = 0
@@ -130,7 +131,7 @@ class LiveServer:
         env = os.environ | {"VLLM_API_KEY": self.key, "VLLM_CPU_KVCACHE_SPACE": os.environ.get(
             "VLLM_CPU_KVCACHE_SPACE", "1"), "no_proxy": "127.0.0.1,localhost", "NO_PROXY": "127.0.0.1,localhost"}
         command = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", self.model,
-                   "--dtype", "float32", "--enforce-eager", "--host", "127.0.0.1", "--port", str(self.port)]
+                   "--dtype", "float32", "--enforce-eager", "--host", "127.0.0.1", "--port", str(self.port), *self.flags]
         self._started_at = time.perf_counter()
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env,
@@ -195,8 +196,8 @@ class LiveServer:
         return "\n".join(text.splitlines()[-lines:])
 
 
-def _live_server() -> Iterator[LiveServer]:
-    server = LiveServer(TEACHER_DIR, SERVER_KEY)
+def _live_server(*flags: str) -> Iterator[LiveServer]:
+    server = LiveServer(TEACHER_DIR, SERVER_KEY, *flags)
     server.start()
     yield server
     server.stop()
@@ -212,6 +213,11 @@ def _second_server() -> Iterator[LiveServer]:
     yield from _live_server()
 
 
+@pytest.fixture(scope="session")
+def _compact_server() -> Iterator[LiveServer]:
+    yield from _live_server("--skip-tokenizer-init")
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _boot_server_early(request) -> None:
     """Start the servers at session start when a collected test needs them, so they boot in parallel."""
@@ -219,6 +225,8 @@ def _boot_server_early(request) -> None:
         request.getfixturevalue("_server")
     if any("second_served_teacher" in item.fixturenames for item in request.session.items):
         request.getfixturevalue("_second_server")
+    if any("compact_served_teacher" in item.fixturenames for item in request.session.items):
+        request.getfixturevalue("_compact_server")
 
 
 def _healthy(server: LiveServer) -> LiveServer:
@@ -242,12 +250,18 @@ def second_served_teacher(_second_server: LiveServer) -> LiveServer:
     return _healthy(_second_server)
 
 
+@pytest.fixture
+def compact_served_teacher(_compact_server: LiveServer) -> LiveServer:
+    """The served teacher started without its tokenizer (--skip-tokenizer-init): answers carry no text."""
+    return _healthy(_compact_server)
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
     """Attach the server log's tail to the report of a failed test that used the server."""
     outcome = yield
     report = outcome.get_result()
-    for name in ("served_teacher", "second_served_teacher"):
+    for name in ("served_teacher", "second_served_teacher", "compact_served_teacher"):
         server = getattr(item, "funcargs", {}).get(name)
         if report.failed and isinstance(server, LiveServer):
             report.sections.append((f"vLLM server log (tail of {server.log_path})", server.log_tail()))

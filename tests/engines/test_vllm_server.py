@@ -19,6 +19,7 @@ pytest.importorskip("vllm", reason="needs vLLM: `make setup-vllm`, then `make te
 from workbench.models import SamplingConfig, TokenizerMismatch, check_same_vocab, load_backend  # noqa: E402
 from workbench.models.server import ModelNotServed, ServerAuthError, ServerError, ServerScorer  # noqa: E402
 from workbench.toy import TEACHER_DIR  # noqa: E402
+from workbench.models.vllm import VLLMOutputError  # noqa: E402
 
 pytestmark = pytest.mark.engines
 
@@ -61,6 +62,17 @@ def test_scores_agree_with_the_transformers_scorer(served_teacher, api_key, hf_t
 
     few = scorer(served_teacher).token_logprobs(prompts[:3], [[], completions[1][:1], completions[2]])
     assert [x.shape for x in few] == [torch.Size([0]), torch.Size([1]), torch.Size([len(completions[2])])]
+
+
+def test_a_server_without_its_tokenizer_scores_alike_and_refuses_to_sample(
+        served_teacher, compact_served_teacher, api_key, scoring_pairs, toy_prompts):
+    prompts, completions = scoring_pairs
+    plain = scorer(served_teacher, batch_size=16).token_logprobs(prompts, completions)
+    compact = scorer(compact_served_teacher, batch_size=16).token_logprobs(prompts, completions)
+    assert all(torch.equal(a, b) for a, b in zip(plain, compact))
+    backend = load_backend("server", str(TEACHER_DIR), base_url=compact_served_teacher.url, progress=False)
+    with pytest.raises(VLLMOutputError, match="--skip-tokenizer-init scores but cannot sample"):
+        backend.generate(toy_prompts[:2], SamplingConfig(n=1, temperature=0.6, max_new_tokens=16, seed=0))
 
 
 def test_served_sampling_is_seeded_and_ends_with_eos(served_teacher, api_key, toy_prompts):

@@ -367,6 +367,10 @@ class ServerBackend(ServerScorer):
                 if choice.get("token_ids") is None:
                     raise VLLMOutputError(f"{self.url} returned no token_ids: the server needs a vLLM release "
                                           "that supports the return_token_ids request field")
+                if not choice.get("text") and self.tokenizer.decode(choice["token_ids"], skip_special_tokens=True):
+                    raise VLLMOutputError(f"{self.url} returned tokens without their text: a server started with "
+                                          "--skip-tokenizer-init scores but cannot sample; sample from one started "
+                                          "with its tokenizer")
                 group.append(to_completion(choice.get("text", ""), choice["token_ids"], choice.get("finish_reason"),
                                            choice.get("stop_reason"), eos_id))
             return group * (sampling.n // want)
