@@ -265,8 +265,8 @@ def sample_tier(
         raise ValueError("sample_tier expects prompts of one length (one tier)")
     model.eval()
     backend = HFBackend.wrap(model, tokenizer, max_batch_sequences=len(problems) * n_samples)
-    sampling = SamplingConfig(n=n_samples, temperature=temperature, top_p=1.0, top_k=0,
-                              max_new_tokens=TOY_MAX_NEW_TOKENS, seed=seed)
+    sampling = SamplingConfig.untruncated(n=n_samples, temperature=temperature, max_new_tokens=TOY_MAX_NEW_TOKENS,
+                                          seed=seed)
     return sample_and_grade(backend, problems, sampling)
 
 

@@ -220,7 +220,8 @@ def test_ctrl_c_says_what_was_kept_and_the_command_that_resumes(tmp_path):
 
 
 def test_demo_mistakes_cost_one_line():
-    for args, needle in ((["--n", "0"], "--n must be a whole number >= 1, got 0"),
+    for args, needle in ((["--n", "0"], "argument --n: must be at least 1, got 0"),
+                         (["--seed", "-1"], "argument --seed: must be a whole number >= 0, got -1"),
                          (["--toy-size", "-1"], "--toy-size must be a whole number >= 1, got -1")):
         proc, _ = _cli(*args, module="scripts/demo.py")
         assert needle in _one_error_line(proc)
@@ -255,7 +256,7 @@ def test_demo_says_which_engine_samples(tmp_path):
     assert engines[0] == ("sampling engine: transformers (HF), the faster one on the toy models, start-up "
                           "included (make bench compares them); make demo BACKEND=vllm samples with vLLM")
     for role in ("teacher", "student"):
-        assert (tmp_path / "samples" / "size1_n2_seed0" / role / "manifest.json").is_file()
+        assert (tmp_path / "samples" / "n2_tok96_size1" / role / "seed0" / "manifest.json").is_file()
     assert pick_engine() == "hf"
     if importlib.util.find_spec("vllm") is None:
         with pytest.raises(UserError, match="--backend vllm needs vLLM"):
