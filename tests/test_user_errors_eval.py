@@ -56,8 +56,10 @@ def _in_tmpfs(mount: Path, options: str, command: str) -> subprocess.CompletedPr
 
 
 @pytest.mark.parametrize("args, needles", [
-    (["--max-new-tokens", "0"], ["--max-new-tokens must be a whole number >= 1", "got 0"]),
-    (["--n", "0"], ["--n must be a whole number >= 1", "got 0"]),
+    (["--max-new-tokens", "0"], ["argument --max-new-tokens: must be at least 1, got 0"]),
+    (["--n", "0"], ["argument --n: must be at least 1, got 0"]),
+    (["--seed", "-2"], ["argument --seed: must be a whole number >= 0, got -2"]),
+    (["--repetition-penalty", "0"], ["argument --repetition-penalty: must be > 0, got 0.0"]),
     (["--model", "org/name", "--limit", "0"], ["--limit must be a whole number >= 1", "got 0"]),
     (["--model", "org/name", "--limit", "-3"], ["--limit must be a whole number >= 1", "got -3"]),
     (["--toy-size", "0"], ["--toy-size must be a whole number >= 1"]),

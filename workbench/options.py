@@ -149,3 +149,13 @@ def build(cls: type, args: argparse.Namespace, *, base: Any = None,
             raise
         flag = "--" + dests[exc.field].replace("_", "-")
         raise UserError(f"argument {flag}: {exc.problem}") from None
+
+
+def replace_checked(config: Any, **values: Any) -> Any:
+    """``config`` with the options given (None: not given) replacing its fields, for a command whose
+    options are named after the fields but default to None (the registered value); a value the config
+    refuses is a UserError naming the option."""
+    try:
+        return dataclasses.replace(config, **{k: v for k, v in values.items() if v is not None})
+    except FieldError as exc:
+        raise UserError(f"argument --{exc.field.replace('_', '-')}: {exc.problem}") from None
