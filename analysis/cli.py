@@ -42,7 +42,7 @@ TOY_DEFAULTS = {"benchmark": ANALYSIS_TIERS, "max_new_tokens": TOY_MAX_NEW_TOKEN
 and batches of a thousand sequences, which the toy models decode fastest."""
 RUN_DEFAULTS = {"batch_sequences": 32}
 """Real models decode in small batches, which fit in memory; one option sizes batches and units."""
-TOY_ONLY_HF = ("backend", "base_url", "student_gguf", "teacher_gguf")
+NOT_FOR_TOY = ("backend", "base_url", "student_gguf", "teacher_gguf")  # toy models load from folders with transformers
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -53,7 +53,7 @@ def _parser() -> argparse.ArgumentParser:
 
     def experiment_options(p: argparse.ArgumentParser, *, toy: bool) -> None:
         add_options(p, EXPERIMENT_CONFIGS, defaults=TOY_DEFAULTS if toy else RUN_DEFAULTS,
-                    exclude=TOY_ONLY_HF if toy else ())
+                    exclude=NOT_FOR_TOY if toy else ())
         p.add_argument("--experiments", default="corrective,boundary",
                        help="comma list of 'corrective', 'boundary'")
         p.add_argument("--grade-workers", type=int, default=None, help="grader processes (default: cores, <= 8)")
