@@ -5,6 +5,7 @@ are never left half-written."""
 from __future__ import annotations
 
 import importlib.util
+import json
 import shlex
 import shutil
 import signal
@@ -257,8 +258,10 @@ def test_demo_says_which_engine_samples(tmp_path):
     assert engines == [engine_line("hf")]
     assert engines[0] == ("sampling engine: transformers (HF), the faster one on the toy models, start-up "
                           "included (make bench compares them); make demo BACKEND=vllm samples with vLLM")
-    for role in ("teacher", "student"):
-        assert (tmp_path / "samples" / "n2_tok96_size1" / role / "seed0" / "manifest.json").is_file()
+    for role in ("teacher", "student"):  # evaluate_toy's folders, sampled with the toy tiers' registered protocol
+        manifest = json.loads((tmp_path / "samples" / "n2_tok96_size1" / role / "seed0" / "manifest.json").read_text())
+        assert manifest["config"]["sampling"] == {"n": 2, "temperature": 0.6, "top_p": 0.95, "top_k": 20,
+                                                  "max_new_tokens": 96, "repetition_penalty": 1.0, "seed": 0}
     assert pick_engine() == "hf"
     if importlib.util.find_spec("vllm") is None:
         with pytest.raises(UserError, match="--backend vllm needs vLLM"):
