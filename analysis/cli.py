@@ -9,7 +9,8 @@
 ``--out`` and print the recovery table beside the paper's and the boundary table; a notebook calling
 the pipeline with the same settings gets the same numbers. Default folders are under the
 repository's ``results/`` wherever the command runs from (as eval.reproduce's are), so a notebook and
-a shell write to the same place.
+a shell write to the same place. The options of ``toy`` and ``run`` are the fields of the configs in
+:mod:`analysis.configs` (derived by :mod:`workbench.options`), checked where those configs check them.
 """
 
 from __future__ import annotations
