@@ -16,55 +16,24 @@ import json
 import logging
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from analysis.configs import BoundaryConfig
 from analysis.corrective import bucket_labels, bucket_summary, quantile_buckets
 from analysis.rollouts import score_rollouts
 from analysis.stats import attempt, jonckheere_terpstra, logistic_regression, monotonicity, spearman
 from eval.generate import generate_samples
 from eval.tables import to_markdown
-from workbench.models import Backend, SamplingConfig
+from workbench.models import Backend
 from workbench.records import SAMPLE_KEY, Problem
 from workbench.stages import derive_seed, model_name
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class BoundaryConfig:
-    """The boundary experiment's knobs.
-
-    n_samples: fresh student samples per problem behind each solve rate (more samples, finer rates).
-    unit_sequences: samples per ``generate`` call and shard (unit_sequences // n_samples problems).
-    """
-
-    n_samples: int = 16
-    temperature: float = 0.6
-    top_p: float = 1.0
-    top_k: int = 0
-    max_new_tokens: int = 4096
-    n_buckets: int = 4
-    unit_sequences: int = 128
-    seed: int = 0
-    level: float = 0.95
-    n_boot: int = 2000
-
-    def __post_init__(self) -> None:
-        for name in ("n_samples", "unit_sequences", "n_boot"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.n_buckets < 2:
-            raise ValueError(f"n_buckets must be >= 2 to compare buckets, got {self.n_buckets}")
-
-    def sampling(self) -> SamplingConfig:
-        # Not the rollout stage's seed: the same seed and unit layout would redraw the rollouts themselves.
-        return SamplingConfig(n=self.n_samples, temperature=self.temperature, top_p=self.top_p, top_k=self.top_k,
-                              max_new_tokens=self.max_new_tokens, seed=derive_seed(self.seed, "boundary"))
 
 
 @dataclass(frozen=True)
@@ -152,7 +121,9 @@ def run_boundary(student: Backend, rollouts: pd.DataFrame, problems: Sequence[Pr
     chosen = [p for p in problems if (p.benchmark, p.problem_id) in with_correct]
     log.info("boundary: %d correct rollouts on %d problems; %d fresh samples each", len(correct), len(chosen),
              cfg.n_samples)
-    samples = generate_samples(student, chosen, cfg.sampling(), run / "student_extra",
+    # Not the rollout stage's seed: the same seed and unit layout would redraw the rollouts themselves.
+    sampling = replace(cfg.sampling, seed=derive_seed(cfg.seed, "boundary"))
+    samples = generate_samples(student, chosen, sampling, run / "student_extra",
                                unit_size=max(1, cfg.unit_sequences // cfg.n_samples),
                                grade_workers=grade_workers, progress=progress)
     return analyse_boundary(correct, solve_counts(samples), cfg), scores

@@ -9,7 +9,8 @@
 ``--out`` and print the recovery table beside the paper's and the boundary table; a notebook calling
 the pipeline with the same settings gets the same numbers. Default folders are under the
 repository's ``results/`` wherever the command runs from (as eval.reproduce's are), so a notebook and
-a shell write to the same place.
+a shell write to the same place. The options of ``toy`` and ``run`` are the fields of the configs in
+:mod:`analysis.configs` (derived by :mod:`workbench.options`), checked where those configs check them.
 """
 
 from __future__ import annotations
@@ -21,9 +22,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from workbench.data import BENCHMARKS, SUITES
+from analysis.configs import BoundaryConfig, CorrectiveConfig, ModelConfig, ProblemSet, RolloutConfig
 from workbench.errors import UserArgumentParser, UserError, check_model_name, main_guard
 from workbench.layout import FIGURES, RESULTS, RUNS, TOY_MAX_NEW_TOKENS, TOY_RESULTS, TOY_TIERS
+from workbench.options import add_options, build
 
 if TYPE_CHECKING:  # the rest is imported when a command runs, so --help and argument errors are instant
     import pandas as pd
@@ -31,28 +33,17 @@ if TYPE_CHECKING:  # the rest is imported when a command runs, so --help and arg
     from analysis.pipeline import PipelineResult
 
 ANALYSIS_TIERS = ",".join(TOY_TIERS[2:])  # the tiers where the base student is wrong most often (Avg@32 19-53%)
-BACKENDS = ("hf", "vllm", "server")
 
 
-def _count(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
-def _temperature(text: str) -> float:
-    value = float(text)
-    if not 0 <= value < float("inf"):
-        raise argparse.ArgumentTypeError(f"must be 0 (greedy) or more, got {text}")
-    return value
-
-
-def _ratio(text: str) -> float:
-    value = float(text)
-    if not 0 < value < 1:
-        raise argparse.ArgumentTypeError(f"must be strictly between 0 and 1, got {text}")
-    return value
+EXPERIMENT_CONFIGS = (ProblemSet, RolloutConfig, CorrectiveConfig, BoundaryConfig, ModelConfig)
+"""The configs whose fields are the options of ``toy`` and ``run`` (workbench.options derives them)."""
+TOY_DEFAULTS = {"benchmark": ANALYSIS_TIERS, "max_new_tokens": TOY_MAX_NEW_TOKENS, "separator": ";",
+                "boundary_samples": 8, "batch_sequences": 1024}
+"""Where the toy command differs from the configs: the toy tiers, their token limit and step separator,
+and batches of a thousand sequences, which the toy models decode fastest."""
+RUN_DEFAULTS = {"batch_sequences": 32}
+"""Real models decode in small batches, which fit in memory; one option sizes batches and units."""
+NOT_FOR_TOY = ("backend", "base_url", "student_gguf", "teacher_gguf")  # toy models load from folders with transformers
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -62,36 +53,15 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     def experiment_options(p: argparse.ArgumentParser, *, toy: bool) -> None:
-        p.add_argument("--benchmark", default=ANALYSIS_TIERS if toy else None, required=not toy,
-                       help=f"benchmark name(s), comma-separated, or {' / '.join(map(repr, SUITES))}; "
-                            f"registered: {', '.join(BENCHMARKS)}")
-        p.add_argument("--limit", type=_count, default=None, help="problems per benchmark (default: all)")
-        p.add_argument("--toy-size", type=_count, default=30, help="problems per toy tier")
-        p.add_argument("--rollouts", type=_count, default=4, help="student rollouts per problem")
-        p.add_argument("--temperature", type=_temperature, default=0.6,
-                       help="rollouts, continuations and fresh samples")
-        p.add_argument("--max-new-tokens", type=_count, default=TOY_MAX_NEW_TOKENS if toy else 4096)
-        p.add_argument("--ratios", type=_ratio, nargs="+", default=[0.2, 0.4, 0.6, 0.8],
-                       help="where the teacher takes over, as fractions of a wrong rollout")
-        p.add_argument("--continuations", type=_count, default=4, help="teacher continuations per prefix")
-        p.add_argument("--separator", default=";" if toy else "\n",
-                       help="step separator a cut lands on (newline for real models, ';' in the toy world)")
-        p.add_argument("--buckets", type=_count, default=4, help="perplexity quantile buckets")
-        p.add_argument("--scratch-samples", type=_count, default=4, help="teacher from-scratch samples per problem")
-        p.add_argument("--boundary-samples", type=_count, default=8 if toy else 16,
-                       help="fresh student samples per problem")
+        add_options(p, EXPERIMENT_CONFIGS, defaults=TOY_DEFAULTS if toy else RUN_DEFAULTS,
+                    exclude=NOT_FOR_TOY if toy else ())
         p.add_argument("--experiments", default="corrective,boundary",
                        help="comma list of 'corrective', 'boundary'")
-        p.add_argument("--seed", type=int, default=0)
-        p.add_argument("--n-boot", type=_count, default=2000, help="bootstrap resamples for intervals")
-        p.add_argument("--grade-workers", type=_count, default=None, help="grader processes (default: cores, <= 8)")
+        p.add_argument("--grade-workers", type=int, default=None, help="grader processes (default: cores, <= 8)")
         p.add_argument("--run-dir", type=Path, default=RUNS / "toy-analysis" if toy else None,
                        required=not toy, help="stage shards (large; resumable)")
         p.add_argument("--out", type=Path, default=TOY_RESULTS / "analysis" if toy else None,
                        required=not toy, help="small tables and statistics")
-        p.add_argument("--device", default=None, help="torch device for the hf backend (default: cuda if present)")
-        p.add_argument("--batch-sequences", type=_count, default=1024 if toy else 32,
-                       help="sequences per generate call and shard, and decoded together by the hf backend")
         p.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
     toy = sub.add_parser("toy", help="both experiments with the toy teacher and student")
@@ -106,11 +76,6 @@ def _parser() -> argparse.ArgumentParser:
     experiment_options(run, toy=False)
     run.add_argument("--student", required=True, help="hub id or local folder of the student")
     run.add_argument("--teacher", default=None, help="hub id or folder of the teacher (default: the student)")
-    run.add_argument("--student-gguf", default=None, help="GGUF file inside --student (hf backend)")
-    run.add_argument("--teacher-gguf", default=None, help="GGUF file inside --teacher (hf backend)")
-    run.add_argument("--backend", default="hf", choices=BACKENDS)
-    run.add_argument("--base-url", default=None, help="OpenAI-compatible server URL (server backend)")
-    run.add_argument("--data-dir", type=Path, default=None, help="folder of benchmark JSONL files")
 
     figures = sub.add_parser("figures", help="redraw every figure from results/")
     figures.add_argument("--results", type=Path, default=RESULTS, help="default: the repository's results/")
@@ -119,7 +84,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def check_args(args: argparse.Namespace) -> None:
-    """What the options alone can show to be wrong, raised before data or models load."""
+    """What the options alone can show to be wrong, raised before data or models load (the configs'
+    own checks run when :func:`_settings` builds them)."""
     if args.command == "figures":
         if not args.results.is_dir():
             raise UserError(f"--results {args.results} is not a folder")
@@ -127,6 +93,8 @@ def check_args(args: argparse.Namespace) -> None:
     experiments = {e.strip() for e in args.experiments.split(",") if e.strip()}
     if not experiments or experiments - {"corrective", "boundary"}:
         raise UserError(f"--experiments takes 'corrective' and/or 'boundary', got {args.experiments!r}")
+    if args.grade_workers is not None and args.grade_workers < 1:
+        raise UserError(f"argument --grade-workers: must be at least 1, got {args.grade_workers}")
     if args.command == "toy":
         from workbench.toy import STUDENT_DIR, TEACHER_DIR
 
@@ -135,45 +103,30 @@ def check_args(args: argparse.Namespace) -> None:
                 raise UserError(f"{option}: no toy model at {path} (no config.json); build the toy models with "
                                 "make toy-models or pass a trained toy model folder")
         return
-    if args.backend != "hf" and (args.student_gguf or args.teacher_gguf):
-        raise UserError(f"--student-gguf / --teacher-gguf are for the hf backend; the {args.backend} backend "
-                        "takes a model id or path")
-    if args.backend == "server" and not args.base_url:
-        raise UserError("--backend server needs --base-url, e.g. http://teacher-node:8000/v1")
     for option, name in (("--student", args.student), ("--teacher", args.teacher)):
         if name and args.backend != "server":
             check_model_name(option, name)
-    if args.data_dir is not None and not args.data_dir.is_dir():
-        raise UserError(f"--data-dir {args.data_dir} is not a folder")
 
 
 def _settings(args: argparse.Namespace) -> dict[str, Any]:
-    """The options as the pipeline's arguments; one --temperature, --max-new-tokens, --seed, --buckets,
-    --n-boot and --batch-sequences serve every stage."""
-    from analysis.pipeline import BoundaryConfig, CorrectiveConfig, ModelConfig, ProblemSet, RolloutConfig
-
+    """The options as the pipeline's arguments, each config built from its own fields' options (one
+    --temperature, --max-new-tokens, --seed, --buckets, --n-boot and --batch-sequences serve every
+    stage); a value a config refuses is one line naming the option."""
     experiments = {e.strip() for e in args.experiments.split(",") if e.strip()}
-    shared = {"temperature": args.temperature, "max_new_tokens": args.max_new_tokens, "seed": args.seed}
-    analysis = {**shared, "n_buckets": args.buckets, "unit_sequences": args.batch_sequences, "n_boot": args.n_boot}
     if args.command == "toy":
         from workbench.toy import STUDENT_DIR, TEACHER_DIR
 
         student, teacher = str(args.student or STUDENT_DIR), str(args.teacher or TEACHER_DIR)
-        models = ModelConfig("hf", device=args.device, batch_sequences=args.batch_sequences)
     else:
         student, teacher = args.student, args.teacher
-        models = ModelConfig(args.backend, device=args.device, batch_sequences=args.batch_sequences,
-                             base_url=args.base_url, student_gguf=args.student_gguf, teacher_gguf=args.teacher_gguf)
-    corrective = CorrectiveConfig(ratios=tuple(args.ratios), n_continuations=args.continuations,
-                                  separator=args.separator, scratch_samples=args.scratch_samples, **analysis)
     return {
         "student": student, "teacher": teacher,
-        "problems": ProblemSet(args.benchmark, args.limit, args.toy_size, getattr(args, "data_dir", None)),
-        "corrective": corrective if "corrective" in experiments else None,
-        "boundary": BoundaryConfig(n_samples=args.boundary_samples, **analysis) if "boundary" in experiments else None,
-        "run_dir": args.run_dir, "models": models, "grade_workers": args.grade_workers,
+        "problems": build(ProblemSet, args),
+        "corrective": build(CorrectiveConfig, args) if "corrective" in experiments else None,
+        "boundary": build(BoundaryConfig, args) if "boundary" in experiments else None,
+        "run_dir": args.run_dir, "models": build(ModelConfig, args), "grade_workers": args.grade_workers,
         "progress": not args.no_progress,
-        "rollouts": RolloutConfig(n=args.rollouts, unit_sequences=args.batch_sequences, **shared),
+        "rollouts": build(RolloutConfig, args),
     }
 
 
@@ -283,10 +236,10 @@ def _report(result: PipelineResult) -> None:
     print("\ntimings (s): " + ", ".join(f"{k[:-2]} {v:.0f}" for k, v in result.timings.items()))
 
 
-def run_experiments(args: argparse.Namespace) -> int:
+def run_experiments(args: argparse.Namespace, settings: dict[str, Any]) -> int:
     from analysis import pipeline
 
-    result = pipeline.run(**_settings(args))
+    result = pipeline.run(**settings)
     pipeline.write_tables(result, args.out)
     _report(result)
     if args.command == "toy" and not args.no_figures:
@@ -301,6 +254,7 @@ def run_experiments(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     check_args(args)
+    settings = None if args.command == "figures" else _settings(args)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("fontTools").setLevel(logging.WARNING)  # PDF font subsetting chatter
@@ -318,7 +272,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if redrawn:
             print(f"toy experiments redrawn from their counts in {experiments}: {', '.join(redrawn)}")
         return 0
-    return run_experiments(args)
+    return run_experiments(args, settings)
 
 
 if __name__ == "__main__":

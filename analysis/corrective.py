@@ -31,6 +31,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from analysis.configs import CorrectiveConfig
 from analysis.rollouts import score_rollouts
 from analysis.stats import attempt, bootstrap_difference_ci, jonckheere_terpstra, logistic_regression, monotonicity, spearman
 from eval.generate import generate_samples
@@ -38,7 +39,7 @@ from eval.metrics import bootstrap_ci
 from eval.reference import PAPER_SOURCE, paper_recovery
 from eval.tables import MetricTable, format_cells, to_markdown, write_tables
 from workbench.grading import GradeCache, GradingPool
-from workbench.models import Backend, SamplingConfig
+from workbench.models import Backend
 from workbench.records import SAMPLE_KEY, Problem, ShardStore
 from workbench.sampling import grade_rows
 from workbench.stages import WorkUnit, derive_seed, model_name, run_units, stage, weights_sha256
@@ -66,55 +67,6 @@ CONTINUATION_SCHEMA = pa.schema(
         ("grade_error", pa.string()),
     ]
 )
-
-
-@dataclass(frozen=True)
-class CorrectiveConfig:
-    """The corrective experiment's knobs; defaults are the paper's protocol.
-
-    separator: the step boundary a cut lands on: a newline for real models' reasoning, ";" for
-        the toy world, whose responses are one line of ";"-separated steps.
-    scratch_samples: teacher samples per problem from the bare prompt (its solve rate).
-    unit_sequences: sequences sampled per ``generate`` call and shard: a continuation unit holds
-        unit_sequences // n_continuations prefixes, a from-scratch unit
-        unit_sequences // scratch_samples problems. Small models decode fastest in large batches;
-        smaller units lose less work when a run is killed.
-    """
-
-    ratios: tuple[float, ...] = (0.2, 0.4, 0.6, 0.8)
-    n_continuations: int = 4
-    temperature: float = 0.6
-    top_p: float = 1.0
-    top_k: int = 0
-    max_new_tokens: int = 4096
-    separator: str = "\n"
-    n_buckets: int = 4
-    scratch_samples: int = 4
-    unit_sequences: int = 128
-    seed: int = 0
-    level: float = 0.95
-    n_boot: int = 2000
-
-    def __post_init__(self) -> None:
-        if not self.ratios or any(not 0.0 < r < 1.0 for r in self.ratios):
-            raise ValueError(f"ratios must be non-empty and lie strictly between 0 and 1, got {self.ratios}")
-        if len(set(self.ratios)) != len(self.ratios):
-            raise ValueError(f"ratios repeat: {self.ratios}")
-        if not self.separator:
-            raise ValueError("separator must be a non-empty string")
-        for name in ("n_continuations", "n_buckets", "scratch_samples", "unit_sequences", "n_boot"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.n_buckets < 2:
-            raise ValueError(f"n_buckets must be >= 2 to compare buckets, got {self.n_buckets}")
-
-    def items_per_unit(self, n: int) -> int:
-        """Prompts per unit when each prompt is sampled ``n`` times."""
-        return max(1, self.unit_sequences // n)
-
-    def sampling(self, n: int) -> SamplingConfig:
-        return SamplingConfig(n=n, temperature=self.temperature, top_p=self.top_p, top_k=self.top_k,
-                              max_new_tokens=self.max_new_tokens, seed=self.seed)
 
 
 @dataclass(frozen=True)
@@ -193,7 +145,7 @@ def continue_from_prefixes(teacher: Backend, wrong: pd.DataFrame, cfg: Correctiv
     if missing:
         raise ValueError(f"wrong rollouts lack columns {missing}")
     out = Path(out_dir)
-    sampling = cfg.sampling(cfg.n_continuations)
+    sampling = cfg.sampling
     identity = {"model": model_name(teacher), "weights_sha256": weights_sha256(model_name(teacher)),
                 "sampling": asdict(sampling), "ratios": list(cfg.ratios),
                 "separator": cfg.separator, "unit_sequences": cfg.unit_sequences,
@@ -251,7 +203,7 @@ def teacher_solve_rates(teacher: Backend, problems: Sequence[Problem], cfg: Corr
                         out_dir: str | os.PathLike, *, grade_workers: int | None = None,
                         progress: bool = True) -> pd.DataFrame:
     """The teacher's from-scratch solve rate per problem (``benchmark, problem_id, teacher_solve_rate``)."""
-    sampling = replace(cfg.sampling(cfg.scratch_samples), seed=derive_seed(cfg.seed, "teacher_scratch"))
+    sampling = replace(cfg.sampling, n=cfg.scratch_samples, seed=derive_seed(cfg.seed, "teacher_scratch"))
     samples = generate_samples(teacher, problems, sampling, out_dir,
                                unit_size=cfg.items_per_unit(cfg.scratch_samples),
                                grade_workers=grade_workers, progress=progress)

@@ -158,7 +158,7 @@ def _sample(model: str, folder: Path, cfg: DoseConfig, sample_seed: int) -> tupl
     logging.getLogger("workbench.grading").setLevel(logging.WARNING)
     start = time.perf_counter()
     problems = [p for tier in cfg.tiers for p in load_benchmark(tier, toy_size=cfg.problems_per_tier)]
-    sampling = suite_generation(cfg.tiers).sampling(n=cfg.n, seed=sample_seed)
+    sampling = replace(suite_generation(cfg.tiers), n=cfg.n, seed=sample_seed)
     samples = generate_samples(HFBackend(model, device="cpu", progress=False), problems, sampling, folder,
                                unit_size="all", progress=False)
     grouped = samples.groupby(["benchmark", "problem_id"], sort=False)["correct"]

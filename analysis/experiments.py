@@ -20,7 +20,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
@@ -180,7 +180,7 @@ def _sample(model: str, folder: Path, cfg: ExperimentConfig) -> pd.DataFrame:
     torch.set_num_threads(1)
     logging.getLogger("workbench.grading").setLevel(logging.WARNING)
     problems = [p for tier in cfg.tiers for p in load_benchmark(tier, toy_size=cfg.problems_per_tier)]
-    sampling = suite_generation(cfg.tiers).sampling(n=cfg.n, seed=cfg.sample_seed)
+    sampling = replace(suite_generation(cfg.tiers), n=cfg.n, seed=cfg.sample_seed)
     samples = generate_samples(HFBackend(model, device="cpu", progress=False), problems, sampling, folder,
                                unit_size="all", progress=False)
     grouped = samples.groupby(["benchmark", "problem_id"], sort=False)["correct"]

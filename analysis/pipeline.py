@@ -3,7 +3,7 @@ and the SCOPE weights on the same rollouts.
 
 ``python -m analysis.cli toy|run`` is a thin wrapper over :func:`run` and :func:`write_tables`, so a
 notebook that calls them with the same settings gets the same numbers as the command line. Every
-setting lives in a config object (:class:`RolloutConfig`, :class:`CorrectiveConfig`,
+setting lives in a config object of :mod:`analysis.configs` (:class:`RolloutConfig`, :class:`CorrectiveConfig`,
 :class:`BoundaryConfig`, :class:`ModelConfig`, :class:`ProblemSet`); models are given as loaded
 backends or as names to load. With a ``run_dir`` every stage is resumable (a killed run, rerun with
 the same settings, continues); without one the stages go to a temporary folder that is removed
@@ -24,14 +24,14 @@ from typing import Any, Union
 
 import pandas as pd
 
-from analysis.boundary import BoundaryAnalysis, BoundaryConfig, run_boundary, write_boundary
-from analysis.corrective import CorrectiveConfig, RecoveryAnalysis, run_corrective, write_recovery
-from analysis.rollouts import ANALYSIS_KIND, RolloutConfig, sample_rollouts
+from analysis.boundary import BoundaryAnalysis, run_boundary, write_boundary
+from analysis.configs import BoundaryConfig, CorrectiveConfig, ModelConfig, ProblemSet, RolloutConfig
+from analysis.corrective import RecoveryAnalysis, run_corrective, write_recovery
+from analysis.rollouts import ANALYSIS_KIND, sample_rollouts
 from analysis.weights import DEFAULT_TAUS, case_study, prepare, summarise, tau_sweep
 from train.scope import WeightConfig
-from workbench.data import BENCHMARKS, load_benchmark, resolve_suite
-from workbench.errors import UserError, check_model_name, did_you_mean
-from workbench.models import BACKENDS, Backend, check_same_vocab, load_backend
+from workbench.errors import UserError, check_model_name
+from workbench.models import Backend, check_same_vocab, load_backend
 from workbench.records import SAMPLE_KEY, Problem
 from workbench.runs import run_folder, write_manifest
 from workbench.stages import model_name, weights_sha256
@@ -48,67 +48,6 @@ __all__ = [
     "BoundaryConfig", "CorrectiveConfig", "ModelConfig", "PipelineResult", "ProblemSet", "RolloutConfig",
     "load_models", "run", "write_tables",
 ]
-
-
-@dataclass(frozen=True)
-class ProblemSet:
-    """Which problems to analyse: benchmark names (comma-separated, or 'toy' / 'real'), at most
-    ``limit`` of each, ``toy_size`` per toy tier, real benchmarks from ``data_dir`` (else the hub)."""
-
-    benchmark: str
-    limit: int | None = None
-    toy_size: int = 30
-    data_dir: Path | None = None
-
-    def __post_init__(self) -> None:
-        for name in ("limit", "toy_size"):
-            value = getattr(self, name)
-            if value is not None and value < 1:
-                raise UserError(f"problems: {name} must be at least 1, got {value}")
-
-    def load(self) -> list[Problem]:
-        try:
-            names = resolve_suite(self.benchmark)
-        except ValueError:
-            wrong = next(n.strip() for n in self.benchmark.split(",") if n.strip() and n.strip() not in BENCHMARKS)
-            raise UserError(f"unknown benchmark {wrong!r} (known: toy, real, {', '.join(BENCHMARKS)})"
-                            f"{did_you_mean(wrong, BENCHMARKS)}") from None
-        problems = [p for name in names
-                    for p in load_benchmark(name, self.data_dir, limit=self.limit, toy_size=self.toy_size)]
-        if not problems:
-            raise UserError(f"no problems selected from {self.benchmark!r}; check the benchmark names, limit and "
-                            "toy_size")
-        return problems
-
-
-@dataclass(frozen=True)
-class ModelConfig:
-    """How model names are loaded (backends given as objects are used as they are).
-
-    batch_sequences: sequences the hf backend decodes together; the toy models decode fastest in
-        batches of about a thousand, real ones need far smaller batches to fit in memory.
-    student_gguf / teacher_gguf: a GGUF file inside the model folder (hf backend only); a teacher
-        left unnamed is the student, GGUF file included unless teacher_gguf says otherwise.
-    """
-
-    backend: str = "hf"
-    device: str | None = None
-    batch_sequences: int = 32
-    base_url: str | None = None
-    student_gguf: str | None = None
-    teacher_gguf: str | None = None
-
-    def __post_init__(self) -> None:
-        if self.backend not in BACKENDS:
-            raise UserError(f"models: unknown backend {self.backend!r} (known: {', '.join(BACKENDS)})"
-                            f"{did_you_mean(self.backend, BACKENDS)}")
-        if self.backend != "hf" and (self.student_gguf or self.teacher_gguf):
-            raise UserError(f"models: student_gguf / teacher_gguf are for the hf backend; the {self.backend} "
-                            "backend takes a model id or path")
-        if self.backend == "server" and not self.base_url:
-            raise UserError("models: the server backend needs base_url, e.g. http://teacher-node:8000/v1")
-        if self.batch_sequences < 1:
-            raise UserError(f"models: batch_sequences must be at least 1, got {self.batch_sequences}")
 
 
 @dataclass(frozen=True)
@@ -245,7 +184,7 @@ def run(student: ModelRef, teacher: ModelRef | None, problems: Sequence[Problem]
     timings: dict[str, float] = {}
     if _is_name(student) or _is_name(teacher):
         timings["load_models_s"] = time.perf_counter() - started
-    sampling = rollouts.sampling()
+    sampling = rollouts.sampling
     config = {"models": model_spec, "benchmarks": sorted({p.benchmark for p in chosen}),
               "n_problems": len(chosen), "limit": selection.limit if selection else None,
               "rollouts": asdict(sampling),

@@ -15,14 +15,12 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
 
 from eval.generate import generate_samples
-from workbench.errors import UserError
 from workbench.models import Backend, SamplingConfig, Scorer
 from workbench.perplexity import log_perplexity, pad_logprobs
 from workbench.records import SAMPLE_KEY, Problem, ShardStore
@@ -41,36 +39,6 @@ SCORE_SCHEMA = pa.schema(
         ("n_scored", pa.int32()),
     ]
 )
-
-
-@dataclass(frozen=True)
-class RolloutConfig:
-    """The student's graded rollouts that both experiments start from.
-
-    unit_sequences: sequences sampled per ``generate`` call and shard, as in the experiments'
-        configs (unit_sequences // n problems per unit); it fixes the unit layout and so the seeds.
-    """
-
-    n: int = 4
-    temperature: float = 0.6
-    max_new_tokens: int = 4096
-    seed: int = 0
-    unit_sequences: int = 128
-
-    def __post_init__(self) -> None:
-        for name in ("n", "max_new_tokens", "unit_sequences"):
-            if getattr(self, name) < 1:
-                raise UserError(f"rollouts: {name} must be at least 1, got {getattr(self, name)}")
-        if not 0 <= self.temperature < float("inf"):
-            raise UserError(f"rollouts: temperature must be 0 (greedy) or more, got {self.temperature}")
-
-    def sampling(self) -> SamplingConfig:
-        # Untruncated (top_p 1, top_k 0), as the experiments' continuations and fresh samples are by default.
-        return SamplingConfig(n=self.n, temperature=self.temperature, top_p=1.0, top_k=0,
-                              max_new_tokens=self.max_new_tokens, seed=self.seed)
-
-    def items_per_unit(self) -> int:
-        return max(1, self.unit_sequences // self.n)
 
 
 def sample_rollouts(backend: Backend, problems: Sequence[Problem], sampling: SamplingConfig,

@@ -18,7 +18,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from analysis.rollouts import RolloutConfig, sample_rollouts, score_rollouts
+from analysis.configs import RolloutConfig
+from analysis.rollouts import sample_rollouts, score_rollouts
 from analysis.weights import DEFAULT_TAUS, case_study, prepare, summarise, tau_sweep
 from eval.generate import generate_samples
 from workbench.models import Backend
@@ -51,7 +52,7 @@ def measure(student: Backend, teacher: Backend, problems: Sequence[Problem], rol
     """Sample the student's rollouts and the teacher's own answers (for its accuracy), score the rollouts
     under both models and summarise the weights; every stage resumes from ``run_dir``."""
     run = Path(run_dir)
-    sampling = rollouts.sampling()
+    sampling = rollouts.sampling
     frame = sample_rollouts(student, problems, sampling, run / "rollouts", unit_size=rollouts.items_per_unit(),
                             progress=progress)
     scored = frame[[*SAMPLE_KEY, "correct", "prompt", "response", "n_tokens", "finish_reason", "token_ids"]]

@@ -18,13 +18,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from workbench.data import REAL_BENCHMARKS, TOY_BENCHMARKS, Generation, suite_generation
+from workbench.data import REAL_BENCHMARKS, TOY_BENCHMARKS, suite_generation
 from workbench.errors import UserError
 from workbench.layout import REPO_ROOT, TABLES, TOY_RUNS
 from workbench.runs import MANIFEST, read_manifest
 
 if TYPE_CHECKING:
     from eval.generate import UnitSize
+    from workbench.models import SamplingConfig
 
 log = logging.getLogger(__name__)
 
@@ -94,12 +95,12 @@ def discover_checkpoints(runs_root: str | Path = TOY_RUNS, base: str | Path | No
     return found
 
 
-def toy_generation() -> Generation:
+def toy_generation() -> SamplingConfig:
     """The toy tiers' sampling defaults (their registry entries)."""
     return suite_generation(TOY_BENCHMARKS)
 
 
-def real_generation() -> Generation:
+def real_generation() -> SamplingConfig:
     """The real benchmarks' sampling defaults: the paper's protocol (their registry entries)."""
     return suite_generation(REAL_BENCHMARKS)
 
@@ -116,11 +117,12 @@ def settings_name(n: int, max_new_tokens: int, scope: str, engine: str, unit_siz
 
 
 def toy_settings(n: int, max_new_tokens: int, toy_size: int, unit_size: UnitSize = TOY_UNIT_SIZE,
-                 engine: str = "hf", benchmarks: Sequence[str] | None = None) -> str | None:
-    """The folder name of a toy evaluation's settings, None for the default ones (the committed folders)."""
+                 engine: str = "hf", benchmarks: Sequence[str] | None = None, seed: int = 0) -> str | None:
+    """The folder name of a toy evaluation's settings, None for the default ones (the committed folders);
+    a sampling ``seed`` other than the registered one is part of the name."""
     defaults = toy_generation()
-    name = settings_name(n, max_new_tokens, f"size{toy_size}", engine, unit_size, TOY_UNIT_SIZE, benchmarks,
-                         TOY_BENCHMARKS)
+    scope = f"size{toy_size}" + ("" if seed == defaults.seed else f"_seed{seed}")
+    name = settings_name(n, max_new_tokens, scope, engine, unit_size, TOY_UNIT_SIZE, benchmarks, TOY_BENCHMARKS)
     default = settings_name(defaults.n, defaults.max_new_tokens, f"size{TOY_SIZE}", "hf", None, TOY_UNIT_SIZE,
                             None, TOY_BENCHMARKS)
     return None if name == default else name

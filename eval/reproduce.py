@@ -51,6 +51,7 @@ from eval.table_sets import check_replace, find_sample_dirs, rebuild
 from workbench.data import BENCHMARKS, REAL_BENCHMARKS, TOY_BENCHMARKS, suite_generation
 from workbench.distributed import World, join_world, pin_gpus
 from workbench.errors import UserArgumentParser, UserError, main_guard
+from workbench.options import replace_checked
 from workbench.layout import (
     REAL_EVAL_RUNS,
     TABLES,
@@ -214,8 +215,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         raise UserError("--limit applies to real benchmarks (with --model)")
     if args.gguf_file and not args.model:
         raise UserError("--gguf-file applies to a real model (with --model)")
-    _positive("--n", args.n, "samples per problem")
-    _positive("--max-new-tokens", args.max_new_tokens, "tokens per sample")
     _positive("--limit", args.limit, "problems per benchmark")
     _positive("--toy-size", args.toy_size, "problems per toy tier")
     _positive("--tensor-parallel-size", args.tensor_parallel_size, "GPUs per engine")
@@ -224,6 +223,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         if args.from_samples:
             raise UserError("--benchmarks chooses what to sample; --from-samples rebuilds tables from what is there")
         _check_benchmarks(args.benchmarks, toy=not args.model)
+    # the sampling rules are SamplingConfig's; the registered protocol with these options must pass them
+    replace_checked(suite_generation(args.benchmarks or (REAL_BENCHMARKS if args.model else TOY_BENCHMARKS)),
+                    n=args.n, max_new_tokens=args.max_new_tokens, seed=args.seed,
+                    repetition_penalty=args.repetition_penalty)
     if (args.device or args.dtype) and args.backend != "hf":
         raise UserError("--device and --dtype apply to --backend hf (vLLM picks its own)")
     if args.tensor_parallel_size not in (None, 1) and args.backend != "vllm":
@@ -236,10 +239,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
             raise UserError("--backend server needs --base-url URL[,URL...] (e.g. http://node:8000)")
     elif args.base_url or args.concurrency:
         raise UserError("--base-url and --concurrency apply to --backend server")
-    if args.seed < 0:
-        raise UserError(f"--seed must be a whole number >= 0, got {args.seed}")
-    if args.repetition_penalty is not None and not args.repetition_penalty > 0:
-        raise UserError(f"--repetition-penalty must be > 0 (1.0 is none), got {args.repetition_penalty}")
     if args.label is not None and not _LABEL.fullmatch(args.label):
         raise UserError(f"--label {args.label!r}: use letters, digits, '.', '_' and '-' (it names a folder)")
     if args.from_samples is not None and not args.from_samples.is_dir():

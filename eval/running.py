@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -81,13 +82,14 @@ def evaluate_toy(
     problems: Sequence[Problem] | None = None,
     progress: bool = True,
     hf_kwargs: dict[str, Any] | None = None,
+    seed: int | None = None,
 ) -> list[Path]:
     """Sample every checkpoint on the six toy tiers into ``<samples_root>/<method>/seed<k>``; returns the folders.
 
-    ``problems`` defaults to the first ``toy_size`` of each tier; ``n`` and ``max_new_tokens`` to the
-    tiers' registered sampling defaults; ``hf_kwargs`` (e.g. a CUDA device) go to the transformers
-    backend, which runs the toy models on the CPU otherwise. One engine is alive at a time: each checkpoint's is dropped
-    before the next loads, which matters for vLLM's preallocated KV cache.
+    ``problems`` defaults to the first ``toy_size`` of each tier; ``n``, ``max_new_tokens`` and the
+    sampling ``seed`` to the tiers' registered protocol; ``hf_kwargs`` (e.g. a CUDA device) go to the
+    transformers backend, which runs the toy models on the CPU otherwise. One engine is alive at a time:
+    each checkpoint's is dropped before the next loads, which matters for vLLM's preallocated KV cache.
     """
     import gc
 
@@ -96,7 +98,8 @@ def evaluate_toy(
     if problems is None:
         problems = load_problems(TOY_BENCHMARKS, toy_size=toy_size)
     defaults = suite_generation({p.benchmark for p in problems})
-    sampling = defaults.sampling(n=n or defaults.n, max_new_tokens=max_new_tokens or defaults.max_new_tokens)
+    sampling = replace(defaults, n=n or defaults.n, max_new_tokens=max_new_tokens or defaults.max_new_tokens,
+                       seed=defaults.seed if seed is None else seed)
     folders = toy_folders(checkpoints, samples_root)
     for ckpt, out in zip(checkpoints, folders):
         sampler = toy_sampler(engine, ckpt.path, hf_kwargs)
@@ -153,8 +156,7 @@ def evaluate_real(
         problems = load_problems(benchmarks or REAL_BENCHMARKS, data_dir, limit=limit)
     defaults = suite_generation({p.benchmark for p in problems})
     n, max_new_tokens = n or defaults.n, max_new_tokens or defaults.max_new_tokens
-    sampling = defaults.sampling(n=n, max_new_tokens=max_new_tokens, repetition_penalty=repetition_penalty,
-                                 seed=seed)
+    sampling = replace(defaults, n=n, max_new_tokens=max_new_tokens, repetition_penalty=repetition_penalty, seed=seed)
     kwargs: dict[str, Any] = {"progress": False, **(backend_kwargs or {})}
     if gguf_file:
         kwargs["gguf_file"] = gguf_file

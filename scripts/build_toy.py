@@ -239,10 +239,10 @@ def sample_tier(
     tokenizer: PreTrainedTokenizerFast,
     problems: list[Problem],
     n_samples: int = 8,
-    temperature: float = 0.6,
     seed: int = 0,
 ) -> pd.DataFrame:
-    """``n_samples`` sampled and graded responses per problem of one tier (a build-time measure).
+    """``n_samples`` sampled and graded responses per problem of one tier (a build-time measure), at
+    the protocol's temperature, untruncated.
 
     All prompts of a tier have the same length, so one unpadded batch holds them all; the batch
     is part of the random stream, so it stays one batch whatever the backend's default.
@@ -251,8 +251,7 @@ def sample_tier(
         raise ValueError("sample_tier expects prompts of one length (one tier)")
     model.eval()
     backend = HFBackend.wrap(model, tokenizer, max_batch_sequences=len(problems) * n_samples)
-    sampling = SamplingConfig(n=n_samples, temperature=temperature, top_p=1.0, top_k=0,
-                              max_new_tokens=TOY_MAX_NEW_TOKENS, seed=seed)
+    sampling = SamplingConfig.untruncated(n=n_samples, max_new_tokens=TOY_MAX_NEW_TOKENS, seed=seed)
     return sample_and_grade(backend, problems, sampling)
 
 

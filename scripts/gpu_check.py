@@ -50,8 +50,9 @@ def sampling_bf16():
     need = missing("transformers", "pandas", "math_verify")
     if need:
         return row("sampling bf16", "skipped", f"needs {', '.join(need)}")
-    from workbench.data import load_benchmark
-    from workbench.models.base import SamplingConfig
+    from dataclasses import replace
+
+    from workbench.data import TOY_PROTOCOL, load_benchmark
     from workbench.models.hf import HFBackend
     from workbench.sampling import accuracy, sample_and_grade
     from workbench.toy import STUDENT_DIR
@@ -59,7 +60,7 @@ def sampling_bf16():
     backend = HFBackend(str(STUDENT_DIR), device=DEVICE, dtype="bfloat16", progress=False)
     problems = load_benchmark("toy-6", toy_size=64)
     start = time.perf_counter()
-    frame = sample_and_grade(backend, problems, SamplingConfig(n=8, max_new_tokens=96), token_ids=True)
+    frame = sample_and_grade(backend, problems, replace(TOY_PROTOCOL, n=8), token_ids=True)
     seconds = time.perf_counter() - start
     row("sampling bf16", "ok", f"toy student on {DEVICE}, {len(problems)} toy-6 problems x 8: "
         f"{frame['n_tokens'].sum() / seconds:,.0f} tok/s, accuracy {100 * accuracy(frame):.1f}%")

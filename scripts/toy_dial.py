@@ -18,7 +18,6 @@ from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
-import pandas as pd
 
 from analysis import dial
 from workbench.errors import UserArgumentParser, main_guard

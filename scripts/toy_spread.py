@@ -14,13 +14,13 @@ import logging
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import asdict
+from dataclasses import asdict, replace
 
 import torch
 
 from analysis import spread
-from analysis.pipeline import ModelConfig, ProblemSet, load_models
-from analysis.rollouts import RolloutConfig
+from analysis.configs import ANALYSIS_SAMPLING, ModelConfig, ProblemSet, RolloutConfig
+from analysis.pipeline import load_models
 from workbench.errors import UserArgumentParser, UserError, main_guard
 from workbench.layout import RUNS, TOY_MAX_NEW_TOKENS, TOY_RESULTS
 from workbench.runs import run_folder
@@ -46,8 +46,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING)
     torch.set_num_threads(1)
     started = time.perf_counter()
-    rollouts = RolloutConfig(n=args.rollouts, temperature=0.6, max_new_tokens=TOY_MAX_NEW_TOKENS, seed=args.seed,
-                             unit_sequences=1024)
+    rollouts = RolloutConfig(replace(ANALYSIS_SAMPLING, n=args.rollouts, max_new_tokens=TOY_MAX_NEW_TOKENS,
+                                     seed=args.seed), unit_sequences=1024)
     problems = ProblemSet("toy", toy_size=args.toy_size).load()
     student, teacher, _ = load_models(str(student_dir), str(TEACHER_DIR), ModelConfig("hf", batch_sequences=1024),
                                       progress=False)
@@ -57,7 +57,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     who = f"the dial world {args.world!r} (its student, the committed teacher)" if args.world else \
         "the committed toy student and teacher"
     note = (f"{len(problems)} test problems ({args.toy_size} per tier) x {args.rollouts} student rollouts at "
-            f"temperature {rollouts.temperature}, seed {args.seed}; {who}.")
+            f"temperature {rollouts.sampling.temperature}, seed {args.seed}; {who}.")
     config = {"toy_size": args.toy_size, "rollouts": asdict(rollouts), "student": str(student_dir),
               "teacher": str(TEACHER_DIR), "world": args.world}
     with run_folder(out_dir, config, args.seed, kind="toy-spread",

@@ -24,7 +24,7 @@ from train.config import parse_config
 from train.methods import LOG_JSONL, MODEL_DIR, toy_recipe, train_toy_run
 from train.snapshots import EXPORT_FILE, snapshot_store
 from workbench.errors import main_guard
-from workbench.layout import METHODS, TOY_MAX_NEW_TOKENS, TOY_RUNS, TOY_TIERS, TOY_TRAINING_LOGS
+from workbench.layout import METHODS, TOY_RUNS, TOY_TIERS, TOY_TRAINING_LOGS
 from workbench.runs import read_manifest, write_manifest
 
 log = logging.getLogger("toy_suite")
@@ -74,13 +74,14 @@ def export_logs(run: Path, dest: Path) -> list[Path]:
 
 def accuracy_check(models: dict[str, Path], n_per_tier: int, samples: int = 4, seed: int = 0) -> pd.DataFrame:
     """Accuracy per (model, tier) of ``samples`` samples on the first test problems of each tier."""
-    from workbench.data import load_benchmark
-    from workbench.models import SamplingConfig
+    from dataclasses import replace
+
+    from workbench.data import TOY_PROTOCOL, load_benchmark
     from workbench.models.hf import HFBackend
     from workbench.sampling import accuracy, sample_and_grade
 
     problems = [p for tier in TOY_TIERS for p in load_benchmark(tier, toy_size=n_per_tier)]
-    sampling = SamplingConfig(n=samples, max_new_tokens=TOY_MAX_NEW_TOKENS, seed=seed)
+    sampling = replace(TOY_PROTOCOL, n=samples, seed=seed)
     rows = []
     for name, path in models.items():
         frame = sample_and_grade(HFBackend(str(path), device="cpu", progress=False), problems, sampling)

@@ -22,15 +22,16 @@ import pytest
 import torch
 
 from analysis import cli, pipeline
-from analysis.boundary import BoundaryConfig, run_boundary
-from analysis.corrective import CorrectiveConfig, run_corrective, truncation_point
-from analysis.rollouts import RolloutConfig, sample_rollouts
+from analysis.boundary import run_boundary
+from analysis.configs import ANALYSIS_SAMPLING, BoundaryConfig, CorrectiveConfig, RolloutConfig
+from analysis.corrective import run_corrective, truncation_point
+from analysis.rollouts import sample_rollouts
 from analysis.weights import compute_weights, effective_sample_size, prepare
 from eval.generate import plan_units
 from workbench.data import load_benchmark
 from workbench.errors import UserError
 from workbench.models import Completion, SamplingConfig
-from workbench.stages import ResumeMismatch
+from workbench.stages import ResumeMismatch, derive_seed
 from workbench.toy import STUDENT_DIR, TEACHER_DIR
 from workbench.toy.task import solution_steps, solve
 
@@ -127,8 +128,9 @@ class FakeToyModel:
         return result
 
 
-ROLLOUTS = SamplingConfig(n=4, temperature=0.6, top_p=1.0, top_k=0, max_new_tokens=64, seed=3)
-CFG = CorrectiveConfig(separator=";", max_new_tokens=64, unit_sequences=40, n_boot=200, scratch_samples=2)
+ROLLOUTS = SamplingConfig.untruncated(n=4, max_new_tokens=64, seed=3)
+CFG = CorrectiveConfig(sampling=replace(ANALYSIS_SAMPLING, max_new_tokens=64), separator=";", unit_sequences=40,
+                       n_boot=200, scratch_samples=2)
 
 
 def _run(folder: Path, student: FakeToyModel, teacher: FakeToyModel):
@@ -210,7 +212,7 @@ def test_boundary_and_weights_on_the_same_rollouts(tmp_path):
     student = FakeToyModel("fake-student", "student")
     problems = load_benchmark("toy-4", toy_size=10)
     rollouts = sample_rollouts(student, problems, ROLLOUTS, tmp_path / "rollouts", unit_size=5, progress=False)
-    cfg = BoundaryConfig(n_samples=6, max_new_tokens=64, n_boot=200, unit_sequences=48)
+    cfg = BoundaryConfig(replace(ANALYSIS_SAMPLING, n=6, max_new_tokens=64), n_boot=200, unit_sequences=48)
     analysis, scores = run_boundary(student, rollouts, problems, cfg, tmp_path, progress=False)
     correct = rollouts[rollouts["correct"]]
     assert len(analysis.per_rollout) == len(correct)
@@ -219,7 +221,8 @@ def test_boundary_and_weights_on_the_same_rollouts(tmp_path):
     np.testing.assert_allclose(analysis.per_rollout["student_log_ppl"], 0.1, rtol=1e-6)
     # Solve rates come from fresh samples drawn with the boundary's own seeds; recompute them.
     assert analysis.per_rollout["n_samples"].eq(6).all()
-    seeds = {p.problem_id: u.seed for u in plan_units(problems, [p.problem for p in problems], cfg.sampling(), 8)
+    seeds = {p.problem_id: u.seed for u in plan_units(problems, [p.problem for p in problems],
+                                                  replace(cfg.sampling, seed=derive_seed(0, "boundary")), 8)
              for p, _ in u.items}
     for row in analysis.per_rollout.itertuples(index=False):
         prompt = next(p.problem for p in problems if p.problem_id == row.problem_id)
@@ -250,8 +253,8 @@ class AlwaysRightStudent(FakeToyModel):
         return out
 
 
-FAKE_ROLLOUTS = RolloutConfig(n=4, max_new_tokens=64, seed=3, unit_sequences=20)
-FAKE_BOUNDARY = BoundaryConfig(n_samples=6, max_new_tokens=64, n_boot=200, unit_sequences=48)
+FAKE_ROLLOUTS = RolloutConfig(ROLLOUTS, unit_sequences=20)
+FAKE_BOUNDARY = BoundaryConfig(replace(ANALYSIS_SAMPLING, n=6, max_new_tokens=64), n_boot=200, unit_sequences=48)
 
 
 def test_pipeline_resumes_from_its_run_dir_without_sampling_again(tmp_path):
@@ -296,8 +299,8 @@ def test_pipeline_mistakes_are_one_line_before_any_model_loads():
         pipeline.run("./no-such-model", None, pipeline.ProblemSet("toy-3", toy_size=2), CFG, None, None)
     with pytest.raises(UserError, match="server backend needs base_url"):
         pipeline.ModelConfig("server")
-    with pytest.raises(UserError, match="rollouts: n must be at least 1"):
-        RolloutConfig(n=0)
+    with pytest.raises(UserError, match="n must be at least 1"):
+        RolloutConfig(replace(ANALYSIS_SAMPLING, n=0))
     # tau's rule is WeightConfig's; it is met before the (missing) student is looked for
     for taus, message in (((1.0, -0.5), r"^tau must be a finite number > 0, got -0.5$"),
                           ((float("inf"),), r"^tau must be a finite number > 0, got inf$"),
@@ -309,8 +312,8 @@ def test_pipeline_mistakes_are_one_line_before_any_model_loads():
 # The real toy models on a configuration small enough for seconds: 12 problems x 4 rollouts.
 TOY_ARGS = ["--benchmark", "toy-3,toy-5", "--toy-size", "6", "--rollouts", "4", "--ratios", "0.4", "0.8",
             "--continuations", "2", "--scratch-samples", "2", "--boundary-samples", "4", "--n-boot", "200"]
-TOY_SHARED = {"temperature": 0.6, "max_new_tokens": cli.TOY_MAX_NEW_TOKENS, "seed": 0}
-TOY_ANALYSIS = {**TOY_SHARED, "n_buckets": 4, "unit_sequences": 1024, "n_boot": 200}
+TOY_SAMPLING = replace(ANALYSIS_SAMPLING, max_new_tokens=cli.TOY_MAX_NEW_TOKENS)
+TOY_ANALYSIS = {"n_buckets": 4, "unit_sequences": 1024, "n_boot": 200}
 
 
 @pytest.fixture(scope="module")
@@ -322,9 +325,10 @@ def toy_result(tmp_path_factory):
         patch.setattr(tempfile, "tempdir", str(scratch))
         result = pipeline.run(
             STUDENT_DIR, TEACHER_DIR, pipeline.ProblemSet("toy-3,toy-5", toy_size=6),
-            CorrectiveConfig(ratios=(0.4, 0.8), n_continuations=2, separator=";", scratch_samples=2, **TOY_ANALYSIS),
-            BoundaryConfig(n_samples=4, **TOY_ANALYSIS), None,
-            rollouts=RolloutConfig(n=4, unit_sequences=1024, **TOY_SHARED),
+            CorrectiveConfig(ratios=(0.4, 0.8), sampling=replace(TOY_SAMPLING, n=2), separator=";", scratch_samples=2,
+                             **TOY_ANALYSIS),
+            BoundaryConfig(replace(TOY_SAMPLING, n=4), **TOY_ANALYSIS), None,
+            rollouts=RolloutConfig(replace(TOY_SAMPLING, n=4), unit_sequences=1024),
             models=pipeline.ModelConfig(batch_sequences=1024), progress=False)
     assert list(scratch.glob("scope-analysis-*")) == []  # the in-memory run left no stage folder behind
     return result

@@ -11,10 +11,11 @@ import pytest
 
 from eval.table_sets import build_tables
 from workbench import data
-from workbench.data import AnswerRules, BenchmarkSpec, Generation, get_spec, load_benchmark, suite_generation
+from workbench.data import AnswerRules, BenchmarkSpec, get_spec, load_benchmark, suite_generation
 from workbench.errors import UserError
 from workbench.layout import TOY_MAX_NEW_TOKENS
 from workbench.grading import Grade, grade_batch
+from workbench.models import SamplingConfig
 from workbench.grading.cache import grader_version
 from workbench.prompts import PAPER_INSTRUCTION
 from workbench.records import Problem
@@ -48,7 +49,7 @@ def test_a_seventh_benchmark_loads_prompts_and_grades_by_its_entry(seventh):
     assert [g.correct for g in grades] == [True, False, True, True, False, False]
     assert grades[0] == Grade(True, "6630 K")
     assert grader_version("physics7").startswith("rules 1; ")  # its cached verdicts carry its own version
-    assert suite_generation(["aime24", "physics7"]) == Generation(n=32, max_new_tokens=32768)
+    assert suite_generation(["aime24", "physics7"]) == SamplingConfig(n=32, max_new_tokens=32768)
 
 
 def test_a_seventh_benchmark_takes_its_place_in_the_tables(seventh, tmp_path):
@@ -64,12 +65,12 @@ def test_a_seventh_benchmark_takes_its_place_in_the_tables(seventh, tmp_path):
 
 def test_benchmarks_sampled_together_must_share_their_sampling_defaults(monkeypatch):
     monkeypatch.setitem(data.BENCHMARKS, "long7", BenchmarkSpec("long7", "Long7", "real",
-                                                                generation=Generation(max_new_tokens=65536)))
+                                                                generation=SamplingConfig(max_new_tokens=65536)))
     with pytest.raises(UserError, match="benchmarks aime24, long7 have different sampling defaults"):
         suite_generation(["aime24", "long7"])
     assert suite_generation(data.TOY_BENCHMARKS).max_new_tokens == TOY_MAX_NEW_TOKENS == 96
-    assert suite_generation(data.REAL_BENCHMARKS) == Generation(n=32, max_new_tokens=32768, temperature=0.6,
-                                                                top_p=0.95, top_k=20)
+    assert suite_generation(data.REAL_BENCHMARKS) == SamplingConfig(n=32, max_new_tokens=32768, temperature=0.6,
+                                                                    top_p=0.95, top_k=20)
 
 
 def test_grader_benchmark_deepmath_grades_hub_data_by_deepmaths_rules(monkeypatch, tmp_path):

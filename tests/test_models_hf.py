@@ -64,7 +64,7 @@ def test_greedy_is_deterministic_and_matches_argmax(backend, tiny_lm):
 
 
 def test_sampling_config_validation():
-    with pytest.raises(ValueError, match="n must be >= 1"):
+    with pytest.raises(ValueError, match="n must be at least 1"):
         SamplingConfig(n=0)
     with pytest.raises(ValueError, match="top_p"):
         SamplingConfig(top_p=0.0)

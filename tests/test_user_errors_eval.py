@@ -5,6 +5,7 @@ are never left half-written."""
 from __future__ import annotations
 
 import importlib.util
+import json
 import shlex
 import shutil
 import signal
@@ -56,8 +57,10 @@ def _in_tmpfs(mount: Path, options: str, command: str) -> subprocess.CompletedPr
 
 
 @pytest.mark.parametrize("args, needles", [
-    (["--max-new-tokens", "0"], ["--max-new-tokens must be a whole number >= 1", "got 0"]),
-    (["--n", "0"], ["--n must be a whole number >= 1", "got 0"]),
+    (["--max-new-tokens", "0"], ["argument --max-new-tokens: must be at least 1, got 0"]),
+    (["--n", "0"], ["argument --n: must be at least 1, got 0"]),
+    (["--seed", "-2"], ["argument --seed: must be a whole number >= 0, got -2"]),
+    (["--repetition-penalty", "0"], ["argument --repetition-penalty: must be > 0, got 0.0"]),
     (["--model", "org/name", "--limit", "0"], ["--limit must be a whole number >= 1", "got 0"]),
     (["--model", "org/name", "--limit", "-3"], ["--limit must be a whole number >= 1", "got -3"]),
     (["--toy-size", "0"], ["--toy-size must be a whole number >= 1"]),
@@ -220,7 +223,8 @@ def test_ctrl_c_says_what_was_kept_and_the_command_that_resumes(tmp_path):
 
 
 def test_demo_mistakes_cost_one_line():
-    for args, needle in ((["--n", "0"], "--n must be a whole number >= 1, got 0"),
+    for args, needle in ((["--n", "0"], "argument --n: must be at least 1, got 0"),
+                         (["--seed", "-1"], "argument --seed: must be a whole number >= 0, got -1"),
                          (["--toy-size", "-1"], "--toy-size must be a whole number >= 1, got -1")):
         proc, _ = _cli(*args, module="scripts/demo.py")
         assert needle in _one_error_line(proc)
@@ -254,8 +258,10 @@ def test_demo_says_which_engine_samples(tmp_path):
     assert engines == [engine_line("hf")]
     assert engines[0] == ("sampling engine: transformers (HF), the faster one on the toy models, start-up "
                           "included (make bench compares them); make demo BACKEND=vllm samples with vLLM")
-    for role in ("teacher", "student"):
-        assert (tmp_path / "samples" / "size1_n2_seed0" / role / "manifest.json").is_file()
+    for role in ("teacher", "student"):  # evaluate_toy's folders, sampled with the toy tiers' registered protocol
+        manifest = json.loads((tmp_path / "samples" / "n2_tok96_size1" / role / "seed0" / "manifest.json").read_text())
+        assert manifest["config"]["sampling"] == {"n": 2, "temperature": 0.6, "top_p": 0.95, "top_k": 20,
+                                                  "max_new_tokens": 96, "repetition_penalty": 1.0, "seed": 0}
     assert pick_engine() == "hf"
     if importlib.util.find_spec("vllm") is None:
         with pytest.raises(UserError, match="--backend vllm needs vLLM"):

@@ -37,8 +37,8 @@ class HeldOutAccuracy(TrainerCallback):
         self.problems = list(problems)
         self.tokenizer = tokenizer
         self.every = every
-        self.sampling = SamplingConfig(n=n, temperature=temperature, top_p=1.0, top_k=0,
-                                       max_new_tokens=max_new_tokens, seed=seed)
+        self.sampling = SamplingConfig.untruncated(n=n, temperature=temperature, max_new_tokens=max_new_tokens,
+                                                   seed=seed)
         self.key = f"heldout/avg@{n}"
 
     def _measure(self, model: Any, state: Any) -> None:

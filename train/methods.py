@@ -23,7 +23,7 @@ import pandas as pd
 
 from train.config import ScopeConfig, parse_config
 from train.dataset import build_train_dataset, load_student_tokenizer
-from train.resources import hub_guard, require_cuda_for_vllm
+from train.resources import require_cuda_for_vllm
 from workbench.runs import is_finished, run_folder
 
 log = logging.getLogger(__name__)

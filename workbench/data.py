@@ -21,16 +21,16 @@ import json
 import logging
 import os
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from workbench.errors import UserError, did_you_mean
 from workbench.layout import DATA_DIR_ENV, TOY_MAX_NEW_TOKENS, TOY_TIERS
+from workbench.models.base import SamplingConfig
 from workbench.prompts import PromptStyle, render_prompt
 
 if TYPE_CHECKING:
-    from workbench.models import SamplingConfig
     from workbench.records import Problem
 
 log = logging.getLogger(__name__)
@@ -104,27 +104,10 @@ MINERVA_RULES = replace(MATH_RULES, scientific_notation=True)
 TOY_RULES = AnswerRules(integers_only=True)
 
 
-@dataclass(frozen=True)
-class Generation:
-    """How a benchmark is sampled unless a command says otherwise. The defaults are the paper's
-    evaluation protocol: 32 samples a problem, temperature 0.6, top-p 0.95, top-k 20, up to 32768
-    new tokens."""
-
-    n: int = 32
-    max_new_tokens: int = 32768
-    temperature: float = 0.6
-    top_p: float = 0.95
-    top_k: int = 20
-
-    def sampling(self, **overrides: Any) -> SamplingConfig:
-        """These defaults as the backends' SamplingConfig, with ``overrides`` (e.g. ``seed``) applied."""
-        from workbench.models import SamplingConfig
-
-        return replace(SamplingConfig(**asdict(self)), **overrides)
-
-
-PAPER_GENERATION = Generation()
-TOY_GENERATION = Generation(max_new_tokens=TOY_MAX_NEW_TOKENS)
+PAPER_PROTOCOL = SamplingConfig()
+"""The paper's evaluation protocol (the real benchmarks): SamplingConfig's own defaults."""
+TOY_PROTOCOL = SamplingConfig(max_new_tokens=TOY_MAX_NEW_TOKENS)
+"""The toy tiers': the paper's protocol, with a token limit that fits their longest answer."""
 
 
 def _first_str(value: Any) -> str:
@@ -169,7 +152,8 @@ class BenchmarkSpec:
     hf_answer: Callable[[Any], str] = str
     """Turns a hub answer value into the gold string (e.g. ``27.0`` -> ``27``)."""
     prompt_style: PromptStyle = "paper"
-    generation: Generation = PAPER_GENERATION
+    generation: SamplingConfig = PAPER_PROTOCOL
+    """How the benchmark is sampled unless a command says otherwise (its registered protocol)."""
     rules: AnswerRules = MATH_RULES
     rules_version: str = "2"
     """Version of this benchmark's grading (the shared answer reading and its rules). Bump it when a
@@ -199,7 +183,7 @@ BENCHMARKS: dict[str, BenchmarkSpec] = {
         BenchmarkSpec("olympiadbench", "OlympiadBench", "real", "olympiadbench.jsonl", "Hothan/OlympiadBench",
                       "OE_TO_maths_en_COMP", "train", problem_field="question", answer_field="final_answer",
                       hf_answer=_olympiad_answer, paper_key="OlympiadBench"),
-        *(BenchmarkSpec(tier, tier.capitalize(), "toy", prompt_style="raw", generation=TOY_GENERATION,
+        *(BenchmarkSpec(tier, tier.capitalize(), "toy", prompt_style="raw", generation=TOY_PROTOCOL,
                         rules=TOY_RULES) for tier in TOY_TIERS),
         # The paper's training data: boxed answers and golds go to math-verify as written.
         BenchmarkSpec("deepmath", "DeepMath-103K", "train", None, "zwhe99/DeepMath-103K", None, "train",
@@ -233,8 +217,8 @@ def resolve_suite(names: str | Sequence[str]) -> list[str]:
     return list(names)
 
 
-def suite_generation(names: Iterable[str]) -> Generation:
-    """The sampling defaults several benchmarks share: one evaluation samples them with one config."""
+def suite_generation(names: Iterable[str]) -> SamplingConfig:
+    """The sampling protocol several benchmarks share: one evaluation samples them with one config."""
     found = {get_spec(n).generation: n for n in names}
     if len(found) > 1:
         raise UserError(f"benchmarks {', '.join(found.values())} have different sampling defaults "

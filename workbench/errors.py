@@ -35,6 +35,15 @@ class UserError(ValueError):
     """A mistake in the command line, a recipe or the files it names; the message says what to change."""
 
 
+class FieldError(UserError):
+    """A config field holding a value no run can use; ``field`` names it, so a command line can name
+    its own option instead (``argument --rollouts: must be at least 1, got 0``)."""
+
+    def __init__(self, field: str, problem: str) -> None:
+        super().__init__(f"{field} {problem}")
+        self.field, self.problem = field, problem
+
+
 class UserArgumentParser(argparse.ArgumentParser):
     """argparse whose errors are UserErrors, printed by ``main_guard`` as one line, not a usage block."""
 
