@@ -170,7 +170,7 @@ class ScopeConfig(GRPOConfig):
         default=4, metadata={"help": "Teacher requests in flight per replica and process."}
     )
     teacher_server_batch_size: int = field(
-        default=16,
+        default=32,
         metadata={"help": "Rollouts per teacher scoring request (within the server's VLLM_MAX_COMPLETION_PROMPTS)."},
     )
     teacher_tokenizer: str | None = field(

@@ -110,7 +110,7 @@ class ServerScorer:
     """
 
     def __init__(self, base_url: str | Sequence[str], model: str, *, api_key_env: str = "SCOPE_TEACHER_API_KEY",
-                 timeout: float = 600.0, max_retries: int = 4, backoff_s: float = 1.0, batch_size: int = 16,
+                 timeout: float = 600.0, max_retries: int = 4, backoff_s: float = 1.0, batch_size: int = 32,
                  concurrency: int = 4, revive_s: float = 60.0, progress: bool = True) -> None:
         for name, value in (("batch_size", batch_size), ("concurrency", concurrency)):
             if value < 1:
