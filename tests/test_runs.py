@@ -32,3 +32,24 @@ def test_run_folder_marks_finished_and_failed(tmp_path):
 def test_versions_and_git_outside_a_repo(tmp_path):
     assert package_versions(("definitely-not-installed-pkg",))["definitely-not-installed-pkg"] is None
     assert git_state(tmp_path) == {"commit": None, "dirty": None}
+
+
+def test_git_state_counts_code_changes_not_results(tmp_path):
+    import subprocess
+
+    def git(*args: str) -> None:
+        subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=tmp_path, check=True,
+                       capture_output=True)
+
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "table.csv").write_text("a\n1\n")
+    (tmp_path / "code.py").write_text("x = 1\n")
+    git("init", "-q")
+    git("add", "-A")
+    git("commit", "-qm", "start")
+    clean = git_state(tmp_path)
+    assert len(clean["commit"]) == 40 and clean["dirty"] is False
+    (tmp_path / "results" / "table.csv").write_text("a\n2\n")  # an earlier stage of the same make target
+    assert git_state(tmp_path)["dirty"] is False
+    (tmp_path / "code.py").write_text("x = 2\n")
+    assert git_state(tmp_path)["dirty"] is True

@@ -61,14 +61,16 @@ def package_versions(names: tuple[str, ...] = TRACKED_PACKAGES) -> dict[str, str
 
 
 def git_state(root: Path = REPO_ROOT) -> dict[str, Any]:
-    """Commit and dirtiness of the working tree; None values outside a git checkout."""
+    """Commit and dirtiness of the working tree's code; None values outside a git checkout. Changes under
+    results/ do not count: a make target that writes several result folders in turn still records the
+    code of a clean commit for each."""
     def git(*args: str) -> str | None:
         try:
             return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, check=True,
                                   timeout=10).stdout.strip()
         except (OSError, subprocess.SubprocessError):
             return None
-    status = git("status", "--porcelain", "--untracked-files=no")
+    status = git("status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)results")
     return {"commit": git("rev-parse", "HEAD"), "dirty": None if status is None else bool(status)}
 
 
