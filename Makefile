@@ -188,7 +188,7 @@ toy-tau: $(STAMP)  ## toy tau sweep {0.25, 0.5, 1, 2, 4}, 10 seeds
 toy-experiments: toy-main toy-dpaw toy-tau  ## all three toy experiments (results/toy/experiments/)
 
 DIAL_BUILT := mid high  # the spread dial's worlds with a student of their own ("low" is the committed world)
-DIAL_SEEDS ?= 5
+DIAL_SEEDS ?= 10
 
 toy-dial-worlds: $(STAMP)  ## build the spread dial's students (results/toy/dial/<world>/; 8-10 min each on 2 shared cores)
 	for w in $(DIAL_BUILT); do $(PY) scripts/build_toy.py --dial $$w --out results/toy/dial/$$w || exit 1; done
@@ -197,9 +197,8 @@ toy-dial-spread: $(STAMP)  ## ESS/n per path and tau in every dial world (low: r
 	$(PY) scripts/toy_spread.py
 	for w in $(DIAL_BUILT); do $(PY) scripts/toy_spread.py --world $$w || exit 1; done
 
-toy-dial: $(STAMP)  ## dose-response: SCOPE vs uniform weights vs OPD in every dial world (+ compute-matched OPD controls in low)
-	$(PY) scripts/toy_dial.py run --world low --seeds $(DIAL_SEEDS)
-	for w in $(DIAL_BUILT); do $(PY) scripts/toy_dial.py run --world $$w --seeds $(DIAL_SEEDS) --no-controls || exit 1; done
+toy-dial: $(STAMP)  ## dose-response: SCOPE vs uniform weights vs OPD and its compute-matched controls in every dial world
+	for w in low $(DIAL_BUILT); do $(PY) scripts/toy_dial.py run --world $$w --seeds $(DIAL_SEEDS) || exit 1; done
 	$(PY) scripts/toy_dial.py report
 
 toy-dial-report: $(STAMP)  ## the dose-response table across dial worlds, from the committed per-world tables
