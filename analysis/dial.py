@@ -395,7 +395,8 @@ def load(world: str, results: Path = DIAL_DIR) -> tuple[DoseResult, DoseConfig]:
 
 def dose_response(results: Path = DIAL_DIR) -> pd.DataFrame:
     """Across worlds: ESS/n of the MLE and OPD paths (tau 1, base student) beside the SCOPE - uniform and
-    SCOPE - OPD gaps (Average Avg@n, paired over seeds); worlds without a dose-response run are left out."""
+    SCOPE - OPD gaps (Average Avg@n, paired over seeds), and the SCOPE - uniform test's p-value, raw and
+    Holm-adjusted over the worlds; worlds without a dose-response run are left out."""
     rows = []
     for world in DIAL_WORLDS:
         folder = results / world / "dose"
@@ -412,8 +413,14 @@ def dose_response(results: Path = DIAL_DIR) -> pd.DataFrame:
                 row[f"{a} - {b}"] = float(cell["difference"].iat[0])
                 row[f"{a} - {b} ci"] = float(cell["ci"].iat[0])
                 row["seeds"] = int(cell["seeds"].iat[0])
+                if b == "scope-uniform":
+                    row["scope - scope-uniform p"] = float(cell["p_value"].iat[0])
         rows.append(row)
-    return pd.DataFrame(rows)
+    table = pd.DataFrame(rows)
+    if "scope - scope-uniform p" in table:
+        # the dose-response asks the same question in every world: Holm over the worlds' tests
+        table["scope - scope-uniform p_holm_worlds"] = holm(table["scope - scope-uniform p"].to_numpy())
+    return table
 
 
 def gap_contrast(results: Path, low: str, high: str) -> dict[str, float]:

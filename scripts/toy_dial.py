@@ -34,9 +34,10 @@ def report(results: Path) -> str:
     lines = ["# Dose-response of SCOPE's weighting across the spread dial", "",
              "Per world: ESS/n of the weights at tau = 1 on the base student's rollouts (mean over all (group, "
              "path) subsets; make toy-dial-spread) and paired differences in Average Avg@n (points, mean over "
-             "seeds ± 95 % t half-width; same seed = same prompts). Each world's own table (with Holm-adjusted "
-             "p-values, the compute-matched controls and learning curves) is in <world>/dose/table.md.", "",
-             table.round(3).to_markdown(index=False), ""]
+             "seeds ± 95 % t half-width; same seed = same prompts); the SCOPE - uniform test's p-value, raw and "
+             "Holm-adjusted over the worlds (p_holm_worlds). Each world's own table (with p-values Holm-adjusted "
+             "over its comparisons, the compute-matched controls and learning curves) is in <world>/dose/table.md.",
+             "", table.round(3).to_markdown(index=False), ""]
     done = list(table["world"])
     if len(done) >= 2:
         # the contrast the question asks for: the world where the student-side weights spread most against least

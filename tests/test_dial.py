@@ -208,6 +208,11 @@ def test_readme_dial_numbers_are_the_committed_ones():
     for mean, half in quoted:
         assert (mean.replace("−", "-"), half) in allowed or (mean.replace("−", "-").lstrip("+"), half) in allowed, \
             f"README quotes {mean} ± {half}, not in any committed dose-response table"
+    report = pd.read_csv(DIAL_DIR / "report" / "dose_response.csv")
+    p_values = {f"{v:.3f}" for column in ("scope - scope-uniform p", "scope - scope-uniform p_holm_worlds")
+                for v in report[column]}
+    for value in re.findall(r"p = (\d\.\d{3})", paragraph):
+        assert value in p_values, f"README quotes p = {value}, not in the committed dose-response report"
     ess = set()
     for folder in [TOY_RESULTS_SPREAD, *(DIAL_DIR / w / "spread" for w in DIAL_WORLDS if w != "low")]:
         table = pd.read_csv(folder / "ess.csv")
