@@ -303,7 +303,7 @@ def _interrupt(tmp_path: Path, sig: int) -> subprocess.CompletedProcess:
         assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
         time.sleep(0.05)
     proc.send_signal(sig)
-    out, err = proc.communicate(timeout=60)
+    out, err = proc.communicate(timeout=180)  # stopping grading workers takes seconds; a loaded machine, more
     hold.unlink()
     return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 

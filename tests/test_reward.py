@@ -74,7 +74,7 @@ def _kd_samples(monkeypatch, tmp_path, prompts, keep_incorrect):
         resolved_teacher=lambda: "teacher", teacher_dtype=None, teacher_tokenizer=None, disable_tqdm=True,
         kd_samples_per_prompt=3, temperature=0.6, top_p=1.0, top_k=None, max_completion_length=8,
         repetition_penalty=1.0, seed=5, grader_workers=1, grader_timeout=5.0, kd_keep_incorrect=keep_incorrect,
-        device="cpu", teacher_server_url=None, output_dir=str(tmp_path), kd_unit_prompts=256,
+        device="cpu", teacher_server_url=None, output_dir=str(tmp_path), kd_unit_prompts=256, kd_teacher_engine="hf",
     )
     tokenizer = SimpleNamespace(get_vocab=lambda: {"a": 0},
                                 apply_chat_template=lambda messages, **_: "<user>" + messages[0]["content"])
