@@ -1,19 +1,7 @@
 """Teacher perplexity versus corrective capability: can the teacher recover a wrong student rollout?
 
-SCOPE down-weights wrong rollouts the teacher finds implausible (high teacher PPL), on the claim
-that the teacher corrects those poorly. The paper tests the claim by prefix continuation: wrong
-rollouts are bucketed by teacher PPL (quartiles, Q1 lowest), each is cut at a step separator near
-a fraction r of its characters, the teacher continues from prompt + prefix several times, and the
-recovery rate is the share of continuations that reach the right answer. If Q1 recovers more than
-Q4 at every r, teacher PPL tracks how useful the teacher's guidance is on that rollout.
-
-A bucket can recover less merely because its problems are harder for the teacher, so the teacher
-also solves each problem from scratch; its solve rate per bucket separates "hard problem" from
-"misleading prefix", and enters the pooled logistic regression as a control.
-
-Stages (each resumable, under one run folder): the student's rollouts (``analysis.rollouts``),
-the teacher's scores of the wrong ones, the continuations, the teacher's from-scratch samples.
-The analysis itself (:func:`analyse_recovery`) is a pure function of those frames.
+The paper's prefix-continuation test of the claim behind SCOPE's teacher-side weights, with the teacher's
+from-scratch solve rate as a control; the design and the stages: docs/analysis.md.
 """
 
 from __future__ import annotations

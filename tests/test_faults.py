@@ -469,7 +469,8 @@ TOY_RECIPE = REPO / "train" / "recipes" / "toy_scope.yaml"
     (["--adam_beta2", "1.0"], "adam_beta2 (Adam's second-moment decay) must be a finite number in [0, 1), got 1.0"),
     (["--max_grad_norm", "-1"], "max_grad_norm (gradient clipping; 0 turns it off) must be a finite number in [0, ∞)"),
     (["--weight_decay", "nan"], "weight_decay (AdamW's decay) must be a finite number in [0, ∞), got nan"),
-    (["--top_p", "0"], "top_p (nucleus sampling mass) must be a finite number in (0, 1], got 0"),
+    (["--top_p", "0"], "top_p must be in (0, 1], got 0.0 (--top_p)"),  # the sampling type's rule
+    (["--repetition_penalty", "nan"], "repetition_penalty must be > 0, got nan (--repetition_penalty)"),
     (["--num_generations", "1"], "method scope weighs the rollouts of a prompt against each other, so it needs "
                                  "num_generations >= 2, got 1 (--num_generations); use method opd"),
     (["--num_generations", "1", "--ablation", "no_teacher_weight"], "method scope weighs the rollouts of a prompt"),

@@ -1,28 +1,7 @@
 """One training config for every method, read from a YAML recipe with command-line overrides.
 
-``ScopeConfig`` extends TRL's ``GRPOConfig`` so every TRL option (batch sizes, vLLM, logging,
-report_to, ...) keeps its TRL name and meaning; the fields added here are the method switch, the
-SCOPE weighting, the teacher, the training data and the weight snapshots. Recipes are parsed with
-TRL's own ``TrlParser``: ``--config recipe.yaml`` sets defaults, further ``--field value`` flags
-override them.
-
-Three deliberate departures from GRPOConfig, all decided in ``__post_init__``:
-
-* ``bf16`` left unset means "bf16 where the GPU supports it", not TRL's unconditional True, so
-  the same recipe parses on a CPU-only machine (TRL's default refuses to run there at all).
-* ``num_generations: 1`` is accepted for the routed methods (scope, opd). GRPOConfig rejects it
-  because GRPO's group-relative advantages need a group; the routed losses never read advantages,
-  and the paper's OPD baseline samples one rollout per prompt.
-* ``beta`` (GRPO's KL coefficient) is set to 0 for the routed methods, which have no
-  reference-model term, so one recipe can carry the GRPO baseline's KL for ``--method grpo``.
-
-Every mistake in a config raises workbench.errors.UserError, which the command line prints as one
-line. Each rule has one home, run both on the raw recipe and flags (``check_command_line``, before
-any model loads) and on the config itself (``__post_init__``): the checks of one value at a time in
-train.recipe; which names exist and which values a named field takes, from this dataclass (its
-fields and their ``choices``); the SCOPE weighting (tau, weight modes, scale) in
-train.scope.WeightConfig; the sharding rule in train.sharding; those relating fields to each other
-below.
+ScopeConfig extends TRL's GRPOConfig, so every TRL option keeps its name and meaning; its three departures from
+GRPOConfig and where each rule is checked: docs/training.md.
 """
 
 from __future__ import annotations

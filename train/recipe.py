@@ -20,7 +20,7 @@ from typing import Any
 
 import yaml
 
-from workbench.errors import UserError, check_model_name, did_you_mean
+from workbench.errors import FieldError, UserError, check_model_name, did_you_mean
 
 CONFIG_FLAG = "--config"
 TOY_STUDENT = "toy:student"
@@ -68,10 +68,11 @@ REAL_RANGES = {
     "beta": (0.0, True, INF, False, "GRPO's KL coefficient"),
     "epsilon": (0.0, True, INF, False, "the ratio clip"),
     "epsilon_high": (0.0, True, INF, False, "the upper ratio clip"),
-    "top_p": (0.0, False, 1.0, True, "nucleus sampling mass"),
     "min_p": (0.0, True, 1.0, True, "min-p sampling floor"),
-    "repetition_penalty": (0.0, False, INF, False, "1.0 is none"),
 }
+SAMPLING_RULES = ("top_p", "repetition_penalty")
+"""Rollout sampling values whose rules are the sampling type's (workbench.models.SamplingConfig); the
+temperature has a training rule of its own (it must be > 0: rollouts are scored at it)."""
 GROUP_METHODS = ("scope",)
 """Methods whose weights are a softmax inside each prompt's group of rollouts: with one rollout a
 prompt every weight is exactly 1, and the run would be plain OPD/MLE labelled scope."""
@@ -205,6 +206,16 @@ def check_values(values: Mapping[str, Any], origin: Mapping[str, str] | None = N
         if not inside:
             span = (f"{'[' if low_ok else '('}{low:g}, {high:g}{']' if high_ok else ')'}".replace("inf", "∞"))
             raise UserError(f"{name} ({meaning}) must be a finite number in {span}, got {values[name]}{where(name)}")
+    given = {name: _number(values[name], float) for name in SAMPLING_RULES
+             if name in values and values[name] not in _NULLS}
+    given = {name: number for name, number in given.items() if number is not None}
+    if given:
+        from workbench.models.base import SamplingConfig
+
+        try:
+            SamplingConfig(**given)
+        except FieldError as err:
+            raise UserError(f"{err}{where(err.field)}") from None
     if values.get("method") in GROUP_METHODS and values.get("num_generations") not in (None, *_NULLS):
         number = _number(values["num_generations"], int)
         if number is not None and number < 2:

@@ -1,36 +1,8 @@
 r"""The SCOPE objective (arXiv 2604.10688) in plain torch: dual-path weights and the routed loss.
 
-SCOPE routes every rollout by its verifier reward. Correct rollouts are reinforced by weighted
-maximum likelihood; incorrect ones are corrected by on-policy distillation from a teacher. Each
-path weights its rollouts by a perplexity softmax computed inside the prompt's group, so the
-signal concentrates where it is most useful. This module holds the whole objective so that a
-reader can check it against the paper line by line; the trainer only feeds it tensors.
-
-Notation: a group is the N rollouts y_1..y_N of one prompt x; C and W are its correct and
-incorrect subsets; rho_t = pi_theta(a_t | x, a_<t) / pi_old(a_t | x, a_<t) is the per-token
-importance ratio against the behaviour policy that sampled the rollout.
-
-    Eq. 2 (correct path, MLE)      L_MLE(y) = - sum_t rho_t
-    Eq. 3 (incorrect path, OPD)    L_OPD(y) =   sum_t rho_t * ( sg[log pi_S(a_t)] - log pi_T(a_t) )
-    Perplexity                     PPL(y)   = exp( -(1/|y|) sum_t log pi(a_t) ),  log PPL = mean NLL
-    Eq. 4 (student-path weights)   w_i = PPL_S(y_i)^( 1/tau) / sum_{j in C} PPL_S(y_j)^( 1/tau),  i in C
-    Eq. 5 (teacher-path weights)   w_i = PPL_T(y_i)^(-1/tau) / sum_{j in W} PPL_T(y_j)^(-1/tau),  i in W
-    Eq. 6 (objective)              J = E_x [ sum_{i in C} w_i L_MLE(y_i) + sum_{i in W} w_i L_OPD(y_i) ]
-
-sg[.] is stop-gradient. PPL_S is the student's perplexity on its own rollout (an unsure but
-correct rollout sits on the capability boundary and gets MORE weight); PPL_T is the teacher's
-perplexity on the student's rollout (a wrong rollout the teacher finds implausible is a poor
-place to imitate the teacher from, so it gets LESS weight). At theta = theta_old the gradient of
-Eq. 3 is the sampled-token reverse-KL policy gradient sum_t (log pi_S - log pi_T) grad log pi_S,
-and the gradient of Eq. 2 is -grad sum_t log pi_S.
-
-Where the authors' code (github.com/machine981/SCOPE, ``_compute_scope_dual_path_weights``)
-differs from the paper, the paper is the default and the code is the named preset
-``ABLATIONS["authors_code"]``: its shipped scripts take the softmax over +mean log-prob on the
-correct path, i.e. weight PPL_S^(-1/tau) (the paper's "opposite student weight"), and multiply
-each softmax by the subset size so weights average 1 instead of summing to 1. Its loss differs
-too (token means per micro-batch, OPD through a dual-clipped PPO loss); ``authors_objective`` is
-that loss, so the released code's training is the preset "authors_code" with ``authors_objective``.
+Correct rollouts get student-PPL-weighted MLE (Eqs. 2, 4), wrong ones teacher-PPL-weighted OPD (Eqs. 3, 5), both
+weights a softmax inside the prompt's group (Eq. 6). The whole objective lives here so that it can be checked
+against the paper line by line; the notation, the signs and the authors' code's departures: docs/training.md.
 """
 
 import math

@@ -1,18 +1,7 @@
 """The benchmark registry: everything the workbench knows about a benchmark, in one entry.
 
-A :class:`BenchmarkSpec` says where the problems live (a local JSONL file, a Hugging Face hub id,
-config, split and field names, or the toy generator), how they are asked (prompt style), how they
-are sampled by default (the paper's evaluation protocol, or the toy world's), how answers are
-graded (:class:`AnswerRules`, read by :mod:`workbench.grading`) and under which rules version
-verdicts are cached, and how tables name and order it. Adding a benchmark is adding one entry to
-``BENCHMARKS``; loaders, the grader, prompts, sampling defaults and tables all read it from here.
-
-Loaders prefer the local folder (``data_dir=`` or env ``SCOPE_DATA_DIR``) because runs should not
-depend on the network, and fall back to the hub. The toy tiers and the training sets are registered
-the same way, so every caller treats "toy-3", "math500" and "deepmath" alike.
-
-This module imports nothing heavy (the grading workers and every command line's argument checks
-import it), so records and datasets are imported where problems are built.
+Adding a benchmark is one BenchmarkSpec in BENCHMARKS; loaders, the grader, prompts, sampling defaults and tables
+read it from here. It imports nothing heavy (grading workers and command lines import it); more: docs/evaluation.md.
 """
 
 from __future__ import annotations
