@@ -138,11 +138,16 @@ def test_demo_samples_on_vllm_and_says_so(tmp_path):
     assert any(line.startswith(f"sampling engine: vLLM {vllm.__version__} (asked for")
                for line in proc.stdout.splitlines())
     assert not any(line.startswith("sampling engine:") and "vLLM" not in line for line in proc.stdout.splitlines())
+    from eval.folders import toy_settings
+    from workbench.layout import TOY_MAX_NEW_TOKENS
+
+    # the demo's samples sit where evaluation's own toy runs put them, named by the same settings rule
+    folder = samples / toy_settings(2, TOY_MAX_NEW_TOKENS, 1, engine="vllm")
     for role in ("teacher", "student"):
-        config = json.loads((samples / "size1_n2_seed0_vllm" / role / "manifest.json").read_text())["config"]
-        assert config["extra"] == {"role": role, "suite": "toy-demo", "backend": "vllm"}
+        config = json.loads((folder / role / "seed0" / "manifest.json").read_text())["config"]
+        assert config["extra"]["method"] == role and config["extra"]["backend"] == "vllm"
     assert (out / "avg_at_2.md").is_file() and json.loads((out / "manifest.json").read_text())["config"]["backend"] == "vllm"
-    teacher = read_records(samples / "size1_n2_seed0_vllm" / "teacher")
+    teacher = read_records(folder / "teacher" / "seed0")
     assert len(teacher) == 6 * 1 * 2 and teacher["correct"].mean() > 0.5  # the teacher solves nearly every problem
 
 
