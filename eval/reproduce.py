@@ -190,7 +190,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--max-new-tokens", type=int, help=f"default: {real_generation().max_new_tokens} real, "
                                                       f"{toy_generation().max_new_tokens} toy")
     p.add_argument("--repetition-penalty", type=float, help="default: the paper's for the model (1.0 unless Qwen3)")
-    p.add_argument("--seed", type=int, default=0, help="sampling seed of a real run")
+    p.add_argument("--seed", type=int, default=real_generation().seed, help="sampling seed of a real run")
     p.add_argument("--gguf-file", help="GGUF file inside --model's folder")
     p.add_argument("--label", help="row label and folder name of a real run (default: from the model name)")
     p.add_argument("--unit-size", type=_unit_size, help="problems per resumable unit, or 'all'")
