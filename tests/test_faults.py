@@ -297,13 +297,16 @@ def _interrupt(tmp_path: Path, sig: int) -> subprocess.CompletedProcess:
     hold.touch()  # the run waits after its first shard: the signal certainly comes mid-run
     proc = subprocess.Popen([*WORKER, str(tmp_path / "samples"), str(tmp_path / "tables"), "--ready", str(ready),
                              "--hold", str(hold)], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+                            text=True,
+                            # a shell without job control starts background jobs with SIGINT ignored, and a
+                            # child inherits that; the run must see Ctrl-C as a terminal sends it
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 120
     while not ready.exists():
         assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
         time.sleep(0.05)
     proc.send_signal(sig)
-    out, err = proc.communicate(timeout=180)  # stopping grading workers takes seconds; a loaded machine, more
+    out, err = proc.communicate(timeout=120)
     hold.unlink()
     return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 

@@ -196,7 +196,9 @@ def test_ctrl_c_says_what_was_kept_and_the_command_that_resumes(tmp_path):
             "--samples-dir", str(samples), "--tables-dir", str(tmp_path / "tables"), "--quiet", "--no-figure"]
     run = samples / "base" / "seed0"
     proc = subprocess.Popen([sys.executable, "-m", "eval.reproduce", *args], cwd=REPO, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True,
+                            # a shell without job control starts background jobs with SIGINT ignored
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 240
     while not list(run.glob("part-*.parquet")) and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.02)
