@@ -124,7 +124,7 @@ def run_boundary(student: Backend, rollouts: pd.DataFrame, problems: Sequence[Pr
     # Not the rollout stage's seed: the same seed and unit layout would redraw the rollouts themselves.
     sampling = replace(cfg.sampling, seed=derive_seed(cfg.seed, "boundary"))
     samples = generate_samples(student, chosen, sampling, run / "student_extra",
-                               unit_size=max(1, cfg.unit_sequences // cfg.n_samples),
+                               unit_size=cfg.items_per_unit(),
                                grade_workers=grade_workers, progress=progress)
     return analyse_boundary(correct, solve_counts(samples), cfg), scores
 

@@ -43,8 +43,23 @@ def _level(level: float) -> None:
         raise FieldError("level", f"must be strictly between 0 and 1, got {level}")
 
 
+class _SampledStage:
+    """What every sampling stage derives from its ``sampling`` and ``unit_sequences`` fields."""
+
+    sampling: SamplingConfig
+    unit_sequences: int
+
+    @property
+    def seed(self) -> int:
+        return self.sampling.seed
+
+    def items_per_unit(self, n: int | None = None) -> int:
+        """Prompts per unit when each prompt is sampled ``n`` times (default: the stage's own ``n``)."""
+        return max(1, self.unit_sequences // (n or self.sampling.n))
+
+
 @dataclass(frozen=True)
-class RolloutConfig:
+class RolloutConfig(_SampledStage):
     """The student's graded rollouts that both experiments start from."""
 
     sampling: SamplingConfig = field(default=replace(ANALYSIS_SAMPLING, n=4), metadata={
@@ -54,16 +69,9 @@ class RolloutConfig:
     def __post_init__(self) -> None:
         _at_least(self, 1, "unit_sequences")
 
-    @property
-    def seed(self) -> int:
-        return self.sampling.seed
-
-    def items_per_unit(self) -> int:
-        return max(1, self.unit_sequences // self.sampling.n)
-
 
 @dataclass(frozen=True)
-class CorrectiveConfig:
+class CorrectiveConfig(_SampledStage):
     """The corrective experiment's knobs; defaults are the paper's protocol.
 
     sampling: the teacher's continuations of each cut (``n`` per prefix); its from-scratch samples
@@ -102,17 +110,9 @@ class CorrectiveConfig:
     def n_continuations(self) -> int:
         return self.sampling.n
 
-    @property
-    def seed(self) -> int:
-        return self.sampling.seed
-
-    def items_per_unit(self, n: int) -> int:
-        """Prompts per unit when each prompt is sampled ``n`` times."""
-        return max(1, self.unit_sequences // n)
-
 
 @dataclass(frozen=True)
-class BoundaryConfig:
+class BoundaryConfig(_SampledStage):
     """The boundary experiment's knobs.
 
     sampling: the fresh student samples behind each problem's solve rate (more samples, finer
@@ -135,10 +135,6 @@ class BoundaryConfig:
     @property
     def n_samples(self) -> int:
         return self.sampling.n
-
-    @property
-    def seed(self) -> int:
-        return self.sampling.seed
 
 
 @dataclass(frozen=True)

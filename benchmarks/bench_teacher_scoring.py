@@ -33,7 +33,7 @@ from bench_engines import best, timed, vllm_server  # noqa: E402
 
 from workbench.models import SamplingConfig, load_backend  # noqa: E402
 from workbench.models.hf import HFBackend  # noqa: E402
-from workbench.models.server import TOP_K_OFF, ServerScorer  # noqa: E402
+from workbench.models.server import ServerScorer  # noqa: E402
 from workbench.models.vllm import completion_logprobs  # noqa: E402
 from workbench.toy import STUDENT_DIR, TEACHER_DIR  # noqa: E402
 from workbench.toy.task import TIERS, toy_problems  # noqa: E402
@@ -50,13 +50,12 @@ ROUNDS = 4
 alike; each keeps its best time."""
 
 
-def client_cost(url: str, model: str, prompt_ids: list[list[int]], completion_ids: list[list[int]],
+def client_cost(scorer: ServerScorer, prompt_ids: list[list[int]], completion_ids: list[list[int]],
                 batch: int) -> float:
     """Seconds the client spends per request of `batch` rollouts outside the server: body, decoding, reading."""
     sequences = [[*p, *c] for p, c in zip(prompt_ids[:batch], completion_ids[:batch])]
-    body = {"model": model, "prompt": sequences, "max_tokens": 1, "prompt_logprobs": 0, "temperature": 1.0,
-            "top_p": 1.0, "top_k": TOP_K_OFF, "min_p": 0.0, "repetition_penalty": 1.0}
-    request = urllib.request.Request(f"{url}/v1/completions", data=json.dumps(body).encode(), method="POST",
+    body = scorer.scoring_body(sequences)
+    request = urllib.request.Request(scorer.url, data=json.dumps(body).encode(), method="POST",
                                      headers={"Content-Type": "application/json",
                                               "Authorization": f"Bearer {os.environ['SCOPE_TEACHER_API_KEY']}"})
     with urllib.request.urlopen(request, timeout=600) as response:
@@ -100,8 +99,8 @@ def main() -> None:
                 times[way].append(seconds)
                 worst = max((a - b).abs().max().item() for a, b in zip(scores, reference) if len(a))
                 assert worst < 1e-3, f"{way}: log-probs differ from in-process by {worst}"
-        costs = {batch: client_cost(url, str(TEACHER_DIR), prompt_ids, completion_ids, batch)
-                 for batch in sorted({b for b, _ in SHAPES})}
+        costs = {batch: client_cost(scorers[(batch, concurrency, "")], prompt_ids, completion_ids, batch)
+                 for batch, concurrency in SHAPES}
     in_s = min(times.pop("in-process"))
     results = {shape: min(t) for shape, t in times.items()}
 

@@ -30,7 +30,7 @@ from workbench.data import MAX_PROBLEM_CHARS, check_text, get_spec
 from workbench.distributed import World, current_world
 from workbench.grading import GradeCache, GradingPool
 from workbench.models import Sampler, SamplingConfig
-from workbench.records import TOKEN_IDS, Problem, ShardStore
+from workbench.records import TOKEN_IDS, Problem, ShardStore, in_problem_order
 from workbench.sampling import accuracy, render_prompts, sample_and_grade
 from workbench.stages import (
     ResumeMismatch, WorkUnit, derive_seed, model_name, run_units, sha256_lines, stage, weights_sha256,
@@ -116,14 +116,6 @@ def _has_token_ids(shard: Path) -> bool:
         return True
 
 
-def _ordered(frame: pd.DataFrame, problems: Sequence[Problem]) -> pd.DataFrame:
-    """The requested problems' samples in problem order, then sample index."""
-    order = {(p.benchmark, p.problem_id): i for i, p in enumerate(problems)}
-    pos = pd.Series([order.get(k) for k in zip(frame["benchmark"], frame["problem_id"])], index=frame.index)
-    frame = frame[pos.notna()].assign(_pos=pos[pos.notna()].astype(int))
-    return frame.sort_values(["_pos", "sample_idx"]).drop(columns="_pos").reset_index(drop=True)
-
-
 def _cache_file(out: Path, cache_path: str | os.PathLike | None, world: World) -> Path:
     """The verdict cache: one sqlite file per worker, so workers never write the same file."""
     path = Path(cache_path) if cache_path is not None else out / GRADE_CACHE_FILE
@@ -173,7 +165,7 @@ def generate_samples(
                                     grade=grade, grader=grader, cache=cache, token_ids=token_ids)
 
         run_units(store, units, produce, desc=f"sampling {out.name}", progress=progress, unit="sample", world=world)
-        frame = _ordered(store.read(), problems)
+        frame = in_problem_order(store.read(), problems)
     if not token_ids and TOKEN_IDS.name in frame:
         frame = frame.drop(columns=TOKEN_IDS.name)
     total = len(problems) * sampling.n

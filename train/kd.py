@@ -12,7 +12,6 @@ import logging
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import pandas as pd
@@ -23,9 +22,9 @@ from train.resources import hub_guard
 from workbench.distributed import World, join_world, pin_gpus, process_group_world
 from workbench.errors import UserError, main_guard
 from workbench.models import SamplingConfig, check_same_vocab
-from workbench.records import Problem, ShardStore
+from workbench.records import Problem, ShardStore, in_problem_order
 from workbench.sampling import sample_and_grade
-from workbench.stages import WorkUnit, model_name, run_units, sha256_lines, stage, weights_sha256
+from workbench.stages import WorkUnit, model_id, run_units, sha256_lines, stage, weights_sha256
 
 log = logging.getLogger(__name__)
 
@@ -94,8 +93,7 @@ def _units(cfg: ScopeConfig, problems: list[Problem]) -> list[WorkUnit]:
 
 def teacher_name(cfg: ScopeConfig) -> str:
     """The teacher as the samples' manifest names it: the served model, else its folder or hub id."""
-    return model_name(SimpleNamespace(name=str(cfg.teacher_server_model if cfg.teacher_server_url
-                                              else cfg.resolved_teacher())))
+    return model_id(str(cfg.teacher_server_model if cfg.teacher_server_url else cfg.resolved_teacher()))
 
 
 def sample_teacher_units(cfg: ScopeConfig, problems: list[Problem], make_teacher: Callable[[], Any],
@@ -130,11 +128,7 @@ def sample_teacher_units(cfg: ScopeConfig, problems: list[Problem], make_teacher
     with stage(folder, identity, cfg.seed, store=store, world=world, kind="kd-teacher-samples"):
         run_units(store, _units(cfg, problems), produce, desc="kd teacher samples", progress=not cfg.disable_tqdm,
                   unit="sample", world=world)
-        frame = store.read()
-    order = {(p.benchmark, p.problem_id): i for i, p in enumerate(problems)}
-    frame = frame[[key in order for key in zip(frame["benchmark"], frame["problem_id"])]]
-    frame = frame.assign(_order=[order[key] for key in zip(frame["benchmark"], frame["problem_id"])])
-    frame = frame.sort_values(["_order", "sample_idx"]).drop(columns="_order").reset_index(drop=True)
+        frame = in_problem_order(store.read(), problems)
     if len(frame) != cfg.kd_samples_per_prompt * len(problems):
         raise RuntimeError(f"kd: {len(frame)} teacher samples for {len(problems)} prompts x "
                            f"{cfg.kd_samples_per_prompt}")

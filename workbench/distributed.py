@@ -56,6 +56,11 @@ class World:
 _current: World | None = None
 
 
+def _barrier_timeout(timeout_s: float | None) -> datetime.timedelta:
+    return datetime.timedelta(seconds=timeout_s or float(os.environ.get(BARRIER_TIMEOUT_ENV,
+                                                                          DEFAULT_BARRIER_TIMEOUT_S)))
+
+
 def current_world() -> World:
     """The joined world, else what the launcher's environment says (a lone process: rank 0 of 1)."""
     if _current is not None:
@@ -74,10 +79,9 @@ def join_world(*, scrub: bool = True, timeout_s: float | None = None) -> World:
     if world.size > 1:
         import torch.distributed as dist
 
-        timeout = timeout_s or float(os.environ.get(BARRIER_TIMEOUT_ENV, DEFAULT_BARRIER_TIMEOUT_S))
         store, rank, size = next(dist.rendezvous("env://"))
         world.group = dist.ProcessGroupGloo(dist.PrefixStore("scope-workers", store), rank, size,
-                                            datetime.timedelta(seconds=timeout))
+                                            _barrier_timeout(timeout_s))
         world.group.barrier().wait()
         log.info("worker %d of %d (local %d of %d) joined", rank, size, world.local_rank, world.local_size)
     if scrub:
@@ -95,8 +99,7 @@ def process_group_world(timeout_s: float | None = None) -> World:
 
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
         return World()
-    timeout = timeout_s or float(os.environ.get(BARRIER_TIMEOUT_ENV, DEFAULT_BARRIER_TIMEOUT_S))
-    group = dist.new_group(backend="gloo", timeout=datetime.timedelta(seconds=timeout))
+    group = dist.new_group(backend="gloo", timeout=_barrier_timeout(timeout_s))
     return World(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")),
                  int(os.environ.get("LOCAL_WORLD_SIZE", "1")), group)
 

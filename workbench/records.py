@@ -237,3 +237,11 @@ def read_records(path: str | os.PathLike) -> pd.DataFrame:
     if p.is_file():
         return pd.read_parquet(p)
     raise FileNotFoundError(f"no records at {p}")
+
+
+def in_problem_order(frame: pd.DataFrame, problems: Sequence[Problem]) -> pd.DataFrame:
+    """The rows of ``problems`` in problem order, then sample index (rows of other problems dropped)."""
+    order = {(p.benchmark, p.problem_id): i for i, p in enumerate(problems)}
+    pos = pd.Series([order.get(k) for k in zip(frame["benchmark"], frame["problem_id"])], index=frame.index)
+    frame = frame[pos.notna()].assign(_pos=pos[pos.notna()].astype(int))
+    return frame.sort_values(["_pos", "sample_idx"]).drop(columns="_pos").reset_index(drop=True)

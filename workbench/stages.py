@@ -68,7 +68,11 @@ def model_name(backend: Any) -> str:
     A local folder inside the repository is named relative to it, so committed outputs of a committed
     checkpoint still resume in a clone at another path.
     """
-    name = str(getattr(backend, "name", type(backend).__name__))
+    return model_id(str(getattr(backend, "name", type(backend).__name__)))
+
+
+def model_id(name: str) -> str:
+    """A model's name as manifests record it (see :func:`model_name`), from the name alone."""
     path = Path(name)
     if not path.is_dir():
         return name

@@ -303,6 +303,11 @@ class ServerScorer:
         return choices
 
     # ------------------------------------------------------------------------------------ scoring
+    def scoring_body(self, sequences: list[list[int]]) -> dict[str, Any]:
+        """One scoring request: the log-prob of every token of each sequence, the one generated token discarded."""
+        return {"model": self.model, "prompt": sequences, "max_tokens": 1, "prompt_logprobs": 0, "temperature": 1.0,
+                "top_p": 1.0, "top_k": TOP_K_OFF, "min_p": 0.0, "repetition_penalty": 1.0}
+
     def token_logprobs(self, prompt_ids: Sequence[Sequence[int]],
                        completion_ids: Sequence[Sequence[int]]) -> list[torch.Tensor]:
         check_pairs(prompt_ids, completion_ids)
@@ -312,10 +317,7 @@ class ServerScorer:
 
         def score(batch: list[int]) -> list[torch.Tensor]:
             sequences = [[int(t) for t in (*prompt_ids[i], *completion_ids[i])] for i in batch]
-            answer = self._post({
-                "model": self.model, "prompt": sequences, "max_tokens": 1, "prompt_logprobs": 0,
-                "temperature": 1.0, "top_p": 1.0, "top_k": TOP_K_OFF, "min_p": 0.0, "repetition_penalty": 1.0,
-            })
+            answer = self._post(self.scoring_body(sequences))
             choices = self._choices(answer, len(batch), f"{self.url} scoring")
             return [completion_logprobs(c.get("prompt_logprobs"), seq, len(prompt_ids[i]), f"{self.url} pair {i}")
                     for i, seq, c in zip(batch, sequences, choices)]
