@@ -187,7 +187,7 @@ toy-tau: $(STAMP)  ## toy tau sweep {0.25, 0.5, 1, 2, 4}, 10 seeds
 
 toy-experiments: toy-main toy-dpaw toy-tau  ## all three toy experiments (results/toy/experiments/)
 
-DIAL_BUILT := mid high  # the spread dial's worlds with a student of their own ("low" is the committed world)
+DIAL_BUILT := mid high hunch12 hunch36  # the spread dial's worlds with a student of their own ("low" is the committed world)
 DIAL_SEEDS ?= 10
 
 toy-dial-worlds: $(STAMP)  ## build the spread dial's students (results/toy/dial/<world>/; 8-10 min each on 2 shared cores)

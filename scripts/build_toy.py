@@ -42,6 +42,7 @@ from workbench.toy.task import (
     STYLES,
     TIERS,
     corrected_solution,
+    hunch_solution,
     sample_prompts,
     solution_steps,
     styled_solution,
@@ -110,6 +111,10 @@ class TrainSpec:
     """Rejected candidates a trial-and-check step writes before its result (the dial's other knob)."""
     trials_written: bool = False
     """Trial-and-check steps keep their operation in front of the candidates (``3+5=728;``)."""
+    hunch_fraction: float = 0.0
+    """Share of rows that guess before they derive (``task.hunch_solution``), from the trial rows' random stream."""
+    hunches: int = 0
+    """Bare guesses a hunch row writes before its derivation (the knob of the hunch worlds)."""
     init: str | None = None
     """Start from this committed checkpoint (a folder under the repository) instead of fresh weights."""
 
@@ -171,6 +176,8 @@ DIAL_WORLDS: dict[str, TrainSpec | None] = {
     "low": None,
     "mid": dataclasses.replace(DIAL_FINETUNE, trial_fraction=0.5, trials_per_step=4, trials_written=True),
     "high": dataclasses.replace(DIAL_FINETUNE, trial_fraction=0.5, trials_per_step=7, trials_written=True),
+    "hunch12": dataclasses.replace(DIAL_FINETUNE, hunch_fraction=0.5, hunches=12),
+    "hunch36": dataclasses.replace(DIAL_FINETUNE, hunch_fraction=0.5, hunches=36),
 }
 
 
@@ -221,6 +228,8 @@ def training_rows(spec: TrainSpec) -> Dataset:
         if rng.random() < spec.correction_fraction:
             prefix, completion = corrected_solution(prompt, style, rng)
             prompt += prefix
+        elif spec.hunch_fraction > 0 and trial_rng.random() < spec.hunch_fraction:
+            completion = hunch_solution(prompt, spec.hunches, style, trial_rng)
         else:
             completion = styled_solution(prompt, style, rng)
         rows["prompt"].append(prompt)

@@ -16,8 +16,9 @@ STUDENT_DIR: Path = TOY_ASSETS / "student"
 
 # The spread dial (docs/toy-dial.md): worlds that share the committed teacher and differ in their student,
 # from the committed one ("low": correct rollouts barely differ in student perplexity) to students that
-# often reach a right answer by trial and check ("high"). Built by ``make toy-dial-worlds``.
-DIAL_WORLDS: tuple[str, ...] = ("low", "mid", "high")
+# often reach a right answer by trial and check ("mid", "high") or guess before they derive ("hunch12",
+# "hunch36": 12 or 36 guesses). Built by ``make toy-dial-worlds``.
+DIAL_WORLDS: tuple[str, ...] = ("low", "mid", "high", "hunch12", "hunch36")
 DIAL_DIR: Path = TOY_RESULTS / "dial"
 
 

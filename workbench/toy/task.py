@@ -18,6 +18,7 @@ OPERATORS: str = "+-*"
 COMMUTATIVE: str = "+*"
 STEP_SEPARATOR: str = ";"  # ends every worked step: the toy's "line break" for prefix truncation
 CORRECTION_MARKER: str = "!"  # "that was wrong, start again": opens a fresh solution after a bad step
+HUNCH_MARKER: str = "?"  # opens a response that guesses at the answer before working it out
 # How a solution may be written; all are right as long as the boxed answer is.
 STYLES: tuple[str, ...] = ("full", "free", "terse")
 PROMPT_PREFIX: str = "Q:"
@@ -153,6 +154,23 @@ def trial_solution(problem: str, trials: int, rng: random.Random, written: bool 
         head = f"{a}{op}{b}=" if written else ""
         out.append(head + "".join(str(rng.choice(wrong)) for _ in range(trials)) + str(result))
     return "".join(f"{text}{STEP_SEPARATOR}" for text in out) + f"\\boxed{{{steps[-1][3]}}}"
+
+
+def hunch_solution(problem: str, hunches: int, style: str | Sequence[str], rng: random.Random) -> str:
+    """A right response that guesses before it works: ``hunches`` bare guesses at the answer, dropped with
+    the correction marker, then a derivation in ``style`` (``?7294!3+5=8;8*2=6;\\boxed{6}``).
+
+    It is the toy's version of a reasoning model that first tries answers on a hunch ("7? 2? maybe 9?"),
+    gives them up and derives the result: the guesses are any digit, so each costs the writer about
+    log 10 nats, while the derivation after them is the same as a rollout that goes straight, and as
+    often right. The share of guesses in a response sets how far its per-token perplexity sits above a
+    straight rollout's, which is what SCOPE's student-side weights weigh. The opening marker makes the
+    choice to guess one token of its own, so sampling temperature scales that choice and not each guess.
+    """
+    if hunches < 1:
+        raise ValueError("a hunch solution needs at least one guess")
+    guesses = "".join(str(rng.randrange(10)) for _ in range(hunches))
+    return f"{HUNCH_MARKER}{guesses}{CORRECTION_MARKER}{styled_solution(problem, style, rng)}"
 
 
 def _wrong_step(a: int, op: str, b: int, rng: random.Random) -> tuple[int, str, int, int]:
