@@ -1,4 +1,4 @@
-"""The spread dial: trial-and-check solutions, the dose-response statistics against hand computations, the
+"""The spread dial: trial-and-check and hunch solutions, the dose-response statistics against hand computations, the
 committed tables against their committed counts, and the quick dose-response end to end."""
 
 from __future__ import annotations
@@ -17,7 +17,8 @@ import pytest
 from analysis import dial
 from workbench.layout import REPO_ROOT, TOY_RESULTS
 from workbench.toy import DIAL_DIR, DIAL_WORLDS, STUDENT_DIR, dial_student_dir
-from workbench.toy.task import solution_steps, solve, toy_problems, trial_solution
+from workbench.grading import grade
+from workbench.toy.task import hunch_solution, solution_steps, solve, toy_problems, trial_solution
 
 TOY_RESULTS_SPREAD = TOY_RESULTS / "spread"
 
@@ -57,6 +58,21 @@ def test_trial_solution_has_many_valid_forms():
         trial_solution(problem, -1, rng)
 
 
+def test_hunch_solution_guesses_then_derives():
+    rng = random.Random(3)
+    problem = "Q:3+5*2?A:"
+    text = hunch_solution(problem, 4, "full", rng)
+    # "?" + four digits + "!" + the reference derivation of 3+5=8, 8*2=16 -> 6 (mod 10)
+    assert re.fullmatch(r"\?\d{4}!3\+5=8;8\*2=6;\\boxed\{6\}", text), text
+    assert grade(text, "6", "toy-2").correct and not grade(text, "8", "toy-2").correct
+    # the guesses are any digit, the right one included: 10^12 ways to open a 12-guess response
+    guesses = [hunch_solution(problem, 12, "terse", rng)[1:13] for _ in range(2000)]
+    counts = np.bincount([int(d) for g in guesses for d in g], minlength=10)
+    assert counts.min() > 0.9 * 2400 and counts.max() < 1.1 * 2400 and len(set(guesses)) == 2000
+    with pytest.raises(ValueError):
+        hunch_solution(problem, 0, "full", rng)
+
+
 def test_dial_worlds_match_the_build_script():
     sys.path.insert(0, str(REPO_ROOT / "scripts"))
     try:
@@ -67,11 +83,12 @@ def test_dial_worlds_match_the_build_script():
     assert build_toy.DIAL_WORLDS["low"] is None and dial_student_dir("low") == STUDENT_DIR
     # every built world goes on from the committed student with the same schedule; only the trial knobs differ
     assert (REPO_ROOT / build_toy.DIAL_FINETUNE.init).resolve() == STUDENT_DIR.resolve()
-    knobs = ("trial_fraction", "trials_per_step", "trials_written")
+    knobs = ("trial_fraction", "trials_per_step", "trials_written", "hunch_fraction", "hunches")
     for world, spec in build_toy.DIAL_WORLDS.items():
         if spec is None:
             continue
-        assert spec.trial_fraction > 0 and spec.trials_per_step > 0
+        # one way of wandering a world: trial and check, or guesses before the derivation
+        assert (spec.trial_fraction > 0 and spec.trials_per_step > 0) != (spec.hunch_fraction > 0 and spec.hunches > 0)
         assert {k: v for k, v in vars(spec).items() if k not in knobs} == \
             {k: v for k, v in vars(build_toy.DIAL_FINETUNE).items() if k not in knobs}
         assert spec.style_weights == build_toy.STUDENT_TRAIN.style_weights
