@@ -26,7 +26,8 @@ from workbench.runs import run_folder
 NOTE = ("Toy world, {seeds} seeds of {steps} steps each; every checkpoint sampled n={n} times with the toy "
         "tiers' evaluation settings (temperature {g.temperature:g}, top-p {g.top_p:g}, top-k {g.top_k}, at most "
         "{g.max_new_tokens} tokens) on {problems} test problems per tier. Cells: mean over seeds ± half-width of "
-        "the 95 % Student-t interval (the base student is one model, sampled once).")
+        "the 95 % Student-t interval. Trained checkpoints share sampling seed {sample_seed}; the base student is sampled once per "
+        "seed with that seed as its sampling seed, so its sampling noise is inside every method - base interval.")
 
 
 def _cell(mean: float, half: float) -> str:
@@ -85,8 +86,8 @@ def markdown(result: ExperimentResult, n: int, note: str) -> str:
 
 
 def paradox_table(result: ExperimentResult) -> pd.DataFrame:
-    """Mean Pass@k per method and k, and each method's change from the base student (± t half-width
-    over seeds; the base is one model sampled once, so the interval is the trained method's)."""
+    """Mean Pass@k per method and k, and each method's change from the base student (± t half-width over
+    seeds of the per-seed differences, the base sampled once per seed)."""
     curves = result.curves
     table = curves.groupby(["method", "k"], sort=False)["value"].mean().unstack("k").map(lambda v: f"{v:.1f}")
     if BASE in set(curves["method"]):
@@ -118,7 +119,7 @@ def write(result: ExperimentResult, n: int, folder: Path, note: str) -> list[Pat
 
 def note(cfg: ExperimentConfig) -> str:
     return NOTE.format(seeds=len(cfg.seeds), steps=cfg.max_steps, n=cfg.n, g=suite_generation(cfg.tiers),
-                       problems=cfg.problems_per_tier)
+                       problems=cfg.problems_per_tier, sample_seed=cfg.sample_seed)
 
 
 def save(result: ExperimentResult, cfg: ExperimentConfig) -> Path:

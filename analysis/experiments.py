@@ -169,7 +169,7 @@ def _train(variant: Variant, seed: int, folder: Path, max_steps: int) -> float:
     return time.perf_counter() - start
 
 
-def _sample(model: str, folder: Path, cfg: ExperimentConfig) -> pd.DataFrame:
+def _sample(model: str, folder: Path, cfg: ExperimentConfig, sample_seed: int) -> pd.DataFrame:
     """Per-problem sample and correct counts of one checkpoint on the test tiers (resumable)."""
     import torch
 
@@ -180,7 +180,7 @@ def _sample(model: str, folder: Path, cfg: ExperimentConfig) -> pd.DataFrame:
     torch.set_num_threads(1)
     logging.getLogger("workbench.grading").setLevel(logging.WARNING)
     problems = [p for tier in cfg.tiers for p in load_benchmark(tier, toy_size=cfg.problems_per_tier)]
-    sampling = replace(suite_generation(cfg.tiers), n=cfg.n, seed=cfg.sample_seed)
+    sampling = replace(suite_generation(cfg.tiers), n=cfg.n, seed=sample_seed)
     samples = generate_samples(HFBackend(model, device="cpu", progress=False), problems, sampling, folder,
                                unit_size="all", progress=False)
     grouped = samples.groupby(["benchmark", "problem_id"], sort=False)["correct"]
@@ -225,15 +225,19 @@ def train_all(variants: Sequence[Variant], cfg: ExperimentConfig, progress: bool
 
 
 def count_all(variants: Sequence[Variant], cfg: ExperimentConfig, progress: bool = True) -> pd.DataFrame:
-    """Per-problem (n, c) of every checkpoint; the base student is sampled once, as seed ``seeds[0]``."""
+    """Per-problem (n, c) of every checkpoint and of the base student once per seed.
+
+    Trained checkpoints share the sampling seed ``cfg.sample_seed`` (common random numbers); the base student is
+    sampled with sampling seed ``sample_seed + s`` for seed ``s``, so its own sampling noise is inside every
+    method - base interval (paired by seed)."""
     jobs, keys = [], []
     for v in variants:
-        seeds = cfg.seeds[:1] if v.method == BASE else cfg.seeds
-        for s in seeds:
+        for s in cfg.seeds:
             model = _base_model() if v.method == BASE else str(cfg.run_dir(v, s) / "model")
             if v.method != BASE and not is_finished(cfg.run_dir(v, s)):
                 raise RuntimeError(f"{cfg.run_dir(v, s)} has not finished training")
-            jobs.append((_sample, (model, cfg.sample_dir(v, s), cfg)))
+            sample_seed = cfg.sample_seed + s if v.method == BASE else cfg.sample_seed
+            jobs.append((_sample, (model, cfg.sample_dir(v, s), cfg, sample_seed)))
             keys.append((v.name, s))
     frames = _map(jobs, cfg.workers, "sampling", progress)
     return pd.concat([f.assign(variant=name, seed=s) for (name, s), f in zip(keys, frames)], ignore_index=True)[
@@ -316,9 +320,12 @@ def pass_at_k_curves(counts: pd.DataFrame, ks: Sequence[int] | None = None) -> p
 
 
 def change_from_base(curves: pd.DataFrame) -> pd.DataFrame:
-    """Per method and k: mean change of Pass@k from the base student over seeds, and its t half-width."""
-    base = curves[curves["method"] == BASE].groupby("k")["value"].mean()
-    delta = curves[curves["method"] != BASE].assign(change=lambda d: d["value"] - d["k"].map(base))
+    """Per method and k: mean change of Pass@k from the base student, paired by seed (the base sampled with
+    that seed's sampling seed), and its t half-width over seeds."""
+    base = curves[curves["method"] == BASE].set_index(["seed", "k"])["value"]
+    delta = curves[curves["method"] != BASE]
+    delta = delta.assign(change=delta["value"].to_numpy() - base.reindex(pd.MultiIndex.from_frame(
+        delta[["seed", "k"]])).to_numpy()).dropna(subset=["change"])
     rows = [{"method": method, "k": k, "change": float(part["change"].mean()),
              "ci": t_interval(part["change"].to_numpy())[0]}
             for (method, k), part in delta.groupby(["method", "k"], sort=False)]

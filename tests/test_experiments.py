@@ -13,7 +13,7 @@ import pytest
 
 from analysis import experiment_report
 from analysis.experiments import (
-    EXPERIMENTS, ExperimentConfig, analyse, detectable_effect, paired_difference, pass_at_k_curves,
+    EXPERIMENTS, ExperimentConfig, analyse, change_from_base, detectable_effect, paired_difference, pass_at_k_curves,
     per_seed_scores, t_interval, variants_of,
 )
 from workbench.errors import UserError
@@ -86,9 +86,20 @@ def test_config_and_names_are_checked():
             "scope-opposite_student", "scope-opposite_teacher", "scope-authors_code", "opd-8"} == names
 
 
+def test_change_from_base_is_paired_by_seed():
+    # base sampled once per seed: 50 and 60 at k = 1; the method 70 and 90 -> changes 20 and 30, mean 25,
+    # half-width t(0.975, 1) * sd / sqrt(2) = 12.706 * 7.071 / 1.414 = 63.53 (the base's noise is inside it)
+    curves = pd.DataFrame({"method": ["base", "base", "scope", "scope"], "seed": [0, 1, 0, 1], "k": [1, 1, 1, 1],
+                           "value": [50.0, 60.0, 70.0, 90.0]})
+    change = change_from_base(curves)
+    assert change[["method", "k"]].values.tolist() == [["scope", 1]]
+    assert change["change"].iat[0] == pytest.approx(25.0)
+    assert change["ci"].iat[0] == pytest.approx(63.53, abs=0.01)
+
+
 def test_report_writes_tables_and_figures(tmp_path: Path):
     counts = _counts()
-    counts = pd.concat([counts, counts[counts["variant"] == "opd"].query("seed == 0").assign(variant="base")])
+    counts = pd.concat([counts, counts[counts["variant"] == "opd"].assign(variant="base")])
     result = analyse("main", counts, n=4)
     written = experiment_report.write(result, 4, tmp_path, "note")
     names = {p.name for p in written}
