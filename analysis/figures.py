@@ -731,7 +731,7 @@ def dial_spread(per_rollout: dict[str, pd.DataFrame]) -> Figure:
         correct = frame[frame["correct"].astype(bool)]
         centred = correct["student_log_ppl"] - correct.groupby(["benchmark", "problem_id"])[
             "student_log_ppl"].transform("mean")
-        left.hist(centred, bins=np.linspace(-1.5, 1.5, 61), histtype="step", density=True, color=colour, label=world)
+        left.hist(centred, bins=np.linspace(-2.5, 2.5, 101), histtype="step", density=True, color=colour, label=world)
         ess = effective_sample_size(tau_sweep(prepare(frame), [1.0]))
         mle = np.sort(ess.loc[(ess["path"] == "mle") & (ess["n"] >= 2), "ess_frac"].to_numpy())
         right.step(mle, np.arange(1, len(mle) + 1) / len(mle), where="post", color=colour,

@@ -33,10 +33,12 @@ from datasets import Dataset
 from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast, TrainerCallback
 from trl import SFTConfig, SFTTrainer
 
+from workbench.errors import command_line
 from workbench.layout import REPO_ROOT, TOY_ASSETS, TOY_MAX_NEW_TOKENS
 from workbench.models import SamplingConfig
 from workbench.models.hf import HFBackend
 from workbench.records import Problem
+from workbench.runs import git_state
 from workbench.sampling import accuracy, sample_and_grade
 from workbench.toy.task import (
     STYLES,
@@ -393,6 +395,8 @@ def build(out_dir: Path, n_eval_problems: int = 50, run_eval: bool = True,
     info: dict = {
         "versions": {"torch": torch.__version__, "transformers": transformers.__version__, "trl": trl.__version__},
         "threads": NUM_THREADS,
+        "command": command_line(),
+        "git": git_state(),
         "models": {},
     }
     total_start = time.perf_counter()

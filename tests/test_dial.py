@@ -95,6 +95,26 @@ def test_dial_worlds_match_the_build_script():
         assert dial_student_dir(world) == DIAL_DIR / world / "student"
 
 
+def test_every_dial_world_writes_within_the_token_budget():
+    # the longest row a world teaches (toy-6, every step in the full style) must fit the sampling budget, or the
+    # student would learn responses that sampling truncates and grades wrong
+    sys.path.insert(0, str(REPO_ROOT / "scripts"))
+    try:
+        import build_toy
+    finally:
+        sys.path.pop(0)
+    from workbench.data import TOY_MAX_NEW_TOKENS
+
+    problem = toy_problems("toy-6", 1)[0]["problem"]
+    rng = random.Random(0)
+    for world, spec in build_toy.DIAL_WORLDS.items():
+        if spec is None:
+            continue
+        longest = (hunch_solution(problem, spec.hunches, "full", rng) if spec.hunches
+                   else trial_solution(problem, spec.trials_per_step, rng, spec.trials_written))
+        assert len(longest) <= TOY_MAX_NEW_TOKENS, (world, len(longest))
+
+
 def test_holm_matches_hand_computation():
     # p = (0.01, 0.04, 0.03, nan): sorted 0.01*3 = 0.03, 0.03*2 = 0.06, 0.04*1 -> max(0.06, 0.04) = 0.06
     adjusted = dial.holm([0.01, 0.04, 0.03, np.nan])
