@@ -19,8 +19,8 @@ import pandas as pd
 from scipy import stats
 
 from analysis.experiments import (
-    BASE, COUNTS_COMPRESSION, COUNTS_FILE, Variant, _map, paired_difference, per_seed_scores, summary_table,
-    t_interval,
+    BASE, COUNTS_COMPRESSION, COUNTS_FILE, Variant, _map, paired_difference, per_seed_scores, run_seconds,
+    summary_table, t_interval,
 )
 from workbench.errors import UserError
 from workbench.layout import RUNS, TOY_RUNS, TOY_TIERS
@@ -289,18 +289,11 @@ def run(cfg: DoseConfig, progress: bool = True) -> DoseResult:
     train_walls = [read_manifest(cfg.run_dir(v, s)) for v in trained for s in cfg.seeds]
     result.timings = {
         "training_this_call_s": round(trained_s, 1),
-        "training_runs_wall_s_sum": round(sum(_run_seconds(m) for m in train_walls), 1),
+        "training_runs_wall_s_sum": round(sum(run_seconds(m) for m in train_walls), 1),
         "sampling_this_call_s": round(sampled_s, 1),
         "sampling_jobs_wall_s_sum": round(sum(t for _, t in sampled), 1),
     }
     return result
-
-
-def _run_seconds(manifest: dict[str, Any]) -> float:
-    start, end = manifest.get("started_at"), manifest.get("finished_at")
-    if not start or not end:
-        return 0.0
-    return (pd.Timestamp(end) - pd.Timestamp(start)).total_seconds()
 
 
 def manifest_config(cfg: DoseConfig) -> dict[str, Any]:

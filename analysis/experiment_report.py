@@ -9,7 +9,9 @@ the paper's: they are for 1.5B-8B models on AIME, not for the toy world, so only
 from __future__ import annotations
 
 import dataclasses
+import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -21,7 +23,7 @@ from analysis.experiments import (
 from analysis.figures import experiment_figure, paradox_figure
 from eval.reference import PAPER_SOURCE, reference_dir
 from workbench.data import suite_generation
-from workbench.runs import run_folder
+from workbench.runs import read_manifest, run_folder
 
 NOTE = ("Toy world, {seeds} seeds of {steps} steps each; every checkpoint sampled n={n} times with the toy "
         "tiers' evaluation settings (temperature {g.temperature:g}, top-p {g.top_p:g}, top-k {g.top_k}, at most "
@@ -122,12 +124,18 @@ def note(cfg: ExperimentConfig) -> str:
                        problems=cfg.problems_per_tier, sample_seed=cfg.sample_seed)
 
 
-def save(result: ExperimentResult, cfg: ExperimentConfig) -> Path:
-    """Counts, tables and figures of one experiment into its results folder, with a manifest."""
+def save(result: ExperimentResult, cfg: ExperimentConfig, **manifest: Any) -> Path:
+    """Counts, tables and figures of one experiment into its results folder, with a manifest that records
+    what the counts cost (``result.wall_seconds``) and how long drawing took."""
     out = cfg.results / result.name
-    with run_folder(out, manifest_config(result.name, cfg), cfg.sample_seed, kind="toy-experiment"):
+    started = time.perf_counter()
+    wall = dict(result.wall_seconds)
+    # run_folder writes its finished manifest on leaving the block, so the reporting time set inside is in it
+    with run_folder(out, manifest_config(result.name, cfg), cfg.sample_seed, kind="toy-experiment",
+                    wall_seconds=wall, **manifest):
         result.counts.to_csv(out / COUNTS_FILE, index=False, compression=COUNTS_COMPRESSION)
         write(result, cfg.n, out, note(cfg))
+        wall["reporting_s"] = round(time.perf_counter() - started, 2)
     return out
 
 
@@ -142,9 +150,14 @@ def load(name: str, results: Path = EXPERIMENT_RESULTS) -> tuple[ExperimentResul
 
 
 def redraw(name: str, results: Path = EXPERIMENT_RESULTS) -> tuple[ExperimentResult, ExperimentConfig]:
-    """Tables and figures of experiment ``name`` written again from its committed counts."""
+    """Tables and figures of experiment ``name`` written again from its committed counts; the manifest keeps
+    the command, commit, times and wall seconds of the run that produced the counts (``produced_by``)."""
+    previous = read_manifest(results / name)
     result, cfg = load(name, results)
-    save(result, cfg)
+    result.wall_seconds = dict(previous.get("wall_seconds", {}))
+    result.wall_seconds.pop("reporting_s", None)
+    save(result, cfg, produced_by=previous.get("produced_by") or {
+        k: previous.get(k) for k in ("command", "git", "started_at", "finished_at")})
     return result, cfg
 
 

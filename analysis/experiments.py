@@ -335,7 +335,7 @@ def change_from_base(curves: pd.DataFrame) -> pd.DataFrame:
 @dataclass
 class ExperimentResult:
     """What one experiment measured: counts, per-seed scores, the summary and (where defined) a paired
-    difference; ``timings`` lists the training runs this call made."""
+    difference; ``timings`` lists the training runs this call made, ``wall_seconds`` what the counts cost."""
 
     name: str
     counts: pd.DataFrame
@@ -344,6 +344,9 @@ class ExperimentResult:
     paired: pd.DataFrame | None
     curves: pd.DataFrame | None = None
     timings: pd.DataFrame = field(default_factory=pd.DataFrame)
+    wall_seconds: dict[str, float] = field(default_factory=dict)
+    """What producing the counts cost: this call's training and sampling, and the sum of every training run's and
+    sampling job's own wall time (from their manifests, so a call that resumes finished work still counts it)."""
 
 
 def analyse(name: str, counts: pd.DataFrame, n: int) -> ExperimentResult:
@@ -360,10 +363,30 @@ def analyse(name: str, counts: pd.DataFrame, n: int) -> ExperimentResult:
 def run(name: str, cfg: ExperimentConfig = ExperimentConfig(), progress: bool = True) -> ExperimentResult:
     """Train what is missing and sample every checkpoint of experiment ``name`` (both resumable)."""
     variants = variants_of(name)
+    started = time.perf_counter()
     timings = train_all(variants, cfg, progress)
+    trained_s = time.perf_counter() - started
+    started = time.perf_counter()
     result = analyse(name, count_all(variants, cfg, progress), cfg.n)
+    sampled_s = time.perf_counter() - started
     result.timings = timings
+    trained = [(v, s) for v in variants if v.method != BASE for s in cfg.seeds]
+    result.wall_seconds = {
+        "training_this_call_s": round(trained_s, 1),
+        "training_runs_wall_s_sum": round(sum(run_seconds(read_manifest(cfg.run_dir(v, s))) for v, s in trained), 1),
+        "sampling_this_call_s": round(sampled_s, 1),
+        "sampling_jobs_wall_s_sum": round(sum(run_seconds(read_manifest(cfg.sample_dir(v, s)))
+                                              for v in variants for s in cfg.seeds), 1),
+    }
     return result
+
+
+def run_seconds(manifest: dict[str, Any]) -> float:
+    """Wall seconds between a run folder's recorded start and finish (0 where either is missing)."""
+    start, end = manifest.get("started_at"), manifest.get("finished_at")
+    if not start or not end:
+        return 0.0
+    return (pd.Timestamp(end) - pd.Timestamp(start)).total_seconds()
 
 
 def manifest_config(name: str, cfg: ExperimentConfig) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import subprocess
 import sys
@@ -106,6 +107,30 @@ def test_report_writes_tables_and_figures(tmp_path: Path):
     assert {"table.md", "summary.csv", "paired.csv", "toy_main.png", "toy_paradox.png", "pass_at_k.csv"} <= names
     text = (tmp_path / "table.md").read_text()
     assert "scope - opd" in text and "opd - base" in text
+
+
+def test_a_redraw_keeps_the_provenance_of_the_run_that_made_the_counts(tmp_path: Path, monkeypatch):
+    cfg = ExperimentConfig(seeds=(0, 1), n=4, tiers=("toy-1", "toy-2"), results=tmp_path)
+    counts = _counts()
+    result = analyse("main", pd.concat([counts, counts[counts["variant"] == "opd"].assign(variant="base")]), n=4)
+    result.wall_seconds = {"training_runs_wall_s_sum": 120.0, "sampling_jobs_wall_s_sum": 30.0}
+    experiment_report.save(result, cfg)
+    made = json.loads((tmp_path / "main" / "manifest.json").read_text())
+    assert made["wall_seconds"]["training_runs_wall_s_sum"] == 120.0 and made["wall_seconds"]["reporting_s"] > 0
+    (tmp_path / "main" / "table.md").write_text("stale")  # a redraw must write the tables again
+    experiment_report.redraw("main", tmp_path)
+    # the same bytes again: the manifest of the run that made them stays as it was
+    assert json.loads((tmp_path / "main" / "manifest.json").read_text()) == made
+    # drawn differently (here: another note): a new manifest, which names the run that made the counts
+    monkeypatch.setattr(experiment_report, "note", lambda cfg: "another note")
+    experiment_report.redraw("main", tmp_path)
+    again = json.loads((tmp_path / "main" / "manifest.json").read_text())
+    assert again["files"] != made["files"]
+    assert again["produced_by"]["command"] == made["command"]
+    assert again["produced_by"]["started_at"] == made["started_at"]
+    assert again["wall_seconds"]["training_runs_wall_s_sum"] == 120.0
+    assert again["wall_seconds"]["sampling_jobs_wall_s_sum"] == 30.0
+    assert "another note" in (tmp_path / "main" / "table.md").read_text()
 
 
 def test_a_bad_setting_is_one_line_before_anything_loads():
