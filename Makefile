@@ -190,7 +190,7 @@ toy-experiments: toy-main toy-dpaw toy-tau  ## all three toy experiments (result
 DIAL_BUILT := mid high hunch12 hunch36  # the spread dial's worlds with a student of their own ("low" is the committed world)
 DIAL_SEEDS ?= 10
 
-toy-dial-worlds: $(STAMP)  ## build the spread dial's students (results/toy/dial/<world>/; 8-10 min each on 2 shared cores)
+toy-dial-worlds: $(STAMP)  ## build the spread dial's students (results/toy/dial/<world>/; about a minute each on free cores)
 	for w in $(DIAL_BUILT); do $(PY) scripts/build_toy.py --dial $$w --out results/toy/dial/$$w || exit 1; done
 
 toy-dial-spread: $(STAMP)  ## ESS/n per path and tau in every dial world (low: results/toy/spread)
