@@ -272,6 +272,35 @@ def test_locks_are_reentrant_in_one_process_and_exclusive_across_processes(tmp_p
     assert not (tmp_path / LOCK_FILE).exists()
 
 
+def test_a_toy_run_another_process_is_writing_is_refused_not_wiped(tmp_path):
+    # a second launch of the same experiment must not delete the run the first is training
+    from train.methods import train_toy_run
+
+    run = tmp_path / "run"
+    ready, hold = tmp_path / "ready", tmp_path / "hold"
+    hold.touch()
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time; sys.path.insert(0, '.')\n"
+        "from pathlib import Path\n"
+        "from workbench.runs import run_folder\n"
+        f"with run_folder({str(run)!r}, {{'method': 'scope'}}, 0):\n"
+        f"    (Path({str(run)!r}) / 'partial.bin').write_bytes(b'x')\n"
+        f"    Path({str(ready)!r}).touch()\n"
+        f"    while Path({str(hold)!r}).exists(): time.sleep(0.05)\n")], cwd=REPO)
+    try:
+        deadline = time.monotonic() + 120
+        while not ready.exists():
+            assert holder.poll() is None and time.monotonic() < deadline, "the holder did not start"
+            time.sleep(0.05)
+        with pytest.raises(FolderLocked, match=f"pid {holder.pid}"):
+            train_toy_run("scope", 0, run, ["--max_steps", "1"])
+        assert (run / "partial.bin").read_bytes() == b"x" and read_manifest(run)["status"] == "running"
+    finally:
+        hold.unlink()
+        holder.wait(timeout=60)
+    assert holder.returncode == 0 and read_manifest(run)["status"] == "finished"
+
+
 def test_concurrent_manifest_writes_never_collide(tmp_path):
     errors = []
 

@@ -24,6 +24,7 @@ import pandas as pd
 from train.config import ScopeConfig, parse_config
 from train.dataset import build_train_dataset, load_student_tokenizer
 from train.resources import require_cuda_for_vllm
+from workbench.locking import LOCK_FILE, folder_lock
 from workbench.runs import is_finished, run_folder
 
 log = logging.getLogger(__name__)
@@ -47,19 +48,29 @@ def train_toy_run(method: str, seed: int, folder: Path, overrides: Sequence[str]
     """Train ``method``'s toy recipe with ``seed`` (and ``overrides``) into ``folder``, with its manifest;
     returns the run's summary, or None when a finished run is already there.
 
-    A run left "running" or "failed" is wiped and started again: a partial run cannot be continued
-    bit for bit. ``manifest`` adds fields to the run's manifest.
+    A run left "running" or "failed" by a process that has gone is wiped and started again: a partial run
+    cannot be continued bit for bit. A run another live process is writing is refused (``FolderLocked``,
+    naming it), never wiped. ``manifest`` adds fields to the run's manifest.
     """
     if is_finished(folder):
         log.info("%s: finished earlier, skipped", folder)
         return None
-    if folder.exists():
-        log.info("%s: unfinished run found, starting it again", folder)
-        shutil.rmtree(folder)
     cfg = parse_config(["--config", str(toy_recipe(method)), "--seed", str(seed), "--output_dir", str(folder),
                         *overrides])
-    with run_folder(folder, cfg.to_dict(), seed, method=method, **manifest):
-        return train_run(cfg)
+    with folder_lock(folder):
+        if is_finished(folder):  # finished by another process between the first check and the lock
+            log.info("%s: finished earlier, skipped", folder)
+            return None
+        leftovers = [p for p in folder.iterdir() if p.name != LOCK_FILE]
+        if leftovers:
+            log.info("%s: unfinished run found, starting it again", folder)
+        for path in leftovers:
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+        with run_folder(folder, cfg.to_dict(), seed, method=method, **manifest):
+            return train_run(cfg)
 
 
 def build_trainer(cfg: ScopeConfig) -> Any:
