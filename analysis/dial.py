@@ -19,8 +19,8 @@ import pandas as pd
 from scipy import stats
 
 from analysis.experiments import (
-    BASE, COUNTS_COMPRESSION, COUNTS_FILE, Variant, _map, paired_difference, per_seed_scores, run_seconds,
-    summary_table, t_interval,
+    BASE, COUNTS_COMPRESSION, COUNTS_FILE, Variant, _map, paired_difference, per_seed_scores, summary_table,
+    t_interval, wall_cost,
 )
 from workbench.errors import UserError
 from workbench.layout import RUNS, TOY_RUNS, TOY_TIERS
@@ -146,8 +146,8 @@ def _train(variant: Variant, seed: int, folder: Path, overrides: list[str], worl
     return time.perf_counter() - start
 
 
-def _sample(model: str, folder: Path, cfg: DoseConfig, sample_seed: int) -> tuple[pd.DataFrame, float]:
-    """Per-problem (n, c) of one checkpoint on the test tiers (resumable) and the wall seconds it took."""
+def _sample(model: str, folder: Path, cfg: DoseConfig, sample_seed: int) -> pd.DataFrame:
+    """Per-problem (n, c) of one checkpoint on the test tiers (resumable)."""
     import torch
 
     from eval.generate import generate_samples
@@ -156,13 +156,12 @@ def _sample(model: str, folder: Path, cfg: DoseConfig, sample_seed: int) -> tupl
 
     torch.set_num_threads(1)
     logging.getLogger("workbench.grading").setLevel(logging.WARNING)
-    start = time.perf_counter()
     problems = [p for tier in cfg.tiers for p in load_benchmark(tier, toy_size=cfg.problems_per_tier)]
     sampling = replace(suite_generation(cfg.tiers), n=cfg.n, seed=sample_seed)
     samples = generate_samples(HFBackend(model, device="cpu", progress=False), problems, sampling, folder,
                                unit_size="all", progress=False)
     grouped = samples.groupby(["benchmark", "problem_id"], sort=False)["correct"]
-    return grouped.agg(n="size", c="sum").reset_index(), time.perf_counter() - start
+    return grouped.agg(n="size", c="sum").reset_index()
 
 
 def trace_of(folder: Path) -> pd.DataFrame:
@@ -281,18 +280,13 @@ def run(cfg: DoseConfig, progress: bool = True) -> DoseResult:
     started = time.perf_counter()
     sampled = _map(jobs, cfg.workers, f"sampling ({cfg.world})", progress)
     sampled_s = time.perf_counter() - started
-    counts = pd.concat([f.assign(variant=name, seed=s) for (name, s), (f, _) in zip(keys, sampled)],
+    counts = pd.concat([f.assign(variant=name, seed=s) for (name, s), f in zip(keys, sampled)],
                        ignore_index=True)[["variant", "seed", "benchmark", "problem_id", "n", "c"]]
     traces = pd.concat([trace_of(cfg.run_dir(v, s)).assign(variant=v.name, seed=s) for v in trained
                         for s in cfg.seeds], ignore_index=True)
     result = analyse(cfg.world, counts, traces, cfg.n, variant_list)
-    train_walls = [read_manifest(cfg.run_dir(v, s)) for v in trained for s in cfg.seeds]
-    result.timings = {
-        "training_this_call_s": round(trained_s, 1),
-        "training_runs_wall_s_sum": round(sum(run_seconds(m) for m in train_walls), 1),
-        "sampling_this_call_s": round(sampled_s, 1),
-        "sampling_jobs_wall_s_sum": round(sum(t for _, t in sampled), 1),
-    }
+    result.timings = wall_cost([cfg.run_dir(v, s) for v in trained for s in cfg.seeds],
+                               [cfg.sample_dir(v, s) for v in variant_list for s in cfg.seeds], trained_s, sampled_s)
     return result
 
 

@@ -23,7 +23,7 @@ from analysis.experiments import (
 from analysis.figures import experiment_figure, paradox_figure
 from eval.reference import PAPER_SOURCE, reference_dir
 from workbench.data import suite_generation
-from workbench.runs import read_manifest, run_folder
+from workbench.runs import producer, read_manifest, run_folder
 
 NOTE = ("Toy world, {seeds} seeds of {steps} steps each; every checkpoint sampled n={n} times with the toy "
         "tiers' evaluation settings (temperature {g.temperature:g}, top-p {g.top_p:g}, top-k {g.top_k}, at most "
@@ -156,8 +156,7 @@ def redraw(name: str, results: Path = EXPERIMENT_RESULTS) -> tuple[ExperimentRes
     result, cfg = load(name, results)
     result.wall_seconds = dict(previous.get("wall_seconds", {}))
     result.wall_seconds.pop("reporting_s", None)
-    save(result, cfg, produced_by=previous.get("produced_by") or {
-        k: previous.get(k) for k in ("command", "git", "started_at", "finished_at")})
+    save(result, cfg, produced_by=producer(previous))
     return result, cfg
 
 

@@ -345,8 +345,7 @@ class ExperimentResult:
     curves: pd.DataFrame | None = None
     timings: pd.DataFrame = field(default_factory=pd.DataFrame)
     wall_seconds: dict[str, float] = field(default_factory=dict)
-    """What producing the counts cost: this call's training and sampling, and the sum of every training run's and
-    sampling job's own wall time (from their manifests, so a call that resumes finished work still counts it)."""
+    """What producing the counts cost (:func:`wall_cost`)."""
 
 
 def analyse(name: str, counts: pd.DataFrame, n: int) -> ExperimentResult:
@@ -370,23 +369,26 @@ def run(name: str, cfg: ExperimentConfig = ExperimentConfig(), progress: bool = 
     result = analyse(name, count_all(variants, cfg, progress), cfg.n)
     sampled_s = time.perf_counter() - started
     result.timings = timings
-    trained = [(v, s) for v in variants if v.method != BASE for s in cfg.seeds]
-    result.wall_seconds = {
-        "training_this_call_s": round(trained_s, 1),
-        "training_runs_wall_s_sum": round(sum(run_seconds(read_manifest(cfg.run_dir(v, s))) for v, s in trained), 1),
-        "sampling_this_call_s": round(sampled_s, 1),
-        "sampling_jobs_wall_s_sum": round(sum(run_seconds(read_manifest(cfg.sample_dir(v, s)))
-                                              for v in variants for s in cfg.seeds), 1),
-    }
+    result.wall_seconds = wall_cost([cfg.run_dir(v, s) for v in variants if v.method != BASE for s in cfg.seeds],
+                                    [cfg.sample_dir(v, s) for v in variants for s in cfg.seeds], trained_s, sampled_s)
     return result
 
 
-def run_seconds(manifest: dict[str, Any]) -> float:
-    """Wall seconds between a run folder's recorded start and finish (0 where either is missing)."""
-    start, end = manifest.get("started_at"), manifest.get("finished_at")
-    if not start or not end:
-        return 0.0
-    return (pd.Timestamp(end) - pd.Timestamp(start)).total_seconds()
+def wall_cost(run_dirs: Sequence[Path], sample_dirs: Sequence[Path], training_s: float,
+              sampling_s: float) -> dict[str, float]:
+    """What producing counts cost: this call's training and sampling seconds, and the sum of every training run's
+    and sampling job's own wall time, from their manifests (so a call that resumes finished work still counts it)."""
+    def total(folders: Sequence[Path]) -> float:
+        seconds = 0.0
+        for folder in folders:
+            manifest = read_manifest(folder)
+            start, end = manifest.get("started_at"), manifest.get("finished_at")
+            if start and end:
+                seconds += (pd.Timestamp(end) - pd.Timestamp(start)).total_seconds()
+        return round(seconds, 1)
+
+    return {"training_this_call_s": round(training_s, 1), "training_runs_wall_s_sum": total(run_dirs),
+            "sampling_this_call_s": round(sampling_s, 1), "sampling_jobs_wall_s_sum": total(sample_dirs)}
 
 
 def manifest_config(name: str, cfg: ExperimentConfig) -> dict[str, Any]:

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from analysis import dial
 from workbench.errors import UserArgumentParser, main_guard
-from workbench.runs import read_manifest, run_folder
+from workbench.runs import producer, read_manifest, run_folder
 from workbench.toy import DIAL_DIR, DIAL_WORLDS
 
 
@@ -96,9 +96,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         previous = read_manifest(results / args.world / "dose")
         result, cfg = dial.load(args.world, results)
         result.timings = dict(previous.get("wall_seconds", {}))
-        dial.save(result, cfg, dial.spread_ess_of(args.world, results),
-                  produced_by={"command": previous.get("command"), "git": previous.get("git"),
-                               "started_at": previous.get("started_at"), "finished_at": previous.get("finished_at")})
+        dial.save(result, cfg, dial.spread_ess_of(args.world, results), produced_by=producer(previous))
         print((cfg.out / "table.md").read_text())
         return 0
     cfg = replace(defaults, world=args.world, seeds=tuple(range(args.seeds)), max_steps=args.max_steps,

@@ -73,12 +73,18 @@ def test_hunch_solution_guesses_then_derives():
         hunch_solution(problem, 0, "full", rng)
 
 
-def test_dial_worlds_match_the_build_script():
+def _build_toy():
+    """The build script as a module (it lives in scripts/, outside the packages)."""
     sys.path.insert(0, str(REPO_ROOT / "scripts"))
     try:
         import build_toy
     finally:
         sys.path.pop(0)
+    return build_toy
+
+
+def test_dial_worlds_match_the_build_script():
+    build_toy = _build_toy()
     assert tuple(build_toy.DIAL_WORLDS) == DIAL_WORLDS
     assert build_toy.DIAL_WORLDS["low"] is None and dial_student_dir("low") == STUDENT_DIR
     # every built world goes on from the committed student with the same schedule; only the trial knobs differ
@@ -98,11 +104,7 @@ def test_dial_worlds_match_the_build_script():
 def test_every_dial_world_writes_within_the_token_budget():
     # the longest row a world teaches (toy-6, every step in the full style) must fit the sampling budget, or the
     # student would learn responses that sampling truncates and grades wrong
-    sys.path.insert(0, str(REPO_ROOT / "scripts"))
-    try:
-        import build_toy
-    finally:
-        sys.path.pop(0)
+    build_toy = _build_toy()
     from workbench.data import TOY_MAX_NEW_TOKENS
 
     problem = toy_problems("toy-6", 1)[0]["problem"]

@@ -10,14 +10,10 @@ from pathlib import Path
 import pytest
 
 from workbench.layout import TOY_RESULTS
+from workbench.runs import producer
 from workbench.toy import DIAL_DIR, DIAL_WORLDS
 
 EXPERIMENTS = TOY_RESULTS / "experiments"
-
-
-def _producer(manifest: dict) -> dict:
-    """The run that made the counts: the manifest itself, or what a later redraw kept of it."""
-    return manifest.get("produced_by") or manifest
 
 
 def _committed(paths: list[Path]) -> list[Path]:
@@ -28,9 +24,9 @@ def _committed(paths: list[Path]) -> list[Path]:
                          ids=lambda p: p.parent.name)
 def test_toy_experiments_record_the_training_and_sampling_run(path: Path):
     manifest = json.loads(path.read_text())
-    producer = _producer(manifest)
-    assert "toy_experiments.py" in producer["command"], producer["command"]
-    assert producer["git"]["commit"] and producer["git"]["dirty"] is False
+    made_by = producer(manifest)
+    assert "toy_experiments.py" in made_by["command"], made_by["command"]
+    assert made_by["git"]["commit"] and made_by["git"]["dirty"] is False
     assert manifest["versions"]["torch"] and manifest["versions"]["transformers"]
     wall = manifest["wall_seconds"]
     assert wall["training_runs_wall_s_sum"] > 0 and wall["sampling_jobs_wall_s_sum"] > 0 and "reporting_s" in wall
@@ -39,8 +35,8 @@ def test_toy_experiments_record_the_training_and_sampling_run(path: Path):
 @pytest.mark.parametrize("world", [w for w in DIAL_WORLDS if (DIAL_DIR / w / "dose" / "manifest.json").is_file()])
 def test_dial_worlds_record_their_build_spread_and_dose_response(world: str):
     dose = json.loads((DIAL_DIR / world / "dose" / "manifest.json").read_text())
-    producer = _producer(dose)
-    assert f"--world {world}" in producer["command"] and producer["git"]["dirty"] is False
+    made_by = producer(dose)
+    assert f"--world {world}" in made_by["command"] and made_by["git"]["dirty"] is False
     wall = dose["wall_seconds"]
     assert wall["training_runs_wall_s_sum"] > 0 and wall["sampling_jobs_wall_s_sum"] > 0 and "reporting_s" in wall
     spread_dir = TOY_RESULTS / "spread" if world == "low" else DIAL_DIR / world / "spread"

@@ -187,6 +187,12 @@ class CorruptManifest(UserError):
     """A manifest that is not the JSON object a run wrote (cut short, overwritten, bad bytes)."""
 
 
+def producer(manifest: Mapping[str, Any]) -> dict[str, Any]:
+    """The run that made a folder's outputs: what a redraw of them kept (``produced_by``), else the manifest's own
+    command, commit and times."""
+    return manifest.get("produced_by") or {k: manifest.get(k) for k in ("command", "git", "started_at", "finished_at")}
+
+
 def read_manifest(folder: str | os.PathLike) -> dict[str, Any]:
     """The manifest of ``folder``; one that is not a JSON object raises :class:`CorruptManifest` naming it."""
     path = Path(folder) / MANIFEST
